@@ -1,0 +1,59 @@
+"""aevb: autoencoders and variational autoencoders (Kingma & Welling's AEVB) on PyTorch.
+
+The notebook API mirrors the command line::
+
+    from aevb import Config, apply_overrides, train, evaluate_run
+    config = apply_overrides(Config(), {"dataset": "digits", "epochs": 5})
+    result = train(config, "runs/digits")
+    print(evaluate_run("runs/digits"))
+"""
+
+from .checkpoint import load_model
+from .config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+)
+from .data import Dataset, Split, list_datasets, load_dataset
+from .errors import AevbError, CheckpointError, ConfigError, DataError
+from .evaluate import evaluate_model, evaluate_run, log_likelihood
+from .models import MODELS, Batch, DataSpec, LatentVariableModel, Model, build_model
+from .training import TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "AevbError",
+    "Batch",
+    "CheckpointError",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "DataSpec",
+    "Dataset",
+    "EvalConfig",
+    "LatentVariableModel",
+    "Model",
+    "ModelConfig",
+    "Split",
+    "TrainConfig",
+    "TrainResult",
+    "apply_overrides",
+    "build_model",
+    "evaluate_model",
+    "evaluate_run",
+    "list_datasets",
+    "load_config",
+    "load_dataset",
+    "load_model",
+    "log_likelihood",
+    "save_config",
+    "train",
+]

@@ -1,0 +1,272 @@
+"""The ``aevb`` command line: a few lines per command over the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import AevbError, ConfigError
+
+__all__ = ["main"]
+
+EXAMPLES = """examples:
+  aevb train --dataset digits --epochs 2 --out runs/digits
+  aevb train configs/mnist.toml --latent_dim 2 --out runs/mnist-2d
+  aevb train --out runs/digits --resume --epochs 4
+  aevb evaluate runs/digits --json
+"""
+
+
+def _parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
+    """``--key value`` / ``--key=value`` pairs left over by argparse → {"key": "value"}."""
+    overrides: dict[str, str] = {}
+    tokens = list(tokens)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}; overrides look like --key value")
+        key, _, value = token[2:].partition("=")
+        if not _:
+            if not tokens or tokens[0].startswith("--"):
+                raise ConfigError(f"--{key} needs a value")
+            value = tokens.pop(0)
+        overrides[key] = value
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .config import Config, apply_overrides, load_config
+    from .evaluate import evaluate_run
+    from .report import write_report
+    from .training import train
+
+    overrides = _parse_overrides(extra)
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+        base = load_config(args.config or Path(args.out) / "config.toml")
+    else:
+        base = load_config(args.config) if args.config else Config()
+    config = apply_overrides(base, overrides)
+    out = Path(args.out or f"runs/{Path(config.data.name).stem}-{config.model.name}-"
+               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    result = train(config, out, resume=args.resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(f"trained {config.model.name} on {config.data.name}: {len(result.history)} epochs,"
+          f" best valid loss at epoch {result.best_epoch}; run directory {out}")
+    if not args.no_eval:
+        evaluation = evaluate_run(out, config.eval, progress=not args.quiet,
+                                  dataset=result.dataset, device=result.device)
+        _print_evaluation(evaluation)
+    elif last:
+        print(", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("valid_")))
+    if config.eval.plots:
+        _draw(out, result.dataset, result.device)
+    print(f"report: {write_report(out)}")
+    return 0
+
+
+def _draw(run_dir: Path, dataset: Any = None, device: Any = "cpu") -> None:
+    from .checkpoint import load_model
+    from .data import load_dataset
+    from .figures import draw_figures
+
+    config, model, _ = load_model(run_dir, "best", device)
+    dataset = dataset or load_dataset(config.data).to(device)
+    draw_figures(run_dir, model, dataset, seed=config.train.seed)
+
+
+def _print_evaluation(result: dict[str, Any]) -> None:
+    parts = [f"{result['split']} ({result['points']} points)"]
+    if "elbo_nats" in result:
+        parts.append(f"ELBO {result['elbo_nats']:.2f} ± {result['elbo_se']:.2f} nats")
+        parts.append(f"log p(x) {result['log_px_nats']:.2f} ± {result['log_px_se']:.2f} nats"
+                     f" (K={result['is_samples']})")
+    parts.append(f"squared error {result['recon_error_per_image']:.2f} per image")
+    parts.append(f"active units {result['active_units']}/{result['latent_dim']}")
+    print("; ".join(parts))
+
+
+def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from dataclasses import replace
+
+    from .checkpoint import load_model
+    from .evaluate import evaluate_run
+    from .report import write_report
+
+    config, _, _ = load_model(args.run, args.checkpoint)
+    eval_config = replace(config.eval, **{k: v for k, v in (
+        ("is_samples", args.k), ("max_points", args.max_points)) if v is not None})
+    result = evaluate_run(args.run, eval_config, args.split, args.checkpoint,
+                          progress=not (args.json or args.quiet))
+    write_report(args.run)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_evaluation(result)
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import numpy as np
+    import torch
+
+    from . import plots
+    from .checkpoint import load_model
+    from .models import LatentVariableModel
+
+    _, model, _ = load_model(args.run, args.checkpoint)
+    if not isinstance(model, LatentVariableModel):
+        raise AevbError(f"model {model.config.name!r} has no prior to sample from")
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        samples = model.sample(args.n).numpy()
+    out = Path(args.out or Path(args.run) / "samples.png")
+    if out.suffix == ".npy":
+        np.save(out, samples)
+    else:
+        plots.image_grid(samples, out, title=f"{args.n} samples from p(z)")
+    print(out)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .report import write_report
+
+    _draw(Path(args.run))
+    print(write_report(args.run))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from . import data
+
+    if args.action == "list":
+        for name, description in data.list_datasets():
+            print(f"{name:16} {description}")
+        return 0
+    if not args.name:
+        raise AevbError(f"aevb data {args.action} needs a dataset name")
+    if args.action == "fetch":
+        print(data.fetch(args.name, args.cache_dir or ""))
+    else:
+        print(json.dumps(data.dataset_info(args.name, args.cache_dir or ""), indent=2, default=str))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .models import MODELS
+
+    for name, cls in sorted(MODELS.items()):
+        print(f"{name:16} {cls.description}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aevb", description="Autoencoders and variational autoencoders (AEVB) on PyTorch.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a model, evaluate it and write its report",
+        description="Train a model. Any config key is an option: --epochs 5, --latent_dim 2,"
+        " --model.hidden 400,400, --dataset digits (data.name), --model vae (model.name).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    train.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
+    train.add_argument("--out", help="the run directory (default: runs/DATASET-MODEL-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test ELBO and importance-sampled log p(x)")
+    evaluate.add_argument("run", help="a run directory")
+    evaluate.add_argument("--k", type=int, help="importance samples K (default: the run's eval.is_samples)")
+    evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    evaluate.add_argument("--max-points", type=int, help="evaluate only the first N points")
+    evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    sample = commands.add_parser("sample", help="decode samples from the prior")
+    sample.add_argument("run", help="a run directory")
+    sample.add_argument("--n", type=int, default=64, help="how many samples")
+    sample.add_argument("--out", help="a .png grid or a .npy array (default: RUN/samples.png)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    sample.set_defaults(handler=_cmd_sample)
+
+    plot = commands.add_parser("plot", help="redraw a run's pictures and report")
+    plot.add_argument("run", help="a run directory")
+    plot.set_defaults(handler=_cmd_plot)
+
+    data = commands.add_parser("data", help="list, fetch or describe datasets")
+    data.add_argument("action", choices=["list", "fetch", "info"])
+    data.add_argument("name", nargs="?", help="a dataset name")
+    data.add_argument("--cache-dir", help="where data is kept (default: $AEVB_CACHE or ~/.cache/aevb)")
+    data.set_defaults(handler=_cmd_data)
+
+    models = commands.add_parser("models", help="list the models")
+    models.set_defaults(handler=_cmd_models)
+    return parser
+
+
+TRAIN_FLAGS = {"--out": True, "--resume": False, "--no-eval": False, "--quiet": False,
+               "-h": False, "--help": False}
+"""``aevb train``'s own options (True: takes a value); any other --key value is an override."""
+
+
+def _split_train_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate config overrides from ``train``'s own arguments before argparse sees them.
+
+    Otherwise the value of an override (``--epochs 2``) could be taken for the config file.
+    """
+    own, overrides = [], []
+    tokens = list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        name = token.split("=", 1)[0]
+        if not token.startswith("-") or name in TRAIN_FLAGS:
+            own.append(token)
+            if TRAIN_FLAGS.get(name) and "=" not in token and tokens:
+                own.append(tokens.pop(0))
+        else:
+            overrides.append(token)
+            if "=" not in token and tokens and not tokens[0].startswith("--"):
+                overrides.append(tokens.pop(0))
+    return own, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv and argv[0] == "train":
+        own, extra = _split_train_argv(argv[1:])
+        argv = ["train", *own]
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args, extra)
+    except AevbError as error:
+        print(f"aevb: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"aevb: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aevb: interrupted; a training run continues with --resume --out RUN_DIR",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

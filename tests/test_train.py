@@ -1,0 +1,139 @@
+"""The one training loop: learning, checkpoints, exact resume, and bad input."""
+
+import json
+
+import pytest
+import torch
+
+from aevb.checkpoint import checkpoint_path, load_model, read_checkpoint
+from aevb.config import Config, apply_overrides
+from aevb.errors import AevbError, CheckpointError, ConfigError
+from aevb.training import train
+
+SMALL = {"dataset": "digits", "hidden": "32", "latent_dim": "3", "batch_size": "50",
+         "is_samples": "20"}
+
+
+def small_config(**overrides) -> Config:
+    return apply_overrides(Config(), {**SMALL, **{k: str(v) for k, v in overrides.items()}})
+
+
+def test_training_raises_the_validation_elbo(tmp_path):
+    result = train(small_config(epochs=6), tmp_path / "run", progress=False)
+    elbos = [row["valid_elbo"] for row in result.history]
+    assert len(elbos) == 6
+    assert elbos[-1] > elbos[0] + 3.0
+    assert all(row["train_elbo"] == -row["train_loss"] for row in result.history)
+    assert result.best_epoch == max(range(6), key=lambda i: elbos[i]) + 1
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    result = train(small_config(epochs=1), tmp_path / "run", progress=False)
+    _, model, header = load_model(tmp_path / "run", "last")
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items(),
+                                   strict=True):
+        assert torch.equal(a, b), name
+    assert header["epoch"] == 1 and header["step"] == 26
+    sidecar = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert sidecar["config"]["model"]["latent_dim"] == 3
+    tensors, _ = read_checkpoint(checkpoint_path(tmp_path / "run", "last"))
+    assert any(k.startswith("optim.") for k in tensors)
+    assert {"rng.torch", "rng.data"} <= set(tensors)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    straight = train(small_config(epochs=4), tmp_path / "straight", progress=False)
+    train(small_config(epochs=2), tmp_path / "split", progress=False)
+    resumed = train(small_config(epochs=4), tmp_path / "split", resume=True, progress=False)
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history]
+
+
+def test_budget_in_training_samples(tmp_path):
+    result = train(small_config(train_samples=300), tmp_path / "run", progress=False)
+    assert result.history[-1]["step"] == 6  # 300 samples / M=50
+    assert len(result.history) == 1
+
+
+def test_early_stopping_with_patience(tmp_path, monkeypatch):
+    losses = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0])
+    monkeypatch.setattr("aevb.training.validate", lambda *a, **k: {"loss": next(losses)})
+    result = train(small_config(epochs=6, patience=2), tmp_path / "run", progress=False)
+    # Best at epoch 2, no better in epochs 3 and 4: stop there.
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert result.best_epoch == 2
+    assert read_checkpoint(checkpoint_path(tmp_path / "run", "best"))[1]["epoch"] == 2
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(small_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train(small_config(epochs=1), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="latent_dim"):
+        train(small_config(epochs=2, latent_dim=4), tmp_path / "run", resume=True, progress=False)
+
+
+def test_unwritable_run_directory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(CheckpointError, match="not writable"):
+        train(small_config(epochs=1), blocker / "run", progress=False)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="no run directory"):
+        load_model(tmp_path / "nothing")
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    path = checkpoint_path(tmp_path / "run", "best")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "run")
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "run")
+
+
+def test_an_interrupted_write_leaves_the_last_checkpoint_loadable(tmp_path, monkeypatch):
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    before = checkpoint_path(tmp_path / "run", "last").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # killed in the middle of writing
+
+    monkeypatch.setattr("aevb.checkpoint.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(epochs=2), tmp_path / "run", resume=True, progress=False)
+    assert checkpoint_path(tmp_path / "run", "last").read_bytes() == before
+    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert sorted(leftovers) == ["best.json", "best.safetensors", "last.json", "last.safetensors"]
+    load_model(tmp_path / "run", "last")
+
+
+def test_bernoulli_decoder_refuses_data_outside_zero_one(tmp_path):
+    x = torch.linspace(-1, 2, 40 * 6).reshape(40, 6).numpy()
+    path = tmp_path / "real.npy"
+    import numpy as np
+
+    np.save(path, x)
+    config = apply_overrides(Config(), {"dataset": str(path), "binarize": "none",
+                                        "hidden": "8", "latent_dim": "2", "epochs": "1"})
+    with pytest.raises(AevbError, match="bernoulli"):
+        train(config, tmp_path / "run", progress=False)
+    gaussian = apply_overrides(config, {"likelihood": "gaussian-learned", "batch_size": "10"})
+    result = train(gaussian, tmp_path / "run2", progress=False)
+    assert result.history[0]["valid_elbo"] == result.history[0]["valid_elbo"]  # finite, not NaN
+
+
+def test_divergence_is_reported_not_hidden(tmp_path):
+    with pytest.raises(AevbError, match="diverged"):
+        train(small_config(epochs=3, lr=1e6, optimizer="sgd"), tmp_path / "run", progress=False)
