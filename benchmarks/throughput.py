@@ -4,17 +4,23 @@ The baseline is how the common examples train a VAE: an ``nn.Module`` with the K
 written out, a ``DataLoader`` over a ``TensorDataset`` (batch 100, shuffled), Adam, and
 ``.item()`` on the loss every step. aevb trains the same network (same layer sizes,
 activation, latent size, likelihood, optimizer and data) through its one loop, validation
-pass and checkpoints included. Both are timed over the same number of epochs, in this process,
-one after the other; the script prints samples/s for each and their ratio.
+pass and checkpoints included, twice: with its default precision (``train.precision = auto``:
+bfloat16 matmuls on a CPU with bf16 units, float32 elsewhere) and forced to float32. All are
+timed over the same number of epochs, in this process, one after the other, and the whole
+round is repeated (``--rounds``) so that a burst of other work on the machine shows up as one
+outlying round rather than a wrong median. The hand-written loop runs with subnormal floats
+left on, as the usual examples do. The script prints median samples/s for each loop, and the
+ratios to the hand-written loop per round and their median.
 
-    python benchmarks/throughput.py --epochs 20                # MNIST, 784-500-50 ReLU
-    python benchmarks/throughput.py --dataset digits --epochs 5   # a quick check
+    python benchmarks/throughput.py --epochs 5 --rounds 3        # MNIST, 784-500-50 ReLU
+    python benchmarks/throughput.py --dataset digits --epochs 2 --rounds 1   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 
@@ -87,6 +93,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=500)
     parser.add_argument("--latent", type=int, default=50)
     parser.add_argument("--activation", default="relu", choices=["relu", "tanh"])
+    parser.add_argument("--precision", nargs="+", default=["auto", "float32"],
+                        choices=["auto", "float32", "bfloat16"],
+                        help="aevb's train.precision settings to time")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="time every loop this many times, in turn; report medians")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -101,17 +112,33 @@ def main() -> None:
           f"{dataset.train.x[0].numel()}-{args.hidden}-{args.latent} {args.activation}, "
           f"{torch.get_num_threads()} threads")
 
-    figures: dict[str, float] = {}
-    hand = run_hand_written(dataset.train.x, config)
-    figures["hand_written_samples_per_s"] = n * args.epochs / hand
-    seconds, valid_elbo = run_aevb(config, dataset)
-    figures["aevb_samples_per_s"] = n * args.epochs / seconds
-    figures["aevb_valid_elbo"] = valid_elbo
-    figures["ratio"] = hand / seconds
+    rounds: list[dict[str, float]] = []
+    for round_number in range(1, args.rounds + 1):
+        print(f"round {round_number} of {args.rounds}")
+        # The usual example leaves subnormal floats on; aevb's train() turns flushing on for
+        # the process, so turn it off again before each hand-written run.
+        torch.set_flush_denormal(False)
+        seconds = {"hand": run_hand_written(dataset.train.x, config)}
+        elbos = {}
+        for precision in args.precision:
+            variant = apply_overrides(config, {"precision": precision})
+            seconds[precision], elbos[precision] = run_aevb(variant, dataset)
+        rounds.append({
+            "hand_written_samples_per_s": n * args.epochs / seconds["hand"],
+            **{f"aevb_{p}_samples_per_s": n * args.epochs / seconds[p] for p in args.precision},
+            **{f"aevb_{p}_ratio": seconds["hand"] / seconds[p] for p in args.precision},
+            **{f"aevb_{p}_valid_elbo": elbos[p] for p in args.precision},
+        })
+    figures = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     print()
-    print(f"hand-written loop (DataLoader): {figures['hand_written_samples_per_s']:9.0f} samples/s")
-    print(f"aevb:                           {figures['aevb_samples_per_s']:9.0f} samples/s"
-          f"   ratio {figures['ratio']:.2f}x   valid ELBO {valid_elbo:.2f} nats")
+    print(f"medians over {args.rounds} rounds (each round times every loop once, in turn):")
+    print(f"hand-written loop (DataLoader):  {figures['hand_written_samples_per_s']:9.0f} samples/s")
+    for precision in args.precision:
+        label = f"aevb, precision {precision}:"
+        ratios = ", ".join(f"{r[f'aevb_{precision}_ratio']:.2f}" for r in rounds)
+        print(f"{label:32s} {figures[f'aevb_{precision}_samples_per_s']:9.0f} samples/s"
+              f"   ratio {figures[f'aevb_{precision}_ratio']:.2f}x (rounds: {ratios})"
+              f"   valid ELBO {figures[f'aevb_{precision}_valid_elbo']:.2f} nats")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(figures, handle, indent=2)

@@ -107,7 +107,63 @@ def test_errors_are_one_clear_line(tmp_path, argv, message):
 
 
 def test_help_everywhere():
-    for command in ([], ["train"], ["evaluate"], ["sample"], ["plot"], ["data"], ["models"]):
+    for command in ([], ["train"], ["evaluate"], ["sample"], ["plot"], ["data"], ["models"],
+                    ["compare"]):
         done = subprocess.run([sys.executable, "-m", "aevb.cli", *command, "--help"],
                               capture_output=True, text=True)
         assert done.returncode == 0 and "usage: aevb" in done.stdout
+
+
+AUTOENCODER_FLAGS = {"conv-ae": ["--channels", "4,8"], "stacked-ae": ["--pretrain_steps", "5"]}
+
+
+@pytest.mark.parametrize("name", ["ae", "linear-ae", "pca", "sparse-ae", "contractive-ae",
+                                  "stacked-ae", "conv-ae"])
+def test_every_autoencoder_trains_from_the_cli(name, tmp_path, capsys):
+    out = tmp_path / name
+    argv = ["train", "--model", name, "--epochs", "1", "--plots", "false", "--out", str(out),
+            *TINY, *AUTOENCODER_FLAGS.get(name, [])]
+    assert main(argv) == 0
+    assert f"trained {name} on digits" in capsys.readouterr().out
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["latent_dim"] == 2 and evaluation["recon_error_per_image"] > 0
+    assert "elbo_nats" not in evaluation
+    assert (out / "report.md").is_file() and (out / "checkpoints/best.safetensors").is_file()
+
+
+def test_denoising_autoencoder_run_directory(tmp_path, capsys):
+    out = tmp_path / "dae"
+    assert main(["train", "--model", "denoising-ae", "--epochs", "2", "--out", str(out),
+                 *TINY]) == 0
+    for name in ("reconstructions.png", "denoising.png", "latent.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("samples.png", "manifold.png"):  # no prior to sample from
+        assert not (out / name).exists(), name
+    report = (out / "report.md").read_text()
+    assert "denoising.png" in report and "log p(x), importance" not in report
+    assert "| input corruption | auto |" in report and "reconstruction error per image" in report
+    capsys.readouterr()
+    assert main(["sample", str(out)]) == 2
+    assert "no prior" in capsys.readouterr().err
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("ae", "linear-ae", "pca", "sparse-ae", "denoising-ae", "contractive-ae",
+                 "stacked-ae", "conv-ae", "vae"):
+        assert f"\n{name} " in f"\n{listed}", name
+
+
+def test_compare_prints_one_table(tmp_path, capsys):
+    out = tmp_path / "compare"
+    assert main(["compare", "--models", "ae,pca", "--dataset", "digits", "--binarize", "none",
+                 "--epochs", "2", "--hidden", "16", "--latent_dim", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "comparison.md").read_text()
+    assert table in printed
+    rows = [line for line in table.splitlines() if line.startswith("| ae ") or
+            line.startswith("| pca ")]
+    assert len(rows) == 2 and all("| 3 |" in row for row in rows)
+    for name in ("ae", "pca"):
+        assert (out / name / "report.md").is_file()
+        evaluation = json.loads((out / name / "evaluation.json").read_text())
+        assert f"{evaluation['recon_error_per_image']:.2f}" in table

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from aevb import data
+from aevb import data, files
 from aevb.config import DataConfig
 from aevb.errors import DataError
 
@@ -313,7 +313,7 @@ def test_unpickler_accepts_a_numpy_protocol_2_pickle(tmp_path):
     arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64))
     path = tmp_path / "a.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(arrays, protocol=2)))
-    x, y = data._unpickle_arrays(path)
+    x, y = files.unpickle_arrays(path)
     assert np.array_equal(x, arrays[0]) and x.dtype == np.float32 and np.array_equal(y, arrays[1])
 
 
@@ -330,7 +330,7 @@ def test_unpickler_refuses_os_system(monkeypatch, tmp_path):
     path = tmp_path / "evil.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps((np.zeros(2), _Exploit(marker)), protocol=2)))
     with pytest.raises(DataError, match=r"refusing to unpickle (posix|os|nt)\.system"):
-        data._unpickle_arrays(path)
+        files.unpickle_arrays(path)
     assert not marker.exists()
     # and through the public route, as a local mnist.pkl.gz
     monkeypatch.setenv("AEVB_MNIST_PATH", str(path))
@@ -349,7 +349,7 @@ def test_unpickler_refuses_other_codecs(tmp_path):
     path = tmp_path / "codec.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(Rot13(), protocol=2)))
     with pytest.raises(DataError, match="rot13"):
-        data._unpickle_arrays(path)
+        files.unpickle_arrays(path)
 
 
 @pytest.mark.skipif(os.environ.get("AEVB_TEST_MNIST") != "1", reason="set AEVB_TEST_MNIST=1")

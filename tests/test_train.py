@@ -8,7 +8,8 @@ import torch
 from aevb.checkpoint import checkpoint_path, load_model, read_checkpoint
 from aevb.config import Config, apply_overrides
 from aevb.errors import AevbError, CheckpointError, ConfigError
-from aevb.training import train
+from aevb.models import Batch, DataSpec, build_model
+from aevb.training import make_optimizer, resolve_precision, train
 
 SMALL = {"dataset": "digits", "hidden": "32", "latent_dim": "3", "batch_size": "50",
          "is_samples": "20"}
@@ -137,3 +138,61 @@ def test_bernoulli_decoder_refuses_data_outside_zero_one(tmp_path):
 def test_divergence_is_reported_not_hidden(tmp_path):
     with pytest.raises(AevbError, match="diverged"):
         train(small_config(epochs=3, lr=1e6, optimizer="sgd"), tmp_path / "run", progress=False)
+
+
+def test_fused_optimizers_take_the_same_steps_as_the_reference_ones():
+    for name in ("adam", "adagrad", "sgd"):
+        config = small_config(optimizer=name, weight_decay=0.01).train
+        torch.manual_seed(0)
+        fused, reference = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+        reference.load_state_dict(fused.state_dict())
+        fast = make_optimizer(config, fused.parameters())
+        slow = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}[
+            name](reference.parameters(), lr=config.lr, weight_decay=0.01, foreach=False)
+        assert fast.defaults["fused"] is True, name
+        for _ in range(5):
+            x = torch.randn(8, 6)
+            for module, optimizer in ((fused, fast), (reference, slow)):
+                optimizer.zero_grad()
+                module(x).pow(2).sum().backward()
+                optimizer.step()
+        for a, b in zip(fused.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(ConfigError, match="train.precision"):
+        small_config(precision="float16")
+
+
+def test_bfloat16_autocast_keeps_distributions_and_losses_in_float32():
+    config = small_config()
+    torch.manual_seed(0)
+    model = build_model(config.model, DataSpec((1, 8, 8), "binary", 10))
+    x = (torch.rand(32, 1, 8, 8) < 0.3).float()
+    with torch.autocast("cpu", torch.bfloat16):
+        posterior = model.posterior(x)
+        likelihood = model.likelihood(posterior.rsample())
+        torch.manual_seed(1)
+        low, _ = model.loss(Batch(x), 0)
+    assert posterior.mean.dtype == likelihood.mean.dtype == low.dtype == torch.float32
+    torch.manual_seed(1)
+    full, _ = model.loss(Batch(x), 0)
+    # Only the matmuls are rounded to bfloat16 (8 bits of mantissa): the loss moves by < 1%.
+    torch.testing.assert_close(low, full, rtol=1e-2, atol=0)
+    assert low != full
+
+
+def test_bfloat16_training_learns_as_well_as_float32(tmp_path):
+    elbos = {}
+    for precision in ("float32", "bfloat16"):
+        result = train(small_config(epochs=6, precision=precision), tmp_path / precision,
+                       progress=False)
+        elbos[precision] = result.history[-1]["valid_elbo"]
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert abs(elbos["bfloat16"] - elbos["float32"]) < 0.005 * abs(elbos["float32"])

@@ -9,6 +9,7 @@ The notebook API mirrors the command line::
 """
 
 from .checkpoint import load_model
+from .compare import compare_models, comparison_table
 from .config import (
     Config,
     DataConfig,
@@ -22,7 +23,15 @@ from .config import (
 from .data import Dataset, Split, list_datasets, load_dataset
 from .errors import AevbError, CheckpointError, ConfigError, DataError
 from .evaluate import evaluate_model, evaluate_run, log_likelihood
-from .models import MODELS, Batch, DataSpec, LatentVariableModel, Model, build_model
+from .models import (
+    MODELS,
+    Batch,
+    ClosedFormModel,
+    DataSpec,
+    LatentVariableModel,
+    Model,
+    build_model,
+)
 from .training import TrainResult, train
 
 __version__ = "0.1.0"
@@ -32,6 +41,7 @@ __all__ = [
     "AevbError",
     "Batch",
     "CheckpointError",
+    "ClosedFormModel",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -47,6 +57,8 @@ __all__ = [
     "TrainResult",
     "apply_overrides",
     "build_model",
+    "compare_models",
+    "comparison_table",
     "evaluate_model",
     "evaluate_run",
     "list_datasets",

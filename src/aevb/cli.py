@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   aevb train configs/mnist.toml --latent_dim 2 --out runs/mnist-2d
   aevb train --out runs/digits --resume --epochs 4
   aevb evaluate runs/digits --json
+  aevb compare --dataset digits --models ae,pca,denoising-ae --epochs 5 --out runs/ae-compare
 """
 
 
@@ -72,13 +73,9 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _draw(run_dir: Path, dataset: Any = None, device: Any = "cpu") -> None:
-    from .checkpoint import load_model
-    from .data import load_dataset
-    from .figures import draw_figures
+    from .figures import draw_run_figures
 
-    config, model, _ = load_model(run_dir, "best", device)
-    dataset = dataset or load_dataset(config.data).to(device)
-    draw_figures(run_dir, model, dataset, seed=config.train.seed)
+    draw_run_figures(run_dir, dataset, device)
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
@@ -159,6 +156,22 @@ def _cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .compare import AUTOENCODERS, compare_models, comparison_table
+    from .config import Config, apply_overrides, load_config
+
+    config = apply_overrides(load_config(args.config) if args.config else Config(),
+                             _parse_overrides(extra))
+    models = [m for m in args.models.split(",") if m] if args.models else list(AUTOENCODERS)
+    out = Path(args.out or f"runs/compare-{Path(config.data.name).stem}-"
+               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    table = comparison_table(compare_models(config, models, out, progress=not args.quiet))
+    (out / "comparison.md").write_text(table)
+    print(table, end="")
+    print(f"table: {out / 'comparison.md'}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .models import MODELS
 
@@ -215,6 +228,18 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--cache-dir", help="where data is kept (default: $AEVB_CACHE or ~/.cache/aevb)")
     data.set_defaults(handler=_cmd_data)
 
+    compare = commands.add_parser(
+        "compare", help="train several models with one budget; one table of test errors",
+        description="Train each model with the same config and budget (any config key is an"
+        " option, as for train), evaluate it on the test split and print one Markdown table.",
+        allow_abbrev=False,
+    )
+    compare.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
+    compare.add_argument("--models", help="comma-separated names (default: every autoencoder)")
+    compare.add_argument("--out", help="the directory of the runs (default: runs/compare-DATASET-TIME)")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=_cmd_compare)
+
     models = commands.add_parser("models", help="list the models")
     models.set_defaults(handler=_cmd_models)
     return parser
@@ -223,9 +248,12 @@ def _parser() -> argparse.ArgumentParser:
 TRAIN_FLAGS = {"--out": True, "--resume": False, "--no-eval": False, "--quiet": False,
                "-h": False, "--help": False}
 """``aevb train``'s own options (True: takes a value); any other --key value is an override."""
+COMPARE_FLAGS = {"--out": True, "--models": True, "--quiet": False, "-h": False, "--help": False}
 
 
-def _split_train_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+def _split_train_argv(
+    argv: list[str], flags: dict[str, bool] = TRAIN_FLAGS
+) -> tuple[list[str], list[str]]:
     """Separate config overrides from ``train``'s own arguments before argparse sees them.
 
     Otherwise the value of an override (``--epochs 2``) could be taken for the config file.
@@ -235,9 +263,9 @@ def _split_train_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     while tokens:
         token = tokens.pop(0)
         name = token.split("=", 1)[0]
-        if not token.startswith("-") or name in TRAIN_FLAGS:
+        if not token.startswith("-") or name in flags:
             own.append(token)
-            if TRAIN_FLAGS.get(name) and "=" not in token and tokens:
+            if flags.get(name) and "=" not in token and tokens:
                 own.append(tokens.pop(0))
         else:
             overrides.append(token)
@@ -250,9 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
-    if argv and argv[0] == "train":
-        own, extra = _split_train_argv(argv[1:])
-        argv = ["train", *own]
+    if argv and argv[0] in ("train", "compare"):
+        own, extra = _split_train_argv(argv[1:], TRAIN_FLAGS if argv[0] == "train" else COMPARE_FLAGS)
+        argv = [argv[0], *own]
     args = parser.parse_args(argv)
     try:
         return args.handler(args, extra)

@@ -39,6 +39,10 @@ __all__ = [
 BINARIZE_MODES = ("none", "static", "dynamic", "threshold")
 ESTIMATORS = ("analytic", "mc")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
+RECONSTRUCTIONS = ("auto", "bce", "mse")
+SPARSITIES = ("l1", "kl")
+NOISES = ("auto", "none", "masking", "gaussian", "salt-pepper")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,41 @@ class ModelConfig:
     """L, the number of z samples per datapoint in the training objective."""
     beta: float = 1.0
     """Weight on the KL term (beta-VAE; 1 is the ELBO)."""
+    reconstruction: str = "auto"
+    """Autoencoders' L(x, g(f(x))): bce (cross-entropy, data in [0, 1]) | mse (squared error)
+    | auto (mse for linear-ae and pca, else bce on data in [0, 1] and mse on real data)."""
+    noise: str = "auto"
+    """Input corruption while training (the target stays clean): none | masking | gaussian |
+    salt-pepper | auto (masking for denoising-ae, none for every other model)."""
+    noise_level: float = 0.25
+    """Fraction of pixels masked or salted, or the Gaussian noise's standard deviation."""
+    sparsity: str = "l1"
+    """sparse-ae's penalty: l1 (on the code) | kl (KL(rho || mean activation) per code unit)."""
+    sparsity_weight: float = 0.1
+    sparsity_target: float = 0.05
+    """rho, the target mean activation of a code unit for the kl sparsity penalty."""
+    contractive_weight: float = 0.1
+    """contractive-ae's weight on the squared Frobenius norm of the encoder Jacobian."""
+    pretrain_steps: int = 1000
+    """stacked-ae's greedy pretraining steps per layer (1000: 2 MNIST epochs at M=100), before
+    fine-tuning the whole stack."""
+    channels: tuple[int, ...] = (32, 64)
+    """conv-ae's channels after each strided convolution (each halves the height and width)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.estimator", self.estimator, ESTIMATORS)
+        _check_choice("model.reconstruction", self.reconstruction, RECONSTRUCTIONS)
+        _check_choice("model.noise", self.noise, NOISES)
+        _check_choice("model.sparsity", self.sparsity, SPARSITIES)
+        _check_positive("model.pretrain_steps", self.pretrain_steps)
+        if not 0 < self.sparsity_target < 1:
+            raise ConfigError(f"model.sparsity_target must be in (0, 1), got {self.sparsity_target}")
+        if self.noise in ("masking", "salt-pepper") and not 0 <= self.noise_level <= 1:
+            raise ConfigError(f"model.noise_level is a fraction for {self.noise}, got {self.noise_level}")
+        if min(self.noise_level, self.sparsity_weight, self.contractive_weight) < 0:
+            raise ConfigError("model.noise_level, sparsity_weight and contractive_weight must be >= 0")
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ConfigError(f"model.channels must hold positive sizes, got {list(self.channels)}")
         _check_positive("model.latent_dim", self.latent_dim)
         _check_positive("model.samples", self.samples)
         if any(h <= 0 for h in self.hidden):
@@ -110,9 +146,14 @@ class TrainConfig:
     """auto | cpu | cuda | cuda:N | mps."""
     threads: int | None = None
     """CPU threads for PyTorch; default: all cores."""
+    precision: str = "auto"
+    """Training matmuls: float32 | bfloat16 (autocast; distribution parameters, losses and
+    weights stay float32) | auto (bfloat16 on a CPU with native bf16 units, else float32).
+    Validation and evaluation always run in float32."""
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train.precision", self.precision, PRECISIONS)
         _check_positive("train.lr", self.lr)
         _check_positive("train.batch_size", self.batch_size)
         _check_positive("train.epochs", self.epochs)

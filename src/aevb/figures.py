@@ -9,10 +9,12 @@ import numpy as np
 import torch
 
 from . import plots
-from .data import Dataset
+from .checkpoint import load_model
+from .corruption import corrupt
+from .data import Dataset, load_dataset
 from .models import LatentVariableModel, Model
 
-__all__ = ["draw_figures", "read_history"]
+__all__ = ["draw_figures", "draw_run_figures", "read_history"]
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
@@ -36,15 +38,16 @@ def draw_figures(
     max_scatter: int = 5000,
     manifold_size: int = 20,
 ) -> list[Path]:
-    """Write the run's PNGs: reconstructions, prior samples, curves, latent scatter, manifold.
+    """Write the run's PNGs: reconstructions, prior samples, curves, latent scatter, manifold,
+    and for a model that trains on corrupted input, noisy / denoised / clean test images.
 
     Image pictures are drawn only for image-shaped data; prior samples and the manifold only for
     models with a prior; the manifold (Kingma & Welling 2014, Fig. 4) only for a 2-D latent.
     """
     run_dir = Path(run_dir)
     model.eval()
-    device = next(model.parameters()).device
     test = dataset.test
+    device = test.x.device  # the model's too; a PCA has buffers but no parameters
     images = len(dataset.event_shape) in (2, 3)
     written = []
     devices = [device] if device.type == "cuda" else []
@@ -56,6 +59,14 @@ def draw_figures(
                 {"input": _numpy(x), "reconstruction": _numpy(model.reconstruct(x))},
                 run_dir / "reconstructions.png",
                 title="Test inputs and their reconstructions",
+            ))
+        if images and model.noise != "none":
+            noisy = corrupt(x, model.noise, model.config.noise_level)
+            written.append(plots.comparison_grid(
+                {"noisy": _numpy(noisy), "denoised": _numpy(model.reconstruct(noisy)),
+                 "clean": _numpy(x)},
+                run_dir / "denoising.png",
+                title=f"Denoising: {model.noise} noise at level {model.config.noise_level:g}",
             ))
         if images and isinstance(model, LatentVariableModel):
             written.append(plots.image_grid(
@@ -84,3 +95,12 @@ def draw_figures(
                 title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
             ))
     return written
+
+
+def draw_run_figures(
+    run_dir: str | Path, dataset: Dataset | None = None, device: str | torch.device = "cpu"
+) -> list[Path]:
+    """The pictures of a run directory, drawn from its best checkpoint."""
+    config, model, _ = load_model(run_dir, "best", device)
+    dataset = dataset or load_dataset(config.data).to(device)
+    return draw_figures(run_dir, model, dataset, seed=config.train.seed)

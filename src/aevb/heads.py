@@ -1,7 +1,9 @@
 """Heads: features → ``torch.distributions`` objects.
 
 The encoder head gives q(z|x); the decoder heads give p(x|z) with the data's event shape, for
-any leading batch shape of the features (L samples × B examples, K × B, …).
+any leading batch shape of the features (L samples × B examples, K × B, …). Distribution
+parameters are always float32, also when the layers before them run in bfloat16 (autocast), so
+log-densities and KL terms keep full precision.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class DiagonalGaussianHead(nn.Module):
         self.linear = nn.Linear(in_features, 2 * latent_dim)
 
     def forward(self, features: torch.Tensor) -> Independent:
-        mu, log_var = self.linear(features).chunk(2, dim=-1)
+        mu, log_var = self.linear(features).float().chunk(2, dim=-1)
         return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
 
 
@@ -56,7 +58,7 @@ class _ImageHead(nn.Module):
         self.linear = nn.Linear(in_features, self.channels * math.prod(self.event_shape))
 
     def _outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
-        out = self.linear(features)
+        out = self.linear(features).float()
         batch = features.shape[:-1]
         return [o.reshape(*batch, *self.event_shape) for o in out.chunk(self.channels, dim=-1)]
 

@@ -1,4 +1,4 @@
-"""Deterministic backbones: multilayer perceptrons and their activations."""
+"""Deterministic backbones: multilayer perceptrons, strided-conv and pixel-shuffle stacks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "activation", "mlp"]
+__all__ = ["ACTIVATIONS", "activation", "conv_down", "mlp", "pixel_shuffle_up"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -38,4 +38,36 @@ def mlp(sizes: Sequence[int], activation_name: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(n_in, n_out), activation(activation_name)]
+    return nn.Sequential(*layers)
+
+
+def conv_down(channels: Sequence[int], activation_name: str) -> nn.Sequential:
+    """Strided convolutions (B, channels[0], H, W) → (B, channels[-1], H / 2^n, W / 2^n).
+
+    n = len(channels) - 1 blocks, each a 4x4 convolution with stride 2 and padding 1 (exactly
+    halving an even height and width) followed by the activation. Inputs are 4-D: flatten any
+    leading sample dimensions into the batch first.
+    """
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), activation(activation_name)]
+    return nn.Sequential(*layers)
+
+
+def pixel_shuffle_up(
+    channels: Sequence[int], activation_name: str, last_activation: bool = True
+) -> nn.Sequential:
+    """Upsampling (B, channels[0], H, W) → (B, channels[-1], H * 2^n, W * 2^n), n blocks.
+
+    Each block is a 3x3 convolution to 4x the next block's channels, then a depth-to-space
+    rearrangement (``nn.PixelShuffle(2)``, Shi et al. 2016) that doubles height and width
+    without the checkerboard overlap of a transposed convolution, then the activation. With
+    ``last_activation=False`` the last block's output is left linear (logits, means).
+    """
+    layers: list[nn.Module] = []
+    pairs = list(zip(channels[:-1], channels[1:], strict=True))
+    for i, (c_in, c_out) in enumerate(pairs):
+        layers += [nn.Conv2d(c_in, 4 * c_out, 3, padding=1), nn.PixelShuffle(2)]
+        if last_activation or i < len(pairs) - 1:
+            layers.append(activation(activation_name))
     return nn.Sequential(*layers)

@@ -11,15 +11,21 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, Distribution, kl_divergence
 
 __all__ = [
     "ElboTerms",
     "elbo_terms",
     "iwae_bound",
+    "jacobian_frobenius",
+    "kl_sparsity",
     "kl_term",
+    "l1_sparsity",
     "log_mean_exp",
     "log_weights",
+    "reconstruction_loss",
+    "sigmoid_jacobian_frobenius",
 ]
 
 Likelihood = Callable[[torch.Tensor], Distribution]
@@ -102,3 +108,64 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     the same function serves as the importance-sampled log-likelihood estimate.
     """
     return log_mean_exp(log_w, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# deterministic autoencoders: reconstruction losses and penalties on the code
+
+
+def reconstruction_loss(output: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """L(x, g(f(x))) per example (B,), summed over the pixels of each example.
+
+    ``kind="bce"``: ``output`` holds logits and the loss is the cross-entropy
+    -sum_i [x_i log s_i + (1 - x_i) log(1 - s_i)], s = sigmoid(logits), in nats (the Bernoulli
+    negative log-likelihood when x is binary; for x in [0, 1] it is not zero at s = x).
+    ``kind="mse"``: ``output`` is the reconstruction and the loss is sum_i (output_i - x_i)^2.
+    """
+    if kind == "bce":
+        per_value = F.binary_cross_entropy_with_logits(output, x, reduction="none")
+    elif kind == "mse":
+        per_value = (output - x).pow(2)
+    else:
+        raise ValueError(f"unknown reconstruction loss {kind!r}")
+    return per_value.flatten(1).sum(1)
+
+
+def l1_sparsity(code: torch.Tensor) -> torch.Tensor:
+    """The L1 norm of the code per example, sum_j |h_j|, shape (B,)."""
+    return code.abs().sum(-1)
+
+
+def kl_sparsity(code: torch.Tensor, target: float, eps: float = 1e-6) -> torch.Tensor:
+    """sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), rho_hat_j the batch mean of h_j.
+
+    The sparsity penalty of Ng's sparse autoencoder notes (sec. 3): ``code`` (B, D) holds
+    activations in (0, 1) and ``target`` is rho. The mean activations are a property of the
+    batch, so this returns one value (a scalar), not one per example. rho_hat is kept in
+    [eps, 1 - eps] so a dead or saturated unit gives a large but finite penalty.
+    """
+    rho_hat = code.mean(0).clamp(eps, 1 - eps)
+    rho = torch.full_like(rho_hat, target)
+    return kl_divergence(Bernoulli(probs=rho), Bernoulli(probs=rho_hat)).sum()
+
+
+def sigmoid_jacobian_frobenius(code: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """||dh/dx||_F^2 per example (B,) for one sigmoid layer h = sigmoid(W x + b), in closed form.
+
+    dh_j/dx_i = h_j (1 - h_j) W_ji, so ||J||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2
+    (Rifai et al. 2011, eq. 5). ``code`` is h (B, D), ``weight`` is W (D, F).
+    """
+    return ((code * (1 - code)).pow(2) * weight.pow(2).sum(1)).sum(-1)
+
+
+def jacobian_frobenius(
+    encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """||df/dx||_F^2 per example (B,) of any encoder f: (F,) → (D,), exactly, by autograd.
+
+    ``x`` is (B, F); ``encoder`` maps one example, and is vectorised over the batch with
+    ``torch.func.vmap`` of a reverse-mode Jacobian (D backward passes, no finite differences).
+    The result is differentiable in the encoder's parameters.
+    """
+    jacobian = torch.func.vmap(torch.func.jacrev(encoder))(x)  # (B, D, F)
+    return jacobian.pow(2).flatten(1).sum(1)

@@ -36,17 +36,42 @@ CONFIG_ROWS = [
     ("model", "estimator", "SGVB estimator"),
     ("model", "samples", "z samples per datapoint (L)"),
     ("model", "beta", "KL weight (beta)"),
+    ("model", "reconstruction", "reconstruction loss"),
+    ("model", "noise", "input corruption"),
+    ("model", "noise_level", "corruption level"),
+    ("model", "sparsity", "sparsity penalty"),
+    ("model", "sparsity_weight", "sparsity weight"),
+    ("model", "sparsity_target", "target mean activation (rho)"),
+    ("model", "contractive_weight", "contractive weight"),
+    ("model", "pretrain_steps", "pretraining steps per layer"),
+    ("model", "channels", "convolution channels"),
     ("train", "optimizer", "optimizer"),
     ("train", "lr", "learning rate"),
     ("train", "batch_size", "minibatch size (M)"),
 ]
 """(section, key, readable name) of the config values worth a line in the summary."""
 
+LIKELIHOOD_KEYS = {"likelihood", "estimator", "samples", "beta"}
+"""Model keys that mean something only for a model with a likelihood (ELBO in its metrics)."""
+AUTOENCODER_KEYS = {"reconstruction"}
+"""Model keys that mean something only for a deterministic autoencoder."""
+MODEL_KEYS = {
+    "sparse-ae": {"sparsity", "sparsity_weight", "sparsity_target"},
+    "contractive-ae": {"contractive_weight"},
+    "stacked-ae": {"pretrain_steps"},
+    "conv-ae": {"channels"},
+}
+"""Model keys read by one model only, shown for that model."""
+
 METRIC_NAMES = {
     "elbo": ("ELBO", "nats"),
     "rec": ("E_q[log p(x|z)]", "nats"),
     "kl": ("KL(q(z|x) || p(z))", "nats"),
     "loss": ("loss (minimised)", ""),
+    "rec_loss": ("reconstruction loss L(x, g(f(x)))", ""),
+    "penalty": ("penalty (weighted)", ""),
+    "phase_loss": ("loss of the current phase (minimised)", ""),
+    "pretrain_layer": ("layer pretrained (0: fine-tuning)", ""),
 }
 """Epoch metrics (``train_<m>``/``valid_<m>``): readable name and unit; nats are per example."""
 
@@ -87,6 +112,17 @@ MEANING = """\
 - Training metrics are averaged over an epoch while the weights change; validation metrics are
   measured with the weights at the end of the epoch. The loss is what the optimizer minimises
   (for a VAE, -(E_q[log p(x|z)] - beta KL)).
+"""
+
+AUTOENCODER_MEANING = """\
+- A deterministic autoencoder has no likelihood, so there is no ELBO or log p(x); it is judged
+  by its **reconstruction error** on the test split: the squared difference between a test
+  image and its reconstruction g(f(x)) on the data's scale, averaged per pixel and summed per
+  image (then averaged over images). Lower is better; PCA is the linear baseline.
+- The **loss** is what the optimizer minimises: L(x, g(f(x))) per example (cross-entropy in
+  nats for bce, squared error for mse) plus the model's weighted penalty; a denoising model
+  encodes a corrupted x. Training metrics are averaged over an epoch while the weights change;
+  validation metrics use the weights at the end of the epoch.
 """
 
 
@@ -136,9 +172,25 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
 
 
-def _config_section(config: dict[str, Any], metrics: list[dict[str, str]]) -> list[str]:
+def _shown_keys(config: dict[str, Any], likelihood: bool) -> set[str]:
+    """The model keys that mean something for this run's model."""
+    model = config.get("model", {})
+    one_model = set().union(*MODEL_KEYS.values())
+    shown = (set(model) - one_model) | MODEL_KEYS.get(model.get("name"), set())
+    shown -= AUTOENCODER_KEYS if likelihood else LIKELIHOOD_KEYS
+    if likelihood and model.get("noise") in (None, "auto", "none"):
+        shown -= {"noise", "noise_level"}
+    return shown
+
+
+def _config_section(
+    config: dict[str, Any], metrics: list[dict[str, str]], likelihood: bool = True
+) -> list[str]:
     rows = []
+    shown = _shown_keys(config, likelihood)
     for section, key, name in CONFIG_ROWS:
+        if section == "model" and key not in shown:
+            continue
         value = config.get(section, {}).get(key)
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
@@ -184,6 +236,36 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
         detail = f": valid {_metric_label(key)} {_cell(chosen[f'valid_{key}'], key)}" if key else ""
         lines += [f"Best validation epoch {epoch}{detail}.", ""]
     return lines
+
+
+def _phases_section(metrics: list[dict[str, str]]) -> list[str]:
+    """For a run in phases (the stacked autoencoder): the epochs of each, and where it ended.
+
+    An epoch belongs to the phase training was in at its end (``valid_pretrain_layer``).
+    """
+    spans: list[tuple[float, list[dict[str, str]]]] = []
+    for row in metrics:
+        layer = _number(row.get("valid_pretrain_layer"))
+        if layer is None:
+            continue
+        if spans and spans[-1][0] == layer:
+            spans[-1][1].append(row)
+        else:
+            spans.append((layer, [row]))
+    if not spans:
+        return []
+    rows = []
+    for layer, rows_of_phase in spans:
+        name = f"pretraining layer {_fmt(layer)}" if layer else "fine-tuning the whole stack"
+        first, last = rows_of_phase[0].get("epoch", "?"), rows_of_phase[-1].get("epoch", "?")
+        epochs = first if first == last else f"{first}-{last}"
+        end = rows_of_phase[-1]
+        rows.append([name, epochs, _cell(end.get("valid_phase_loss"), "phase_loss"),
+                     _cell(end.get("valid_loss"), "loss")])
+    header = ["phase", "epochs", "valid phase loss (at its end)", "valid loss of the stack"]
+    note = ("While a layer is pretrained, the optimizer minimises that layer's own loss; the"
+            " loss of the whole stack is what picks the best checkpoint in every phase.")
+    return ["#### Phases", "", note, "", *_table(header, rows), ""]
 
 
 def _cell(raw: object, metric: str) -> str:
@@ -269,14 +351,20 @@ def write_report(run_dir: str | Path) -> Path:
     model = config.get("model", {}).get("name", "model")
     dataset = Path(str(config.get("data", {}).get("name", "data"))).name
     lines = [f"# Run `{run_dir.resolve().name}`: {model} on {dataset}", ""]
-    lines += _config_section(config, metrics)
+    # Without metrics or evaluation there is no telling; show the VAE's keys, as before.
+    likelihood = any("elbo" in key for row in metrics[:1] for key in row) or (
+        "elbo_nats" in (evaluation or {}) or not (metrics or evaluation)
+    )
+    lines += _config_section(config, metrics, likelihood)
     results: list[str] = []
     if metrics or best is not None:
         results += _training_section(metrics, best)
+        results += _phases_section(metrics)
     if evaluation is not None:
         results += _evaluation_section(evaluation)
     if results:
-        lines += ["## Results", "", *results, "## What the numbers mean", "", MEANING]
+        meaning = MEANING if likelihood else AUTOENCODER_MEANING
+        lines += ["## Results", "", *results, "## What the numbers mean", "", meaning]
     lines += _pictures_section(run_dir)
 
     path = run_dir / "report.md"

@@ -30,9 +30,16 @@ from .checkpoint import (
 from .config import Config, TrainConfig, config_to_dict, dump_toml
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError, CheckpointError, ConfigError
-from .models import Batch, DataSpec, Model, build_model
+from .models import Batch, ClosedFormModel, DataSpec, Model, build_model
 
-__all__ = ["TrainResult", "make_optimizer", "resolve_device", "train", "validate"]
+__all__ = [
+    "TrainResult",
+    "make_optimizer",
+    "resolve_device",
+    "resolve_precision",
+    "train",
+    "validate",
+]
 
 
 @dataclass
@@ -62,8 +69,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The dtype of training's autocast region: ``auto`` picks bfloat16 on CPUs with bf16 units."""
+    if name == "auto":
+        native_bf16 = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.bfloat16 if native_bf16 else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
 def make_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimizer:
-    kwargs = {"lr": config.lr, "weight_decay": config.weight_decay}
+    parameters = list(parameters)
+    kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
+    # The fused kernels update every parameter in one pass; on CPU, where PyTorch otherwise
+    # loops over tensors one op at a time, Adam's step is ~3x cheaper (same arithmetic).
+    if parameters and all(p.device.type in ("cpu", "cuda") for p in parameters):
+        kwargs["fused"] = True
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, **kwargs)
     if config.optimizer == "adagrad":
@@ -186,7 +206,10 @@ def _train(
     dataset = (dataset or load_dataset(config.data)).to(device)
     spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes)
     model = build_model(config.model, spec).to(device)
-    optimizer = make_optimizer(tc, model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # A closed-form model (PCA) may have nothing for an optimizer to update.
+    optimizer = make_optimizer(tc, trainable) if trainable else None
+    precision = resolve_precision(tc.precision, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed + 1)
 
@@ -196,7 +219,8 @@ def _train(
         tensors, header = read_checkpoint(checkpoint_path(run_dir, "last"))
         _same_run(config, header["config"])
         load_weights(model, tensors)
-        restore_optimizer(optimizer, tensors, header["optimizer"])
+        if optimizer is not None:
+            restore_optimizer(optimizer, tensors, header["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         generator.set_state(tensors["rng.data"])
         if "rng.cuda" in tensors:
@@ -205,6 +229,8 @@ def _train(
     atomic_write_text(run_dir / "config.toml", dump_toml(config))
 
     train_split = dataset.train
+    if isinstance(model, ClosedFormModel) and not resume:
+        model.fit_data(train_split.x)
     steps_per_epoch = math.ceil(len(train_split) / tc.batch_size)
     total_steps = (
         math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
@@ -227,12 +253,14 @@ def _train(
                 train_split.batch(index, generator),
                 None if train_split.y is None else train_split.y[index],
             )
-            loss, metrics = model.loss(batch, state["step"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with torch.autocast(device.type, precision, enabled=precision != torch.float32):
+                loss, metrics = model.loss(batch, state["step"])
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0) + value * len(index)
+                sums[name] = sums.get(name, 0) + value.float() * len(index)
             seen += len(index)
             state["step"] += 1
             bar.update(1)

@@ -4,13 +4,39 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Batch, DataSpec, LatentVariableModel, Model
+from .autoencoders import (
+    Autoencoder,
+    ContractiveAutoencoder,
+    ConvAutoencoder,
+    DenoisingAutoencoder,
+    LinearAutoencoder,
+    SparseAutoencoder,
+)
+from .base import Batch, ClosedFormModel, DataSpec, LatentVariableModel, Model
+from .pca import PCA
+from .stacked import StackedAutoencoder
 from .vae import VAE
 
-__all__ = ["MODELS", "Batch", "DataSpec", "LatentVariableModel", "Model", "build_model"]
+__all__ = [
+    "MODELS",
+    "Batch",
+    "ClosedFormModel",
+    "DataSpec",
+    "LatentVariableModel",
+    "Model",
+    "build_model",
+]
 
 MODELS: dict[str, type[Model]] = {
     "vae": VAE,
+    "ae": Autoencoder,
+    "linear-ae": LinearAutoencoder,
+    "pca": PCA,
+    "sparse-ae": SparseAutoencoder,
+    "denoising-ae": DenoisingAutoencoder,
+    "contractive-ae": ContractiveAutoencoder,
+    "stacked-ae": StackedAutoencoder,
+    "conv-ae": ConvAutoencoder,
 }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..objectives import ElboTerms
 
-__all__ = ["Batch", "DataSpec", "LatentVariableModel", "Model"]
+__all__ = ["Batch", "ClosedFormModel", "DataSpec", "LatentVariableModel", "Model"]
 
 
 class Batch(NamedTuple):
@@ -39,6 +39,9 @@ class Model(nn.Module, ABC):
     """
 
     description: ClassVar[str] = ""
+    noise: str = "none"
+    """The input corruption the model trains with (``corruption.NOISES``); a model that
+    corrupts its input sets it, and then gets a noisy / denoised / clean picture."""
 
     def __init__(self, config: ModelConfig, data: DataSpec) -> None:
         super().__init__()
@@ -76,3 +79,17 @@ class LatentVariableModel(Model):
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder means at given codes z (..., latent_dim) → (..., *event_shape)."""
+
+
+class ClosedFormModel(Model):
+    """A model fitted to the training data in closed form (PCA), not only by gradient steps.
+
+    The loop calls ``fit_data`` once, before the first step of a fresh run (a resumed run has
+    the fitted state in its checkpoint's buffers); a model without trainable parameters then
+    takes no optimizer steps, and its epochs only measure the loss.
+    """
+
+    @abstractmethod
+    def fit_data(self, x: torch.Tensor) -> None:
+        """Fit to the whole training split x (N, *event_shape), as stored (under dynamic
+        binarization: the grey levels, not a binary sample)."""

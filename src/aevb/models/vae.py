@@ -9,6 +9,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..config import ModelConfig
+from ..corruption import corrupt, resolve_noise
 from ..heads import DiagonalGaussianHead, decoder_head
 from ..nets import mlp
 from ..objectives import ElboTerms, elbo_terms, log_weights
@@ -23,6 +24,9 @@ class VAE(LatentVariableModel):
 
     ``config.estimator`` picks SGVB estimator A ("mc") or B ("analytic"), ``config.samples`` is
     L, and ``config.beta`` weights the KL term of the training objective (beta = 1: the ELBO).
+    With ``config.noise`` the training objective is the denoising bound of Im et al. (2017):
+    the encoder sees a corrupted x~, the likelihood scores the clean x, E_q(z|x~)[log p(x|z)]
+    - KL(q(z|x~) || p(z)); evaluation always encodes the clean x.
     """
 
     description = "variational autoencoder (Kingma & Welling 2014): Gaussian q(z|x), N(0,I) prior"
@@ -45,6 +49,7 @@ class VAE(LatentVariableModel):
             config.min_sigma,
         )
         self.prior = StandardNormal(config.latent_dim)
+        self.noise = resolve_noise(config.noise, "none", data.kind)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): batch shape (B,), event shape (latent_dim,)."""
@@ -63,7 +68,9 @@ class VAE(LatentVariableModel):
         return log_weights(x, self.posterior(x), self.prior(), self.likelihood, samples)
 
     def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        terms = self.elbo_terms(batch.x, self.config.samples)
+        x_in = corrupt(batch.x, self.noise, self.config.noise_level)
+        terms = elbo_terms(batch.x, self.posterior(x_in), self.prior(), self.likelihood,
+                           self.config.samples, self.config.estimator)
         objective = terms.rec - self.config.beta * terms.kl
         loss = -objective.mean()
         metrics = {
