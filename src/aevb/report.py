@@ -48,6 +48,7 @@ CONFIG_ROWS = [
     ("train", "optimizer", "optimizer"),
     ("train", "lr", "learning rate"),
     ("train", "batch_size", "minibatch size (M)"),
+    ("train", "precision", "training matmul precision"),
 ]
 """(section, key, readable name) of the config values worth a line in the summary."""
 
