@@ -134,3 +134,14 @@ def test_best_epoch_from_metrics_without_checkpoint(run_dir):
 def test_report_needs_config(tmp_path):
     with pytest.raises(CheckpointError, match="config.toml"):
         write_report(tmp_path)
+
+
+def test_precision_is_shown_as_the_loop_resolved_it(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.toml").write_text(CONFIG.replace('epochs = 50', 'epochs = 50\nprecision = "auto"'))
+    text = write_report(run).read_text()
+    assert "| training matmul precision | auto |" in text
+    (run / "checkpoints" / "best.json").write_text(json.dumps({"epoch": 1, "precision": "bfloat16"}))
+    text = write_report(run).read_text()
+    assert "| training matmul precision | auto (bfloat16) |" in text

@@ -185,7 +185,10 @@ def _shown_keys(config: dict[str, Any], likelihood: bool) -> set[str]:
 
 
 def _config_section(
-    config: dict[str, Any], metrics: list[dict[str, str]], likelihood: bool = True
+    config: dict[str, Any],
+    metrics: list[dict[str, str]],
+    likelihood: bool = True,
+    best: dict[str, Any] | None = None,
 ) -> list[str]:
     rows = []
     shown = _shown_keys(config, likelihood)
@@ -195,6 +198,8 @@ def _config_section(
         value = config.get(section, {}).get(key)
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value)
+        if key == "precision" and value == "auto" and (best or {}).get("precision"):
+            value = f"auto ({best['precision']})"  # as the loop resolved it
         if value is not None:
             rows.append([name, str(value)])
     run = _number(metrics[-1].get("epoch")) if metrics else None
@@ -356,7 +361,7 @@ def write_report(run_dir: str | Path) -> Path:
     likelihood = any("elbo" in key for row in metrics[:1] for key in row) or (
         "elbo_nats" in (evaluation or {}) or not (metrics or evaluation)
     )
-    lines += _config_section(config, metrics, likelihood)
+    lines += _config_section(config, metrics, likelihood, best)
     results: list[str] = []
     if metrics or best is not None:
         results += _training_section(metrics, best)

@@ -283,7 +283,7 @@ def _train(
         if improved:
             state["best_loss"], state["best_epoch"] = valid["loss"], state["epoch"]
         stale = state["epoch"] - state["best_epoch"]
-        meta = {**state, "metrics": row}
+        meta = {**state, "metrics": row, "precision": str(precision).removeprefix("torch.")}
         save_checkpoint(checkpoint_path(run_dir, "last"), model, optimizer, config, meta,
                         _rng_state(generator))
         if improved:
