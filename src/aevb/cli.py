@@ -251,10 +251,11 @@ TRAIN_FLAGS = {"--out": True, "--resume": False, "--no-eval": False, "--quiet": 
 COMPARE_FLAGS = {"--out": True, "--models": True, "--quiet": False, "-h": False, "--help": False}
 
 
-def _split_train_argv(
+def _split_argv(
     argv: list[str], flags: dict[str, bool] = TRAIN_FLAGS
 ) -> tuple[list[str], list[str]]:
-    """Separate config overrides from ``train``'s own arguments before argparse sees them.
+    """Separate config overrides from a command's own arguments (``flags``) before argparse
+    sees them (``train`` and ``compare`` take any config key as an option).
 
     Otherwise the value of an override (``--epochs 2``) could be taken for the config file.
     """
@@ -279,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if argv and argv[0] in ("train", "compare"):
-        own, extra = _split_train_argv(argv[1:], TRAIN_FLAGS if argv[0] == "train" else COMPARE_FLAGS)
+        own, extra = _split_argv(argv[1:], TRAIN_FLAGS if argv[0] == "train" else COMPARE_FLAGS)
         argv = [argv[0], *own]
     args = parser.parse_args(argv)
     try:

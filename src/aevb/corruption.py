@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from .config import NOISES as NOISE_SETTINGS
 from .errors import ConfigError
 
 __all__ = ["NOISES", "corrupt", "resolve_noise"]
 
-NOISES = ("none", "masking", "gaussian", "salt-pepper")
+NOISES = tuple(name for name in NOISE_SETTINGS if name != "auto")
 
 
 def resolve_noise(name: str, default: str, data_kind: str) -> str:

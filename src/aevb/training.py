@@ -80,8 +80,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 def make_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimizer:
     parameters = list(parameters)
     kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-    # The fused kernels update every parameter in one pass; on CPU, where PyTorch otherwise
-    # loops over tensors one op at a time, Adam's step is ~3x cheaper (same arithmetic).
+    # The fused kernels update every parameter in one pass; on CPU PyTorch otherwise loops over
+    # tensors one op at a time. Same arithmetic; a 50k-example epoch of a 784-500-50 VAE went from
+    # 3.5 s to 2.2 s here.
     if parameters and all(p.device.type in ("cpu", "cuda") for p in parameters):
         kwargs["fused"] = True
     if config.optimizer == "adam":
@@ -236,6 +237,8 @@ def _train(
         math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
         else tc.epochs * steps_per_epoch
     )
+    if optimizer is None:  # nothing to train: one epoch measures the fitted model
+        total_steps = min(total_steps, steps_per_epoch)
     bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), unit="batch",
                disable=not progress, dynamic_ncols=True, desc=f"train {config.model.name}")
     model.train()

@@ -86,7 +86,7 @@ class ClosedFormModel(Model):
 
     The loop calls ``fit_data`` once, before the first step of a fresh run (a resumed run has
     the fitted state in its checkpoint's buffers); a model without trainable parameters then
-    takes no optimizer steps, and its epochs only measure the loss.
+    takes no optimizer steps, and the loop runs one epoch to measure its loss.
     """
 
     @abstractmethod
