@@ -57,9 +57,9 @@ class HandWrittenVAE(nn.Module):
 def run_hand_written(x: torch.Tensor, config: Config) -> float:
     """Seconds for ``config.train.epochs`` epochs of the hand-written loop."""
     torch.manual_seed(config.train.seed)
-    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[config.model.activation]
+    act = {"relu": nn.ReLU, "tanh": nn.Tanh}[config.model.net.activation]
     features = x[0].numel()
-    model = HandWrittenVAE(features, config.model.hidden[0], config.model.latent_dim, act)
+    model = HandWrittenVAE(features, config.model.net.hidden[0], config.model.latent_dim, act)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     loader = DataLoader(TensorDataset(x), batch_size=config.train.batch_size, shuffle=True)
     started = time.perf_counter()
@@ -115,8 +115,8 @@ def main() -> None:
     rounds: list[dict[str, float]] = []
     for round_number in range(1, args.rounds + 1):
         print(f"round {round_number} of {args.rounds}")
-        # The usual example leaves subnormal floats on; aevb's train() turns flushing on for
-        # the process, so turn it off again before each hand-written run.
+        # The usual example leaves subnormal floats on (aevb's train() flushes them while it
+        # runs and restores the setting when it returns).
         torch.set_flush_denormal(False)
         seconds = {"hand": run_hand_written(dataset.train.x, config)}
         elbos = {}

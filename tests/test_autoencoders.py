@@ -9,11 +9,11 @@ import torch
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA as SklearnPCA
 
-from aevb.config import Config, ModelConfig, apply_overrides
-from aevb.corruption import corrupt, resolve_noise
+from aevb.config import Config, apply_overrides
+from aevb.corruption import Corruption, NoiseConfig, corrupt
 from aevb.data import load_dataset
 from aevb.errors import ConfigError
-from aevb.models import Batch, DataSpec, build_model
+from aevb.models import Batch, DataSpec, Step, build_model
 from aevb.objectives import (
     elbo_terms,
     jacobian_frobenius,
@@ -27,8 +27,8 @@ from aevb.training import train
 DIGITS = DataSpec((1, 8, 8), "unit", 10)
 
 
-def model_config(**values) -> ModelConfig:
-    return apply_overrides(Config(), {f"model.{k}": v for k, v in values.items()}).model
+def model_config(name: str, **values):
+    return apply_overrides(Config(), {"model": name, **values}).model
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,13 @@ def test_pca_model_equals_sklearn(digits):
     test_x = digits.test.x.flatten(1).numpy()
     reference = SklearnPCA(6).fit(train_x)
     with torch.no_grad():
-        ours = model.reconstruct(digits.test.x).flatten(1).numpy()
+        ours = model.reconstruct(Batch(digits.test.x)).flatten(1).numpy()
     np.testing.assert_allclose(ours, sklearn_reconstruction(reference, test_x), atol=1e-5)
     assert np.degrees(subspace_angles(model.components.T.numpy(), reference.components_.T)).max() < 1e-3
     np.testing.assert_allclose(model.explained_variance.numpy(), reference.explained_variance_,
                                rtol=1e-5)
-    with pytest.raises(ConfigError, match="squared error"):
-        build_model(model_config(name="pca", reconstruction="bce"), DIGITS)
+    with pytest.raises(ConfigError, match="model 'pca' has the keys name, latent_dim "):
+        model_config(name="pca", reconstruction="bce")  # pca minimises squared error
 
 
 @pytest.fixture
@@ -72,8 +72,7 @@ def one_thread():
 def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     d = 4  # eigenvalues 0.39 | 0.27 around the cut: a clear gap, so the subspace is well defined
     torch.manual_seed(0)
-    model = build_model(model_config(name="linear-ae", latent_dim=d, hidden="", activation="tanh"),
-                        DIGITS)
+    model = build_model(model_config(name="linear-ae", latent_dim=d, hidden=""), DIGITS)
     assert model.reconstruction == "mse"
     assert all(not isinstance(m, torch.nn.Tanh) for m in model.modules())  # identity throughout
     x = digits.train.x
@@ -81,7 +80,7 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for step in range(steps):  # full-batch: the linear AE's optimum, not SGD noise, is tested
-        loss, _ = model.loss(Batch(x), step)
+        loss, _ = model.loss(Batch(x), Step(step, steps))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -93,7 +92,8 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     test_x = digits.test.x.flatten(1).numpy()
     pca_error = ((sklearn_reconstruction(reference, test_x) - test_x) ** 2).sum(1).mean()
     with torch.no_grad():
-        ae_error = (model.reconstruct(digits.test.x) - digits.test.x).pow(2).sum((1, 2, 3)).mean()
+        ae_error = (model.reconstruct(Batch(digits.test.x)) - digits.test.x).pow(2).sum((1, 2, 3)
+                                                                                    ).mean()
     assert abs(ae_error.item() - pca_error) <= 0.01 * pca_error  # on test data PCA is no bound
     # An untrained linear AE is far from PCA: the test can fail.
     fresh = build_model(model_config(name="linear-ae", latent_dim=d, hidden=""), DIGITS)
@@ -101,9 +101,10 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     assert np.degrees(angles).max() > 10
 
 
-def test_linear_autoencoder_refuses_cross_entropy():
-    with pytest.raises(ConfigError, match="linear"):
-        build_model(model_config(name="linear-ae", reconstruction="bce"), DIGITS)
+def test_linear_autoencoder_has_no_nonlinearity_or_cross_entropy_to_choose():
+    for key in ("reconstruction", "activation"):
+        with pytest.raises(ConfigError, match=f"unknown config key '{key}'.*model 'linear-ae'"):
+            model_config(name="linear-ae", **{key: "bce" if key == "reconstruction" else "tanh"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def test_contractive_penalty_matches_finite_differences(hidden):
                           contractive_weight=0.3)
     model = build_model(config, DataSpec((10,), "unit")).double()
     x = torch.rand(6, 10, dtype=torch.float64)
-    code = model.encode(x)
+    code = model.code(x)
     reference = finite_difference_frobenius(model.encoder, x)
     exact = jacobian_frobenius(model.encoder, x)
     torch.testing.assert_close(exact, reference, rtol=1e-6, atol=1e-9)
@@ -135,7 +136,7 @@ def test_contractive_penalty_matches_finite_differences(hidden):
         closed = sigmoid_jacobian_frobenius(code, model.encoder[1].weight)
         torch.testing.assert_close(closed, exact)
     # and the penalty trains: its gradient reaches the encoder's first layer
-    model.penalty(x, model.encode(x)).backward()
+    model.penalty(x, model.code(x)).backward()
     first = next(iter(model.encoder.parameters()))
     assert first.grad is not None and first.grad.abs().sum() > 0
 
@@ -158,8 +159,8 @@ def test_sparse_autoencoder_adds_its_weighted_penalty(sparsity):
                           sparsity_weight=0.7, sparsity_target=0.1)
     model = build_model(config, DIGITS)
     x = torch.rand(5, 1, 8, 8)
-    loss, metrics = model.loss(Batch(x), 0)
-    code = model.encode(x)
+    loss, metrics = model.loss(Batch(x), Step(0, 1))
+    code = model.encode(Batch(x))
     assert ((code > 0) & (code < 1)).all()  # sigmoid code units
     penalty = l1_sparsity(code).mean() if sparsity == "l1" else kl_sparsity(code, 0.1)
     torch.testing.assert_close(metrics["penalty"], 0.7 * penalty.detach())
@@ -216,25 +217,25 @@ def test_salt_and_pepper_statistics():
 def test_noise_choices_and_errors():
     x = torch.rand(3, 4)
     assert corrupt(x, "none", 0.5) is x
-    assert resolve_noise("auto", "masking", "unit") == "masking"
-    assert resolve_noise("auto", "none", "unit") == "none"
+    assert model_config(name="denoising-ae").corruption == NoiseConfig("masking", 0.25)
+    assert model_config(name="ae").corruption == NoiseConfig("none", 0.25)
     with pytest.raises(ConfigError, match="salt-pepper"):
-        resolve_noise("salt-pepper", "none", "real")
+        Corruption(NoiseConfig("salt-pepper"), "real")
     with pytest.raises(ConfigError, match="denoising-ae needs"):
         build_model(model_config(name="denoising-ae", noise="none"), DIGITS)
     with pytest.raises(ConfigError, match="fraction"):
-        model_config(noise="masking", noise_level=1.5)
+        model_config(name="vae", noise="masking", noise_level=1.5)
 
 
 def test_denoising_encodes_the_corrupted_input_and_scores_the_clean_one():
     torch.manual_seed(0)
     model = build_model(model_config(name="denoising-ae", hidden="16", latent_dim=3,
                                      noise_level=1.0), DIGITS)
-    assert model.noise == "masking"
+    assert model.corruption.noise == "masking"
     x = torch.rand(5, 1, 8, 8)
-    loss, _ = model.loss(Batch(x), 0)
+    loss, _ = model.loss(Batch(x), Step(0, 1))
     # everything masked: the encoder sees zeros, the loss still compares with the clean x
-    expected = reconstruction_loss(model.decoder_output(model.encode(torch.zeros_like(x))), x, "bce")
+    expected = reconstruction_loss(model.decoder_output(model.code(torch.zeros_like(x))), x, "bce")
     torch.testing.assert_close(loss, expected.mean())
 
 
@@ -242,17 +243,17 @@ def test_vae_denoising_option():
     config = model_config(name="vae", hidden="16", latent_dim=3, noise="masking", noise_level=1.0,
                           likelihood="continuous-bernoulli")
     model = build_model(config, DIGITS)
-    assert model.noise == "masking"
+    assert model.corruption.noise == "masking"
     x = torch.rand(5, 1, 8, 8)
     torch.manual_seed(1)
-    loss, _ = model.loss(Batch(x), 0)
+    loss, _ = model.loss(Batch(x), Step(0, 1))
     torch.manual_seed(1)
     torch.rand(x.shape)  # the draw masking makes
     terms = elbo_terms(x, model.posterior(torch.zeros_like(x)), model.prior(), model.likelihood)
     torch.testing.assert_close(loss, -terms.elbo.mean())
     plain = build_model(model_config(name="vae", hidden="16", latent_dim=3,
                                      likelihood="continuous-bernoulli"), DIGITS)
-    assert plain.noise == "none"
+    assert not plain.corruption.active
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,17 +268,18 @@ def test_stacked_phases_train_one_layer_at_a_time():
     x = torch.rand(8, 1, 8, 8)
     for step, trained in [(0, {0}), (4, {1}), (6, {0, 1})]:
         model.zero_grad(set_to_none=True)
-        loss, metrics = model.loss(Batch(x), step)
+        loss, metrics = model.loss(Batch(x), Step(step, 8))
         loss.backward()
         with_grad = {k for k in range(2) if model.encoders[k][0].weight.grad is not None}
         assert with_grad == trained, step
         assert {k for k in range(2) if model.decoders[k][0].weight.grad is not None} == trained
         assert metrics["pretrain_layer"].item() == model.layer_of(step)
-        stack = reconstruction_loss(model._decoder_output(model.encode(x)), x, "bce").mean()
+        stack = reconstruction_loss(model._decoder_output(model.encode(Batch(x))), x, "bce").mean()
         torch.testing.assert_close(metrics["loss"], stack.detach())
-    # validation (eval mode, step 0) reports the phase training was in, not step 0's
+    # validation (eval mode) reports the phase of the step it is told, as training does
     model.eval()
-    assert model.loss(Batch(x), 0)[1]["pretrain_layer"].item() == 0
+    assert [model.loss(Batch(x), Step(s, 8))[1]["pretrain_layer"].item() for s in (2, 3, 6)
+            ] == [1, 2, 0]
 
 
 def test_stacked_training_shows_both_phases(digits, tmp_path):
@@ -291,9 +293,9 @@ def test_stacked_training_shows_both_phases(digits, tmp_path):
     assert [row["valid_pretrain_layer"] for row in result.history] == [1, 2, 0, 0]
     assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
     report = write_report(tmp_path / "run").read_text()
-    assert "| pretraining layer 1 | 1 |" in report and "| pretraining layer 2 | 2 |" in report
-    assert "| fine-tuning the whole stack | 3-4 |" in report
-    assert "ELBO (nats)" not in report and "likelihood p(x|z)" not in report
+    assert "| layer pretrained (0: fine-tuning) | 0 | 0 |" in report
+    assert "| `pretrain_steps` | 13 |" in report
+    assert "ELBO (nats)" not in report and "`likelihood`" not in report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,8 +306,8 @@ def test_conv_autoencoder_shapes_and_errors():
     model = build_model(model_config(name="conv-ae", channels="4,8", latent_dim=3),
                         DataSpec((1, 28, 28), "unit"))
     x = torch.rand(2, 1, 28, 28)
-    assert model.encode(x).shape == (2, 3)
-    out = model.reconstruct(x)
+    assert model.encode(Batch(x)).shape == (2, 3)
+    out = model.reconstruct(Batch(x))
     assert out.shape == x.shape and ((out > 0) & (out < 1)).all()
     assert any(isinstance(m, torch.nn.PixelShuffle) for m in model.modules())
     with pytest.raises(ConfigError, match="divisible by 8"):
@@ -325,7 +327,8 @@ def test_stacked_denoising_resume_equals_an_uninterrupted_run(digits, tmp_path):
     resumed = train(config, tmp_path / "split", resume=True, progress=False, dataset=digits)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
-    assert int(resumed.model.phase) == 0  # 39 steps: past both 10-step pretraining phases
+    # 39 steps: past both 10-step pretraining phases
+    assert resumed.history[-1]["valid_pretrain_layer"] == 0
 
 
 def test_pictures_of_a_model_without_parameters(digits, tmp_path):

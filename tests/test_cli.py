@@ -8,14 +8,14 @@ import pytest
 
 from aevb.cli import main
 
-TINY = ["--dataset", "digits", "--hidden", "16", "--latent_dim", "2", "--is_samples", "16",
-        "--quiet"]
+TINY = ["--dataset", "digits", "--latent_dim", "2", "--is_samples", "16", "--quiet"]
+MLP = ["--hidden", "16"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--epochs", "2", "--out", str(out), *TINY]) == 0
+    assert main(["train", "--epochs", "2", "--out", str(out), *TINY, *MLP]) == 0
     return out
 
 
@@ -45,7 +45,8 @@ def test_the_issue_commands_as_written(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["elbo_nats"] < 0 and result["log_px_nats"] < 0
-    assert result["log_px_nats"] >= result["elbo_nats"] - 0.5
+    # importance sampling with K = 1000 lies above the ELBO on average over 250 test points
+    assert result["log_px_nats"] > result["elbo_nats"]
 
 
 def test_evaluate_with_k_and_max_points(run_dir, capsys):
@@ -114,7 +115,8 @@ def test_help_everywhere():
         assert done.returncode == 0 and "usage: aevb" in done.stdout
 
 
-AUTOENCODER_FLAGS = {"conv-ae": ["--channels", "4,8"], "stacked-ae": ["--pretrain_steps", "5"]}
+AUTOENCODER_FLAGS = {"conv-ae": ["--channels", "4,8"], "stacked-ae": ["--pretrain_steps", "5", *MLP],
+                     "pca": []}
 
 
 @pytest.mark.parametrize("name", ["ae", "linear-ae", "pca", "sparse-ae", "contractive-ae",
@@ -122,7 +124,7 @@ AUTOENCODER_FLAGS = {"conv-ae": ["--channels", "4,8"], "stacked-ae": ["--pretrai
 def test_every_autoencoder_trains_from_the_cli(name, tmp_path, capsys):
     out = tmp_path / name
     argv = ["train", "--model", name, "--epochs", "1", "--plots", "false", "--out", str(out),
-            *TINY, *AUTOENCODER_FLAGS.get(name, [])]
+            *TINY, *AUTOENCODER_FLAGS.get(name, MLP)]
     assert main(argv) == 0
     assert f"trained {name} on digits" in capsys.readouterr().out
     evaluation = json.loads((out / "evaluation.json").read_text())
@@ -134,14 +136,15 @@ def test_every_autoencoder_trains_from_the_cli(name, tmp_path, capsys):
 def test_denoising_autoencoder_run_directory(tmp_path, capsys):
     out = tmp_path / "dae"
     assert main(["train", "--model", "denoising-ae", "--epochs", "2", "--out", str(out),
-                 *TINY]) == 0
+                 *TINY, *MLP]) == 0
     for name in ("reconstructions.png", "denoising.png", "latent.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     for name in ("samples.png", "manifold.png"):  # no prior to sample from
         assert not (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "denoising.png" in report and "log p(x), importance" not in report
-    assert "| input corruption | auto |" in report and "reconstruction error per image" in report
+    assert "| `corruption.noise` | masking |" in report
+    assert "reconstruction error per image" in report
     capsys.readouterr()
     assert main(["sample", str(out)]) == 2
     assert "no prior" in capsys.readouterr().err
@@ -167,3 +170,39 @@ def test_compare_prints_one_table(tmp_path, capsys):
         assert (out / name / "report.md").is_file()
         evaluation = json.loads((out / name / "evaluation.json").read_text())
         assert f"{evaluation['recon_error_per_image']:.2f}" in table
+
+
+def test_a_key_the_model_does_not_have_is_an_error_naming_its_keys(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "aevb.cli", "train", "--model", "vae",
+                           "--channels", "8", "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "unknown config key 'channels'" in done.stderr and "model 'vae'" in done.stderr
+    assert "net.hidden" in done.stderr and not (tmp_path / "x").exists()
+
+
+def test_models_name_prints_its_keys_defaults_and_docs(capsys):
+    assert main(["models", "vae"]) == 0
+    out = capsys.readouterr().out
+    assert 'objective = "elbo"' in out and "net.hidden = [500]" in out
+    assert "Fraction of the run over which the KL weight rises" in out
+    assert main(["models", "nope"]) == 2
+
+
+def test_iwae_with_warmup_and_free_bits_reports_rate_distortion_and_units(tmp_path, capsys):
+    out = tmp_path / "iwae"
+    assert main(["train", "--dataset", "digits", "--objective", "iwae", "--iw_samples", "5",
+                 "--kl_warmup", "0.3", "--free_bits", "0.1", "--epochs", "3", "--quiet",
+                 "--out", str(out)]) == 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    # -ELBO = distortion + rate
+    assert evaluation["distortion_nats"] + evaluation["rate_nats"] == pytest.approx(
+        -evaluation["elbo_nats"], abs=1e-6)
+    assert len(evaluation["kl_per_dim_nats"]["z"]) == 20
+    report = (out / "report.md").read_text()
+    for text in ("| rate: KL(q(z\\|x) \\|\\| p(z)) |", "| distortion: -E_q[log p(x\\|z)] |",
+                 "KL of each dimension of z", "kl_per_dimension.png", "| active latent units |",
+                 "| bound trained on (IWAE) (nats) |", "| ELBO (nats) |"):
+        assert text in report, text
+    metrics = (out / "metrics.csv").read_text().splitlines()[0]
+    assert "train_bound" in metrics and "valid_elbo" in metrics and "train_kl_weight" in metrics

@@ -20,11 +20,14 @@ binarize = "dynamic"
 [model]
 name = "vae"
 latent_dim = 20
-hidden = [500, 250]
 likelihood = "bernoulli"
 estimator = "analytic"
 samples = 1
 beta = 1.0
+
+[model.net]
+hidden = [500, 250]
+activation = "tanh"
 
 [train]
 optimizer = "adagrad"
@@ -48,7 +51,10 @@ EVALUATION = {
     "active_units": 17,
     "latent_dim": 20,
     "seconds": 41.0,
-    "kl_nats": 25.25,
+    "rate_nats": 25.25,
+    "distortion_nats": 72.87,
+    "kl_per_dim_nats": {"z": [3.0, 0.0, 1.25]},
+    "custom_nats": 1.5,
 }
 
 
@@ -85,8 +91,9 @@ def test_full_report(run_dir):
     text = path.read_text()
     assert text.startswith("# Run `mnist-vae-run`: vae on mnist")
     for expected in [
-        "| latent dimensions | 20 |",
-        "| hidden layer sizes | 500, 250 |",
+        "| `latent_dim` | 20 |",
+        "| `net.hidden` | 500, 250 |",
+        "| `net.activation` | tanh |",
         "| optimizer | adagrad |",
         "| learning rate | 0.02 |",
         "| epochs run | 4 (configured: 50) |",
@@ -99,7 +106,10 @@ def test_full_report(run_dir):
         "| importance samples per point (K) | 5000 |",
         "| active latent units | 17 |",
         "| evaluation time | 41 s |",
-        "| kl_nats | 25.25 nats |",  # an unknown key still prints, its unit read off its name
+        "| rate: KL(q(z\\|x) \\|\\| p(z)) | 25.25 nats |",
+        "| distortion: -E_q[log p(x\\|z)] | 72.87 nats |",
+        "KL of each dimension of z (nats, dimensions 1-3): 3.00, 0.00, 1.25.",
+        "| custom_nats | 1.50 nats |",  # an unknown key still prints, its unit read off its name
         "On the test split (10000 points).",
         "higher is better",
     ]:
@@ -118,7 +128,7 @@ def test_report_without_metrics_or_evaluation(run_dir):
     (run_dir / "checkpoints" / "best.json").unlink()
     (run_dir / "samples.png").unlink()
     text = write_report(run_dir).read_text()
-    assert "| model | vae |" in text
+    assert "| `name` | vae |" in text
     assert "| epochs run | - (configured: 50) |" in text
     assert "## Results" not in text and "Evaluation" not in text
     assert linked_pictures(text) == {"reconstructions.png", "my%20plot.png"}

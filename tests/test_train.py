@@ -1,14 +1,16 @@
 """The one training loop: learning, checkpoints, exact resume, and bad input."""
 
 import json
+import math
 
 import pytest
 import torch
 
+from aevb import training
 from aevb.checkpoint import checkpoint_path, load_model, read_checkpoint
 from aevb.config import Config, apply_overrides
 from aevb.errors import AevbError, CheckpointError, ConfigError
-from aevb.models import Batch, DataSpec, build_model
+from aevb.models import Batch, DataSpec, Step, build_model
 from aevb.training import make_optimizer, resolve_precision, train
 
 SMALL = {"dataset": "digits", "hidden": "32", "latent_dim": "3", "batch_size": "50",
@@ -60,8 +62,9 @@ def test_budget_in_training_samples(tmp_path):
 
 
 def test_early_stopping_with_patience(tmp_path, monkeypatch):
-    losses = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0])
-    monkeypatch.setattr("aevb.training.validate", lambda *a, **k: {"loss": next(losses)})
+    # a VAE picks its best checkpoint by the validation ELBO (higher is better)
+    elbos = iter([-5.0, -4.0, -4.5, -4.6, -3.0, -2.0])
+    monkeypatch.setattr("aevb.training.validate", lambda *a, **k: {"elbo": next(elbos)})
     result = train(small_config(epochs=6, patience=2), tmp_path / "run", progress=False)
     # Best at epoch 2, no better in epochs 3 and 4: stop there.
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
@@ -111,7 +114,7 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_loadable(tmp_path, monk
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed in the middle of writing
 
-    monkeypatch.setattr("aevb.checkpoint.save_file", crash)
+    monkeypatch.setattr("aevb.checkpoint.safetensors_bytes", crash)
     with pytest.raises(KeyboardInterrupt):
         train(small_config(epochs=2), tmp_path / "run", resume=True, progress=False)
     assert checkpoint_path(tmp_path / "run", "last").read_bytes() == before
@@ -132,7 +135,7 @@ def test_bernoulli_decoder_refuses_data_outside_zero_one(tmp_path):
         train(config, tmp_path / "run", progress=False)
     gaussian = apply_overrides(config, {"likelihood": "gaussian-learned", "batch_size": "10"})
     result = train(gaussian, tmp_path / "run2", progress=False)
-    assert result.history[0]["valid_elbo"] == result.history[0]["valid_elbo"]  # finite, not NaN
+    assert math.isfinite(result.history[0]["valid_elbo"])
 
 
 def test_divergence_is_reported_not_hidden(tmp_path):
@@ -179,10 +182,10 @@ def test_bfloat16_autocast_keeps_distributions_and_losses_in_float32():
         posterior = model.posterior(x)
         likelihood = model.likelihood(posterior.rsample())
         torch.manual_seed(1)
-        low, _ = model.loss(Batch(x), 0)
+        low, _ = model.loss(Batch(x), Step(0, 1))
     assert posterior.mean.dtype == likelihood.mean.dtype == low.dtype == torch.float32
     torch.manual_seed(1)
-    full, _ = model.loss(Batch(x), 0)
+    full, _ = model.loss(Batch(x), Step(0, 1))
     # Only the matmuls are rounded to bfloat16 (8 bits of mantissa): the loss moves by < 1%.
     torch.testing.assert_close(low, full, rtol=1e-2, atol=0)
     assert low != full
@@ -196,3 +199,59 @@ def test_bfloat16_training_learns_as_well_as_float32(tmp_path):
         elbos[precision] = result.history[-1]["valid_elbo"]
         assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert abs(elbos["bfloat16"] - elbos["float32"]) < 0.005 * abs(elbos["float32"])
+
+
+def test_an_interrupted_warmup_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    config = small_config(epochs=4, kl_warmup=0.7)  # rises over 73 of 104 steps
+    straight = train(config, tmp_path / "straight", progress=False)
+    real_write = training._write_metrics_csv
+
+    def stop_after_two_epochs(run_dir, history):
+        real_write(run_dir, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("aevb.training._write_metrics_csv", stop_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "split", progress=False)
+    monkeypatch.undo()
+    resumed = train(config, tmp_path / "split", resume=True, progress=False)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    weights = [row["train_kl_weight"] for row in resumed.history]
+    assert weights == [row["train_kl_weight"] for row in straight.history]
+    assert weights[0] < weights[1] < weights[2] < 1.0 == weights[3]
+
+
+def test_an_extended_run_keeps_the_schedule_it_started_with(tmp_path):
+    train(small_config(epochs=2, kl_warmup=0.9), tmp_path / "run", progress=False)
+    result = train(small_config(epochs=4, kl_warmup=0.9), tmp_path / "run", resume=True,
+                   progress=False)
+    _, header = read_checkpoint(checkpoint_path(tmp_path / "run", "last"))
+    assert header["schedule_steps"] == 52 and header["step"] == 104  # 26 steps an epoch
+    # warm-up ended at 0.9 of the first 52 steps; a 104-step schedule would still be rising
+    assert result.history[2]["train_kl_weight"] == 1.0
+
+
+def test_train_restores_the_process_settings_it_changes(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(False)
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    try:
+        train(small_config(epochs=1, threads=2), tmp_path / "run", progress=False)
+        assert torch.get_num_threads() == 1
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() != 0.0  # not flushed
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_best_checkpoint_is_chosen_on_the_elbo_not_the_weighted_loss(tmp_path):
+    result = train(small_config(epochs=5, beta=4.0), tmp_path / "run", progress=False)
+    elbos = [row["valid_elbo"] for row in result.history]
+    assert result.best_epoch == max(range(5), key=lambda i: elbos[i]) + 1
+    _, header = read_checkpoint(checkpoint_path(tmp_path / "run", "best"))
+    assert header["selection"] == ["elbo", "max"]
+    assert header["best_value"] == max(elbos)

@@ -8,13 +8,13 @@ The notebook API mirrors the command line::
     print(evaluate_run("runs/digits"))
 """
 
+from .api import Fitted, fit, load
 from .checkpoint import load_model
 from .compare import compare_models, comparison_table
 from .config import (
     Config,
     DataConfig,
     EvalConfig,
-    ModelConfig,
     TrainConfig,
     apply_overrides,
     load_config,
@@ -26,10 +26,14 @@ from .evaluate import evaluate_model, evaluate_run, log_likelihood
 from .models import (
     MODELS,
     Batch,
-    ClosedFormModel,
+    ClosedForm,
+    Corrupting,
     DataSpec,
-    LatentVariableModel,
+    Encoder,
+    Generative,
+    Likelihood,
     Model,
+    Step,
     build_model,
 )
 from .training import TrainResult, train
@@ -41,18 +45,22 @@ __all__ = [
     "AevbError",
     "Batch",
     "CheckpointError",
-    "ClosedFormModel",
+    "ClosedForm",
     "Config",
     "ConfigError",
+    "Corrupting",
     "DataConfig",
     "DataError",
     "DataSpec",
     "Dataset",
+    "Encoder",
     "EvalConfig",
-    "LatentVariableModel",
+    "Fitted",
+    "Generative",
+    "Likelihood",
     "Model",
-    "ModelConfig",
     "Split",
+    "Step",
     "TrainConfig",
     "TrainResult",
     "apply_overrides",
@@ -61,7 +69,9 @@ __all__ = [
     "comparison_table",
     "evaluate_model",
     "evaluate_run",
+    "fit",
     "list_datasets",
+    "load",
     "load_config",
     "load_dataset",
     "load_model",

@@ -2,62 +2,49 @@
 
 One file holds the model weights (``model.*``), the optimizer's tensors (``optim.*``) and the
 RNG states (``rng.*``); its safetensors header carries the JSON metadata (config, data spec,
-epoch, step, history, the optimizer's non-tensor state). A readable copy of the metadata (less
-the optimizer) is written beside it as ``NAME.json``. Nothing is ever unpickled.
+epoch, step, the run's planned steps, history, the optimizer's non-tensor state). A readable
+copy of the metadata (less the optimizer) is written beside it as ``NAME.json``. Nothing is
+ever unpickled.
+
+``FORMAT_1`` checkpoints (before each model owned its config: one flat ``[model]`` table with
+every model's keys, a ``best_loss``) still load, evaluate and draw.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from .config import Config, config_from_dict, config_to_dict
 from .errors import CheckpointError
+from .files import atomic_file, atomic_write_text
 from .models import DataSpec, Model, build_model
 
 __all__ = [
     "FORMAT",
-    "atomic_write_text",
+    "FORMAT_1",
     "checkpoint_path",
+    "header_config",
     "load_model",
     "load_weights",
     "model_from_checkpoint",
     "read_checkpoint",
     "restore_optimizer",
+    "run_config",
     "save_checkpoint",
 ]
 
-FORMAT = "aevb-checkpoint-1"
+FORMAT = "aevb-checkpoint-2"
+FORMAT_1 = "aevb-checkpoint-1"
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     return Path(run_dir) / "checkpoints" / f"{which}.safetensors"
-
-
-def _atomic_replace(path: Path, write: Any) -> None:
-    """Write through ``write(tmp_path)`` then rename over ``path``: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -100,7 +87,8 @@ def save_checkpoint(
         **meta,
     }
     metadata = {"aevb": json.dumps(header), "optimizer": json.dumps(optim_plain)}
-    _atomic_replace(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    with atomic_file(path) as handle:
+        handle.write(safetensors_bytes(tensors, metadata=metadata))
     readable = {k: v for k, v in header.items() if k != "history"}
     atomic_write_text(path.with_suffix(".json"), json.dumps(readable, indent=2) + "\n")
 
@@ -118,18 +106,29 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         header["optimizer"] = json.loads(metadata.get("optimizer", "null"))
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or not an aevb checkpoint: {error}") from None
-    if header.get("format") != FORMAT:
+    if header.get("format") not in (FORMAT, FORMAT_1):
         raise CheckpointError(f"checkpoint {path} has format {header.get('format')!r}, not {FORMAT}")
     return tensors, header
+
+
+def header_config(header: dict[str, Any]) -> Config:
+    """The run's config as a checkpoint's metadata holds it, in either format."""
+    return config_from_dict(header["config"], legacy=header.get("format") == FORMAT_1)
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_weights(model: Model, tensors: dict[str, torch.Tensor]) -> None:
+def load_weights(model: Model, tensors: dict[str, torch.Tensor], legacy: bool = False) -> None:
+    """Load the ``model.*`` tensors; ``legacy`` (FORMAT_1) lets state that is now derived
+    (the stacked autoencoder's phase buffer) go unused, never a missing weight."""
+    weights = _prefixed(tensors, "model.")
+    if legacy:
+        known = model.state_dict().keys()
+        weights = {k: v for k, v in weights.items() if k in known}
     try:
-        model.load_state_dict(_prefixed(tensors, "model."))
+        model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"checkpoint weights do not fit the model: {error}") from None
 
@@ -137,12 +136,18 @@ def load_weights(model: Model, tensors: dict[str, torch.Tensor]) -> None:
 def model_from_checkpoint(
     tensors: dict[str, torch.Tensor], header: dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[Config, Model]:
-    config = config_from_dict(header["config"])
+    config = header_config(header)
     spec = header["data_spec"]
     data = DataSpec(tuple(spec["event_shape"]), spec["kind"], spec.get("num_classes"))
     model = build_model(config.model, data)
-    load_weights(model, tensors)
+    load_weights(model, tensors, legacy=header.get("format") == FORMAT_1)
     return config, model.to(device)
+
+
+def run_config(run_dir: str | Path, which: str = "last") -> Config:
+    """The config a run was trained with, from its checkpoint (any format)."""
+    _, header = read_checkpoint(checkpoint_path(run_dir, which))
+    return header_config(header)
 
 
 def load_model(

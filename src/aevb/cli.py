@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   aevb train configs/mnist.toml --latent_dim 2 --out runs/mnist-2d
   aevb train --out runs/digits --resume --epochs 4
   aevb evaluate runs/digits --json
+  aevb train --dataset digits --objective iwae --iw_samples 5 --kl_warmup 0.3 --epochs 3
+  aevb models vae
   aevb compare --dataset digits --models ae,pca,denoising-ae --epochs 5 --out runs/ae-compare
 """
 
@@ -41,6 +43,7 @@ def _parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .checkpoint import run_config
     from .config import Config, apply_overrides, load_config
     from .evaluate import evaluate_run
     from .report import write_report
@@ -50,7 +53,7 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-        base = load_config(args.config or Path(args.out) / "config.toml")
+        base = load_config(args.config) if args.config else run_config(args.out)
     else:
         base = load_config(args.config) if args.config else Config()
     config = apply_overrides(base, overrides)
@@ -84,8 +87,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
         parts.append(f"ELBO {result['elbo_nats']:.2f} ± {result['elbo_se']:.2f} nats")
         parts.append(f"log p(x) {result['log_px_nats']:.2f} ± {result['log_px_se']:.2f} nats"
                      f" (K={result['is_samples']})")
-    parts.append(f"squared error {result['recon_error_per_image']:.2f} per image")
-    parts.append(f"active units {result['active_units']}/{result['latent_dim']}")
+    if "rate_nats" in result:
+        parts.append(f"rate {result['rate_nats']:.2f}, distortion {result['distortion_nats']:.2f}"
+                     " nats")
+    if "recon_error_per_image" in result:
+        parts.append(f"squared error {result['recon_error_per_image']:.2f} per image")
+        parts.append(f"active units {result['active_units']}/{result['latent_dim']}")
     print("; ".join(parts))
 
 
@@ -115,11 +122,12 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     from . import plots
     from .checkpoint import load_model
-    from .models import LatentVariableModel
+    from .models import Generative
 
     _, model, _ = load_model(args.run, args.checkpoint)
-    if not isinstance(model, LatentVariableModel):
-        raise AevbError(f"model {model.config.name!r} has no prior to sample from")
+    if not isinstance(model, Generative):
+        raise AevbError(f"model {model.config.name!r} is not generative: it has no prior to"
+                        " sample from")
     torch.manual_seed(args.seed)
     with torch.no_grad():
         samples = model.sample(args.n).numpy()
@@ -173,10 +181,19 @@ def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .models import MODELS
+    from .config import model_keys
+    from .models import MODELS, model_class
 
-    for name, cls in sorted(MODELS.items()):
-        print(f"{name:16} {cls.description}")
+    if not args.name:
+        for name, cls in sorted(MODELS.items()):
+            print(f"{name:16} {cls.description}")
+        return 0
+    cls = model_class(args.name)
+    print(f"{args.name}: {cls.description}\n\n[model] keys (--KEY VALUE on the command line):")
+    rows = model_keys(args.name)
+    width = max(len(f"{key} = {default}") for key, default, _ in rows)
+    for key, default, doc in rows:
+        print(f"  {f'{key} = {default}':{width}}  {doc}".rstrip())
     return 0
 
 
@@ -240,7 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_cmd_compare)
 
-    models = commands.add_parser("models", help="list the models")
+    models = commands.add_parser("models", help="list the models, or one model's config keys")
+    models.add_argument("name", nargs="?", help="a model: print its keys, defaults and docs")
     models.set_defaults(handler=_cmd_models)
     return parser
 

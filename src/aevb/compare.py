@@ -1,7 +1,8 @@
 """Several models, one dataset, one budget: train each, evaluate it on test, one table.
 
-Every model gets the same config except its name (same data, nets sizes, optimizer, seed and
-budget in epochs or training samples), its own run directory ``OUT/NAME`` with the usual
+Every model gets the same data, optimizer, seed and budget (epochs or training samples), and of
+the model settings every one that was changed from the first model's defaults and that the
+model has (``config.apply_overrides``); its own run directory ``OUT/NAME`` with the usual
 checkpoints, metrics, pictures and report, and one row of the table.
 """
 
@@ -12,19 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import Config, with_section
+from .config import Config, apply_overrides
 from .data import Dataset, load_dataset
 from .evaluate import evaluate_run
 from .figures import draw_run_figures
-from .models import MODELS, LatentVariableModel
+from .models import MODELS, Likelihood
 from .report import write_report
 from .training import train
 
 __all__ = ["AUTOENCODERS", "compare_models", "comparison_table"]
 
-AUTOENCODERS = tuple(
-    name for name, cls in MODELS.items() if not issubclass(cls, LatentVariableModel)
-)
+AUTOENCODERS = tuple(name for name, cls in MODELS.items() if not issubclass(cls, Likelihood))
 """The deterministic models, compared by default."""
 
 
@@ -46,7 +45,7 @@ def compare_models(
     dataset = dataset or load_dataset(config.data)
     rows = []
     for name in models:
-        run_config = with_section(config, model={"name": name})
+        run_config = apply_overrides(config, {"model": name})
         started = time.perf_counter()
         result = train(run_config, out_dir / name, progress=progress, dataset=dataset)
         seconds = time.perf_counter() - started

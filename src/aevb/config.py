@@ -7,15 +7,19 @@ trained with Adam; ``configs/paper-mnist.toml`` switches to the paper's Adagrad.
 
 from __future__ import annotations
 
-import dataclasses
+import ast
+import inspect
+import itertools
 import sys
+import textwrap
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice, check_positive
+from .models import MODELS, model_class
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,22 +30,21 @@ __all__ = [
     "Config",
     "DataConfig",
     "EvalConfig",
-    "ModelConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",
+    "config_keys",
     "config_to_dict",
     "dump_toml",
+    "field_docs",
+    "model_keys",
     "load_config",
+    "model_config",
     "save_config",
 ]
 
 BINARIZE_MODES = ("none", "static", "dynamic", "threshold")
-ESTIMATORS = ("analytic", "mc")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
-RECONSTRUCTIONS = ("auto", "bce", "mse")
-SPARSITIES = ("l1", "kl")
-NOISES = ("auto", "none", "masking", "gaussian", "salt-pepper")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
@@ -59,73 +62,13 @@ class DataConfig:
     """Seed of the fixed binarization and of splitting a user's array."""
 
     def __post_init__(self) -> None:
-        _check_choice("data.binarize", self.binarize, BINARIZE_MODES)
-        _check_positive("data.train_size", self.train_size)
+        check_choice("data.binarize", self.binarize, BINARIZE_MODES)
+        check_positive("data.train_size", self.train_size)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "vae"
-    """A registered model (``aevb models``)."""
-    latent_dim: int = 20
-    hidden: tuple[int, ...] = (500,)
-    """Hidden layer sizes of the encoder MLP; the decoder mirrors them."""
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"
-    """p(x|z): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned | gaussian-pixel."""
-    sigma: float = 1.0
-    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
-    min_sigma: float = 1e-3
-    """Lower bound on a learned decoder standard deviation (keeps per-pixel sigma finite)."""
-    estimator: str = "analytic"
-    """SGVB estimator: analytic (the paper's B: closed-form KL) or mc (A: sampled log-ratio)."""
-    samples: int = 1
-    """L, the number of z samples per datapoint in the training objective."""
-    beta: float = 1.0
-    """Weight on the KL term (beta-VAE; 1 is the ELBO)."""
-    reconstruction: str = "auto"
-    """Autoencoders' L(x, g(f(x))): bce (cross-entropy, data in [0, 1]) | mse (squared error)
-    | auto (mse for linear-ae and pca, else bce on data in [0, 1] and mse on real data)."""
-    noise: str = "auto"
-    """Input corruption while training (the target stays clean): none | masking | gaussian |
-    salt-pepper | auto (masking for denoising-ae, none for every other model)."""
-    noise_level: float = 0.25
-    """Fraction of pixels masked or salted, or the Gaussian noise's standard deviation."""
-    sparsity: str = "l1"
-    """sparse-ae's penalty: l1 (on the code) | kl (KL(rho || mean activation) per code unit)."""
-    sparsity_weight: float = 0.1
-    sparsity_target: float = 0.05
-    """rho, the target mean activation of a code unit for the kl sparsity penalty."""
-    contractive_weight: float = 0.1
-    """contractive-ae's weight on the squared Frobenius norm of the encoder Jacobian."""
-    pretrain_steps: int = 1000
-    """stacked-ae's greedy pretraining steps per layer (1000: 2 MNIST epochs at M=100), before
-    fine-tuning the whole stack."""
-    channels: tuple[int, ...] = (32, 64)
-    """conv-ae's channels after each strided convolution (each halves the height and width)."""
-
-    def __post_init__(self) -> None:
-        _check_choice("model.estimator", self.estimator, ESTIMATORS)
-        _check_choice("model.reconstruction", self.reconstruction, RECONSTRUCTIONS)
-        _check_choice("model.noise", self.noise, NOISES)
-        _check_choice("model.sparsity", self.sparsity, SPARSITIES)
-        _check_positive("model.pretrain_steps", self.pretrain_steps)
-        if not 0 < self.sparsity_target < 1:
-            raise ConfigError(f"model.sparsity_target must be in (0, 1), got {self.sparsity_target}")
-        if self.noise in ("masking", "salt-pepper") and not 0 <= self.noise_level <= 1:
-            raise ConfigError(f"model.noise_level is a fraction for {self.noise}, got {self.noise_level}")
-        if min(self.noise_level, self.sparsity_weight, self.contractive_weight) < 0:
-            raise ConfigError("model.noise_level, sparsity_weight and contractive_weight must be >= 0")
-        if not self.channels or any(c <= 0 for c in self.channels):
-            raise ConfigError(f"model.channels must hold positive sizes, got {list(self.channels)}")
-        _check_positive("model.latent_dim", self.latent_dim)
-        _check_positive("model.samples", self.samples)
-        if any(h <= 0 for h in self.hidden):
-            raise ConfigError(f"model.hidden must hold positive sizes, got {list(self.hidden)}")
-        if self.sigma <= 0 or self.min_sigma <= 0:
-            raise ConfigError("model.sigma and model.min_sigma must be positive")
-        if self.beta < 0:
-            raise ConfigError(f"model.beta must be >= 0, got {self.beta}")
+def model_config(name: str = "vae", **values: Any) -> Any:
+    """The config of the registered model ``name``: its defaults, with ``values`` replaced."""
+    return model_class(name).config_class(**values)
 
 
 @dataclass(frozen=True)
@@ -152,14 +95,14 @@ class TrainConfig:
     Validation and evaluation always run in float32."""
 
     def __post_init__(self) -> None:
-        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("train.precision", self.precision, PRECISIONS)
-        _check_positive("train.lr", self.lr)
-        _check_positive("train.batch_size", self.batch_size)
-        _check_positive("train.epochs", self.epochs)
-        _check_positive("train.train_samples", self.train_samples)
-        _check_positive("train.patience", self.patience)
-        _check_positive("train.threads", self.threads)
+        check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_positive("train.lr", self.lr)
+        check_positive("train.batch_size", self.batch_size)
+        check_positive("train.epochs", self.epochs)
+        check_positive("train.train_samples", self.train_samples)
+        check_positive("train.patience", self.patience)
+        check_positive("train.threads", self.threads)
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
 
@@ -175,27 +118,18 @@ class EvalConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        _check_positive("eval.is_samples", self.is_samples)
-        _check_positive("eval.batch_points", self.batch_points)
-        _check_positive("eval.max_points", self.max_points)
+        check_positive("eval.is_samples", self.is_samples)
+        check_positive("eval.batch_points", self.batch_points)
+        check_positive("eval.max_points", self.max_points)
 
 
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=model_config)
+    """An instance of the chosen model's own config dataclass (``MODELS[name].config_class``)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _check_positive(key: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{key} must be positive, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +194,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{key} must be a number, got {value!r}")
+    if isinstance(annotation, type) and is_dataclass(annotation):
+        return _section_from_dict(annotation, value, key)
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -267,45 +203,138 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {annotation}")  # pragma: no cover
 
 
-def _section_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def _section_from_dict(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{prefix}] must be a table, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix}.{unknown[0]} (known: {', '.join(sorted(names))})"
-        )
-    values = {k: _coerce(f"{prefix}.{k}", v, hints[k]) for k, v in data.items()}
+        raise ConfigError(_unknown_key_message(f"{prefix}.{unknown[0]}", cls, prefix))
+    defaults = {f.name: f.default for f in fields(cls) if is_dataclass(f.default)}
+    values = {}
+    for key, value in data.items():
+        if key in defaults and isinstance(value, dict):
+            # a partial sub-table fills in from this config's own default for it
+            value = {**config_to_dict(defaults[key]), **value}
+        values[key] = _coerce(f"{prefix}.{key}", value, hints[key])
     return cls(**values)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build a :class:`Config` from nested dicts; unknown sections or keys are errors."""
-    sections = {f.name: f for f in fields(Config)}
+def _unknown_key_message(key: str, cls: type, prefix: str) -> str:
+    if prefix.split(".")[0] == "model":
+        name = getattr(cls, "name", None) or "this model"
+        root = model_class(name).config_class if name in MODELS else cls
+        keys = ", ".join(config_keys(root))
+        return (f"unknown config key {key!r}: model {name!r} has the keys {keys}"
+                f" (`aevb models {name}` describes them)")
+    return f"unknown config key {key!r} (known: {', '.join(config_keys(cls))})"
+
+
+def config_keys(cls: type) -> list[str]:
+    """The keys of a config dataclass, sub-configs' as ``sub.key``, in declaration order."""
+    keys = []
+    for f in fields(cls):
+        annotation = typing.get_type_hints(cls)[f.name]
+        if isinstance(annotation, type) and is_dataclass(annotation):
+            keys += [f"{f.name}.{k}" for k in config_keys(annotation)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def model_keys(name: str) -> list[tuple[str, str, str]]:
+    """(key, default as TOML, one-line doc) for every key of model ``name``'s config."""
+    return _key_rows(model_class(name).config_class(), "")
+
+
+def _key_rows(config: Any, prefix: str) -> list[tuple[str, str, str]]:
+    rows = []
+    docs = field_docs(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            rows += _key_rows(value, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", _toml_value(_plain(value)), docs.get(f.name, "")))
+    return rows
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal after it in the class body), on one line."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not is_dataclass(klass):
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
+        except (OSError, TypeError, SyntaxError):  # no source (a frozen app): no docs
+            continue
+        statements = body.body if isinstance(body, ast.ClassDef) else []
+        for node, after in itertools.pairwise(statements):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _model_section(data: dict[str, Any], legacy: bool) -> Any:
+    section = data.get("model", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[model] must be a table, got {section!r}")
+    name = section.get("name", "vae")
+    if not isinstance(name, str):
+        raise ConfigError(f"model.name must be a string, got {name!r}")
+    cls = model_class(name).config_class
+    if legacy:
+        section = _from_flat(cls, section)
+    return _section_from_dict(cls, section, "model")
+
+
+def _from_flat(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
+    """A model section of the first checkpoint format (one flat table with every model's keys)
+    as ``cls`` nests it; keys the model never read are dropped. Its noise "auto" meant the
+    model's default, which is now the default of the model's own config."""
+    nested: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            nested[f.name] = _from_flat(hints[f.name], flat)
+        elif f.name in flat and not (f.name == "noise" and flat[f.name] == "auto"):
+            nested[f.name] = flat[f.name]
+    return nested
+
+
+def config_from_dict(data: dict[str, Any], legacy: bool = False) -> Config:
+    """Build a :class:`Config` from nested dicts; unknown sections or keys are errors.
+
+    ``[model]`` is read as the config of the model it names. ``legacy`` reads a config saved
+    by the first checkpoint format (``checkpoint.FORMAT_1``), whose ``[model]`` was flat.
+    """
+    sections = [f.name for f in fields(Config)]
     unknown = sorted(set(data) - set(sections))
     if unknown:
         raise ConfigError(
             f"unknown config section [{unknown[0]}] (known: {', '.join(sections)})"
         )
     hints = typing.get_type_hints(Config)
-    return Config(
-        **{name: _section_from_dict(hints[name], data.get(name, {}), name) for name in sections}
-    )
+    values = {name: _section_from_dict(hints[name], data.get(name, {}), name)
+              for name in sections if name != "model"}
+    return Config(model=_model_section(data, legacy), **values)
 
 
-def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
     """Nested plain dicts (tuples become lists), suitable for JSON and TOML."""
-
-    def plain(value: Any) -> Any:
-        if is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(config)
+    return _plain(config)
 
 
 def load_config(path: str | Path) -> Config:
@@ -333,13 +362,24 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
 
 
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """``[name]`` with its plain values (``None`` left out: TOML has no null), then its
+    sub-tables as ``[name.sub]``."""
+    lines = [f"[{name}]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()
+              if v is not None and not isinstance(v, dict)]
+    lines.append("")
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines += _toml_table(f"{name}.{key}", value)
+    return lines
+
+
 def dump_toml(config: Config) -> str:
-    """TOML text for a config; ``None`` values are left out (TOML has no null)."""
-    lines = []
+    """TOML text for a config: one table per section, sub-configs as sub-tables."""
+    lines: list[str] = []
     for section, values in config_to_dict(config).items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-        lines.append("")
+        lines += _toml_table(section, values)
     return "\n".join(lines)
 
 
@@ -348,47 +388,90 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# overrides: "train.epochs=5" or, where the key is unique across sections, "epochs=5"
+# overrides: "train.epochs=5", "model.net.hidden=400,400" or, where the key's last part is
+# unique in the config (the chosen model's keys included), "epochs=5", "hidden=400,400"
 
-ALIASES = {"dataset": "data.name", "model": "model.name", "out": None}
+ALIASES = {"dataset": "data.name", "model": "model.name"}
 
 
-def _resolve_key(key: str) -> tuple[str, str]:
-    key = key.replace("-", "_")
-    if key in ALIASES and ALIASES[key]:
-        key = ALIASES[key]
-    if "." in key:
-        section, name = key.split(".", 1)
-        return section, name
-    owners = [
-        f.name
-        for f in fields(Config)
-        if key in {g.name for g in fields(typing.get_type_hints(Config)[f.name])}
-    ]
-    if not owners:
-        raise ConfigError(f"unknown config key {key!r}")
-    if len(owners) > 1:
-        choices = " or ".join(f"{o}.{key}" for o in owners)
+def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            paths += _leaves(value, (*prefix, key))
+        else:
+            paths.append((*prefix, key))
+    return paths
+
+
+def _resolve_key(key: str, tree: dict[str, Any]) -> tuple[str, ...]:
+    """The path in ``tree`` (the config as nested dicts) that an override key names."""
+    key = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+    parts = tuple(key.split("."))
+    leaves = _leaves(tree)
+    if parts in leaves:
+        return parts
+    # "model.hidden" or "hidden": the one leaf under the given sections that ends that way
+    # "hidden", "net.hidden", "model.hidden": a path that ends so, or starts and ends so
+    matches = [p for p in leaves if p[-len(parts):] == parts
+               or (len(parts) == 2 and p[0] == parts[0] and p[-1] == parts[-1])]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        choices = " or ".join(".".join(m) for m in matches)
         raise ConfigError(f"config key {key!r} is ambiguous: say {choices}")
-    return owners[0], key
+    name = tree["model"]["name"]
+    if parts[0] in ("data", "train", "eval") and len(parts) > 1:
+        cls = typing.get_type_hints(Config)[parts[0]]
+        raise ConfigError(_unknown_key_message(key, cls, parts[0]))
+    keys = ", ".join(config_keys(model_class(name).config_class))
+    raise ConfigError(f"unknown config key {key!r}: it is no data, train or eval key, and model"
+                      f" {name!r} has the keys {keys} (`aevb models {name}` describes them)")
+
+
+def _switch_model(current: Any, name: str) -> dict[str, Any]:
+    """The model section for model ``name``: its defaults, with every setting of ``current``
+    that differs from ``current``'s own defaults carried over where the new model has it."""
+    cls = model_class(name).config_class
+    if type(current) is cls:
+        return config_to_dict(current)
+    new = config_to_dict(cls())
+    changed = _leaves(config_to_dict(current))
+    old, old_defaults = config_to_dict(current), config_to_dict(type(current)())
+    for path in changed:
+        if path == ("name",) or path not in _leaves(new):
+            continue
+        value, default = _get(old, path), _get(old_defaults, path)
+        if value != default:
+            _set(new, path, value)
+    return new
+
+
+def _get(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree[key]
+    tree[path[-1]] = value
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """Return a copy of ``config`` with ``{"section.key" or "key": value}`` applied, type-checked."""
-    data = config_to_dict(config)
-    for raw_key, value in overrides.items():
-        section, name = _resolve_key(raw_key)
-        if section not in data:
-            raise ConfigError(f"unknown config section in {raw_key!r}")
-        if name not in data[section]:
-            raise ConfigError(f"unknown config key {section}.{name}")
-        data[section][name] = value
-    return config_from_dict(data)
+    """A copy of ``config`` with ``{key: value}`` applied, type-checked.
 
-
-def with_section(config: Config, **sections: Any) -> Config:
-    """``replace`` for nested sections: ``with_section(c, train={"epochs": 3})``."""
-    updated = {
-        name: replace(getattr(config, name), **values) for name, values in sections.items()
-    }
-    return dataclasses.replace(config, **updated)
+    A new ``model`` (``model.name``) is applied first: the model section becomes that model's
+    defaults plus the settings of the old one that differ from its defaults and that the new
+    model has; every other key is then looked up among the new model's keys.
+    """
+    tree = config_to_dict(config)
+    for key, value in overrides.items():
+        if ALIASES.get(key, key) == "model.name":
+            tree["model"] = _switch_model(config.model, str(value))
+    for key, value in overrides.items():
+        path = _resolve_key(key, tree)
+        if path != ("model", "name"):
+            _set(tree, path, value)
+    return config_from_dict(tree)

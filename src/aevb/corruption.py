@@ -8,27 +8,54 @@ its standard deviation is exactly ``level``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .config import NOISES as NOISE_SETTINGS
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
 
-__all__ = ["NOISES", "corrupt", "resolve_noise"]
+__all__ = ["NOISES", "Corruption", "NoiseConfig", "corrupt"]
 
-NOISES = tuple(name for name in NOISE_SETTINGS if name != "auto")
+NOISES = ("none", "masking", "gaussian", "salt-pepper")
 
 
-def resolve_noise(name: str, default: str, data_kind: str) -> str:
-    """``model.noise`` with "auto" replaced by the model's ``default``, checked against the data.
+@dataclass(frozen=True)
+class NoiseConfig:
+    """The corruption of a model's input while training (``[model.corruption]``)."""
 
-    Salt-and-pepper noise sets pixels to 0 or 1, the extremes of data in [0, 1] only.
-    """
-    noise = default if name == "auto" else name
-    if noise not in NOISES:
-        raise ConfigError(f"unknown noise {noise!r} (known: {', '.join(NOISES)})")
-    if noise == "salt-pepper" and data_kind == "real":
-        raise ConfigError("salt-pepper noise needs data in [0, 1], but this data is real-valued")
-    return noise
+    noise: str = "none"
+    """none | masking | gaussian | salt-pepper; the target of the loss stays the clean x."""
+    noise_level: float = 0.25
+    """Fraction of pixels masked or salted, or the Gaussian noise's standard deviation."""
+
+    def __post_init__(self) -> None:
+        check_choice("corruption.noise", self.noise, NOISES)
+        if self.noise_level < 0:
+            raise ConfigError(f"corruption.noise_level must be >= 0, got {self.noise_level}")
+        if self.noise in ("masking", "salt-pepper") and self.noise_level > 1:
+            raise ConfigError(
+                f"corruption.noise_level is a fraction for {self.noise}, got {self.noise_level}"
+            )
+
+
+class Corruption:
+    """``NoiseConfig`` checked against the data, as a callable x → corrupted x."""
+
+    def __init__(self, config: NoiseConfig, data_kind: str) -> None:
+        if config.noise == "salt-pepper" and data_kind == "real":
+            raise ConfigError("salt-pepper noise needs data in [0, 1], but this data is real-valued")
+        self.noise = config.noise
+        self.level = config.noise_level
+
+    @property
+    def active(self) -> bool:
+        return self.noise != "none" and self.level > 0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return corrupt(x, self.noise, self.level, generator)
+
+    def __repr__(self) -> str:
+        return f"{self.noise} noise at level {self.level:g}" if self.active else "no noise"
 
 
 def corrupt(

@@ -135,10 +135,14 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(name, spec.description) for name, spec in _DATASETS.items()]
 
 
-def fetch(name: str, cache_dir: str | Path = "") -> Path:
-    """Make sure ``name`` is decoded into the cache and return that file (a user's file as is)."""
+def fetch(name: str, cache_dir: str | Path = "", base_dir: str | Path | None = None) -> Path:
+    """Make sure ``name`` is decoded into the cache and return that file (a user's file as is).
+
+    A relative user file is looked up in ``base_dir`` first (a run directory that carries its
+    own data), then in the working directory.
+    """
     if _is_user_file(name):
-        path = Path(name).expanduser()
+        path = _user_file(name, base_dir)
         if not path.is_file():
             raise DataError(f"data file not found: {path}")
         return path
@@ -151,8 +155,9 @@ def fetch(name: str, cache_dir: str | Path = "") -> Path:
     if not path.is_file():
         arrays, source = spec.build(root)
         _check_arrays(name, arrays)
+        payload: dict[str, Any] = {**arrays, "source": np.array(source)}
         with atomic_file(path) as handle:
-            np.savez(handle, **arrays, source=np.array(source))
+            np.savez(handle, **payload)
     return path
 
 
@@ -170,14 +175,17 @@ def dataset_info(name: str, cache_dir: str | Path = "") -> dict[str, Any]:
     }
 
 
-def load_dataset(config: DataConfig, device: str | torch.device = "cpu") -> Dataset:
+def load_dataset(
+    config: DataConfig, device: str | torch.device = "cpu", base_dir: str | Path | None = None
+) -> Dataset:
     """Load, validate, binarize (``config.binarize``) and truncate (``train_size``) a dataset.
 
     static: one Bernoulli sample of every split; dynamic: train is resampled by every
     ``Split.batch`` while valid/test get the same fixed sample as static, so evaluation is
     deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed.
+    A relative user file name is looked up in ``base_dir`` (a run directory) first.
     """
-    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed)
+    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir)
     kind = _kind(arrays)
     mode = config.binarize
     if mode != "none" and kind == "real":
@@ -196,8 +204,8 @@ def load_dataset(config: DataConfig, device: str | torch.device = "cpu") -> Data
     splits = {}
     for i, s in enumerate(SPLITS):
         x = torch.from_numpy(arrays[f"x_{s}"])
-        y = arrays.get(f"y_{s}")
-        y = None if y is None else torch.from_numpy(y.astype(np.int64))
+        labels = arrays.get(f"y_{s}")
+        y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
         split_mode = "static" if mode == "dynamic" and s != "train" else mode
         # One generator per split, so a split's fixed sample is the same whatever the mode
         # and train_size; seed*3 + i keeps the three seeds distinct for every split_seed.
@@ -226,9 +234,18 @@ def _is_user_file(name: str) -> bool:
     return name.endswith((".npy", ".npz"))
 
 
-def _read(name: str, cache_dir: str | Path, seed: int) -> tuple[Arrays, str, Path]:
+def _user_file(name: str, base_dir: str | Path | None) -> Path:
+    path = Path(name).expanduser()
+    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).is_file():
+        return Path(base_dir) / path
+    return path
+
+
+def _read(
+    name: str, cache_dir: str | Path, seed: int, base_dir: str | Path | None = None
+) -> tuple[Arrays, str, Path]:
     """Checked arrays (x_* float32, y_* int or absent), a description of the source, the file."""
-    path = fetch(name, cache_dir)
+    path = fetch(name, cache_dir, base_dir)
     found = _load_npz(path)
     if _is_user_file(name):
         arrays, source = _user_splits(path, found, seed), f"user file {path}"

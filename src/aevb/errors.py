@@ -1,6 +1,17 @@
 """User-facing errors: the CLI prints their message on one line and exits non-zero."""
 
-__all__ = ["AevbError", "CheckpointError", "ConfigError", "DataError"]
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AevbError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "check_choice",
+    "check_positive",
+]
 
 
 class AevbError(Exception):
@@ -17,3 +28,15 @@ class DataError(AevbError):
 
 class CheckpointError(AevbError):
     """A checkpoint or run directory that is missing, corrupt or not writable."""
+
+
+def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    """Raise a ConfigError naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_positive(key: str, value: float | None) -> None:
+    """Raise a ConfigError naming ``key`` if ``value`` is given and not above 0."""
+    if value is not None and value <= 0:
+        raise ConfigError(f"{key} must be positive, got {value}")

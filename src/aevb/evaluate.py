@@ -1,11 +1,13 @@
-"""Evaluation: test ELBO, importance-sampled log p(x), reconstruction error, active units.
+"""Evaluation: test ELBO, importance-sampled log p(x), rate and distortion, reconstruction
+error, active units, each for the models that have the ability it needs.
 
 All log-likelihoods are in nats per example and come with their standard error over test
 points. The importance-sampled estimate is (Rezende et al. 2014, appendix E; Burda et al. 2016)
 
     log p(x) ≈ log (1/K) sum_k p(x, z_k) / q(z_k|x),  z_k ~ q(z|x),
 
-a stochastic lower bound that tightens to log p(x) as K grows.
+a stochastic lower bound that tightens to log p(x) as K grows; a model that knows a better
+estimator of its own marginal likelihood gives it through ``log_marginal``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_text, load_model
+from .checkpoint import load_model
 from .config import EvalConfig
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError
-from .models import LatentVariableModel, Model
-from .objectives import iwae_bound
+from .files import atomic_write_text
+from .models import Batch, Encoder, Likelihood, Model
+from .training import split_batch
 
 __all__ = [
     "active_units",
@@ -33,9 +36,6 @@ __all__ = [
     "log_likelihood",
     "mean_and_standard_error",
 ]
-
-ELEMENTS_PER_CHUNK = 1 << 23
-"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds."""
 
 
 def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
@@ -47,18 +47,9 @@ def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def log_likelihood(
-    model: LatentVariableModel, x: torch.Tensor, samples: int, chunk: int | None = None
-) -> torch.Tensor:
-    """Importance-sampled log p(x) per example, (B,), with K = ``samples`` draws from q(z|x).
-
-    The K samples are drawn in chunks (leading dimension) so memory stays bounded; the
-    log-weights of all chunks are joined before one ``logsumexp``.
-    """
-    if chunk is None:
-        chunk = max(1, ELEMENTS_PER_CHUNK // max(1, x[0].numel() * len(x)))
-    log_w = [model.log_weights(x, min(chunk, samples - k)) for k in range(0, samples, chunk)]
-    return iwae_bound(torch.cat(log_w, 0))
+def log_likelihood(model: Likelihood, batch: Batch, samples: int) -> torch.Tensor:
+    """log p(x) per example (B,) in nats: the model's estimate with K = ``samples``."""
+    return model.log_marginal(batch, samples)
 
 
 def active_units(codes: torch.Tensor, threshold: float = 1e-2) -> int:
@@ -73,6 +64,20 @@ def _points(split: Split, max_points: int | None) -> int:
     return min(len(split), max_points) if max_points else len(split)
 
 
+def _batch_columns(model: Model, batch: Batch, samples: int) -> dict[str, torch.Tensor]:
+    """Per-example values of one batch for every ability the model has."""
+    values: dict[str, torch.Tensor] = {}
+    if isinstance(model, Encoder):
+        squared = (model.reconstruct(batch) - batch.x).pow(2).flatten(1)
+        values.update(sq_pixel=squared.mean(1), sq_image=squared.sum(1), code=model.encode(batch))
+    if isinstance(model, Likelihood):
+        terms = model.elbo_terms(batch, 1)
+        values.update(elbo=terms.elbo, rec=terms.rec,
+                      log_px=log_likelihood(model, batch, samples))
+        values.update({f"kl:{name}": part for name, part in terms.kl.items()})
+    return values
+
+
 @torch.no_grad()
 def evaluate_model(
     model: Model,
@@ -83,50 +88,53 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate ``model`` on (the first ``config.max_points`` of) ``split``.
 
-    Every model gets reconstruction errors and active units; a latent-variable model also gets
-    its ELBO (L = 1) and importance-sampled log p(x) with K = ``config.is_samples``.
+    A model with an encoder gets reconstruction errors and active units; a model with a
+    likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
+    has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
+    K = ``config.is_samples``.
     """
     model.eval()
     n = _points(split, config.max_points)
-    likelihood_model = isinstance(model, LatentVariableModel)
+    likelihood = isinstance(model, Likelihood)
     columns: dict[str, list[torch.Tensor]] = {}
     started = time.perf_counter()
     devices = [split.x.device] if split.x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        batches = range(0, n, config.batch_points)
-        desc = f"evaluate (K={config.is_samples})" if likelihood_model else "evaluate"
-        for start in tqdm(batches, desc=desc, unit="batch", disable=not progress):
+        desc = f"evaluate (K={config.is_samples})" if likelihood else "evaluate"
+        for start in tqdm(range(0, n, config.batch_points), desc=desc, unit="batch",
+                          disable=not progress):
             index = torch.arange(start, min(start + config.batch_points, n), device=split.x.device)
-            x = split.batch(index)
-            squared = (model.reconstruct(x) - x).pow(2).flatten(1)
-            values = {"sq_pixel": squared.mean(1), "sq_image": squared.sum(1), "code": model.encode(x)}
-            if likelihood_model:
-                terms = model.elbo_terms(x, 1)
-                values.update(elbo=terms.elbo, rec=terms.rec, kl=terms.kl,
-                              log_px=log_likelihood(model, x, config.is_samples))
-            for name, value in values.items():
+            for name, value in _batch_columns(model, split_batch(split, index), config.is_samples
+                                              ).items():
                 columns.setdefault(name, []).append(value.float().cpu())
-    joined = {name: torch.cat(parts) for name, parts in columns.items()}
-    result: dict[str, Any] = {"points": n, "latent_dim": int(joined["code"].shape[1])}
-    if likelihood_model:
+    joined = {name: torch.cat(parts).double() for name, parts in columns.items()}
+    result: dict[str, Any] = {"points": n}
+    if likelihood:
         elbo, elbo_se = mean_and_standard_error(joined["elbo"])
         log_px, log_px_se = mean_and_standard_error(joined["log_px"])
+        parts = {name[3:]: joined[name] for name in joined if name.startswith("kl:")}
         result.update(
             elbo_nats=elbo, elbo_se=elbo_se,
-            rec_nats=joined["rec"].double().mean().item(),
-            kl_nats=joined["kl"].double().mean().item(),
             log_px_nats=log_px, log_px_se=log_px_se, nll_nats=-log_px,
             is_samples=config.is_samples,
+            rate_nats=torch.stack([part.sum(1) for part in parts.values()]).sum(0).mean().item(),
+            distortion_nats=-joined["rec"].mean().item(),
         )
+        if len(parts) > 1:
+            result.update({f"rate_{name}_nats": part.sum(1).mean().item()
+                           for name, part in parts.items()})
+        result["kl_per_dim_nats"] = {name: part.mean(0).tolist() for name, part in parts.items()}
         if not (math.isfinite(elbo) and math.isfinite(log_px)):
             raise AevbError(f"evaluation gave a non-finite value (ELBO {elbo}, log p(x) {log_px})")
-    result.update(
-        recon_error_per_pixel=joined["sq_pixel"].double().mean().item(),
-        recon_error_per_image=joined["sq_image"].double().mean().item(),
-        active_units=active_units(joined["code"]),
-        seconds=round(time.perf_counter() - started, 3),
-    )
+    if "code" in joined:
+        result.update(
+            latent_dim=int(joined["code"].shape[1]),
+            recon_error_per_pixel=joined["sq_pixel"].mean().item(),
+            recon_error_per_image=joined["sq_image"].mean().item(),
+            active_units=active_units(joined["code"]),
+        )
+    result["seconds"] = round(time.perf_counter() - started, 3)
     return result
 
 
@@ -144,7 +152,7 @@ def evaluate_run(
     config = config or run_config.eval
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
-    dataset = (dataset or load_dataset(run_config.data)).to(device)
+    dataset = (dataset or load_dataset(run_config.data, base_dir=run_dir)).to(device)
     result = {
         "split": split,
         "checkpoint": which,

@@ -1,8 +1,13 @@
-"""The pictures of a run: a model and its data → arrays → ``plots``."""
+"""The pictures of a run: a model and its data → arrays → ``plots``.
+
+Each picture is drawn for every model that has the abilities it needs (``models.base``), never
+for a model by name.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +15,9 @@ import torch
 
 from . import plots
 from .checkpoint import load_model
-from .corruption import corrupt
 from .data import Dataset, load_dataset
-from .models import LatentVariableModel, Model
+from .models import Corrupting, Encoder, Generative, Likelihood, Model
+from .training import split_batch
 
 __all__ = ["draw_figures", "draw_run_figures", "read_history"]
 
@@ -29,6 +34,16 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+def _kl_per_dimension(run_dir: Path) -> dict[str, list[float]]:
+    path = run_dir / "evaluation.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()).get("kl_per_dim_nats") or {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+
+
 @torch.no_grad()
 def draw_figures(
     run_dir: str | Path,
@@ -38,11 +53,16 @@ def draw_figures(
     max_scatter: int = 5000,
     manifold_size: int = 20,
 ) -> list[Path]:
-    """Write the run's PNGs: reconstructions, prior samples, curves, latent scatter, manifold,
-    and for a model that trains on corrupted input, noisy / denoised / clean test images.
+    """Write the run's PNGs, each where the model has what it needs:
 
-    Image pictures are drawn only for image-shaped data; prior samples and the manifold only for
-    models with a prior; the manifold (Kingma & Welling 2014, Fig. 4) only for a 2-D latent.
+    - an encoder: reconstructions of test images, the scatter of test codes;
+    - a corrupted input in training: noisy / denoised / clean test images;
+    - a prior (generative): samples, and for a 2-D code the manifold (Kingma & Welling 2014,
+      Fig. 4) over Gaussian quantiles;
+    - a likelihood: the KL of each latent dimension (from ``evaluation.json``);
+    - every model: the training curves (from ``metrics.csv``).
+
+    Image pictures are drawn only for image-shaped data.
     """
     run_dir = Path(run_dir)
     model.eval()
@@ -53,22 +73,23 @@ def draw_figures(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if images:
-            x = test.batch(torch.arange(min(12, len(test)), device=test.x.device))
+        batch = split_batch(test, torch.arange(min(12, len(test)), device=device))
+        if images and isinstance(model, Encoder):
             written.append(plots.comparison_grid(
-                {"input": _numpy(x), "reconstruction": _numpy(model.reconstruct(x))},
+                {"input": _numpy(batch.x), "reconstruction": _numpy(model.reconstruct(batch))},
                 run_dir / "reconstructions.png",
                 title="Test inputs and their reconstructions",
             ))
-        if images and model.noise != "none":
-            noisy = corrupt(x, model.noise, model.config.noise_level)
+        if (images and isinstance(model, Encoder) and isinstance(model, Corrupting)
+                and model.corruption.active):
+            noisy = batch._replace(x=model.corruption(batch.x))
             written.append(plots.comparison_grid(
-                {"noisy": _numpy(noisy), "denoised": _numpy(model.reconstruct(noisy)),
-                 "clean": _numpy(x)},
+                {"noisy": _numpy(noisy.x), "denoised": _numpy(model.reconstruct(noisy)),
+                 "clean": _numpy(batch.x)},
                 run_dir / "denoising.png",
-                title=f"Denoising: {model.noise} noise at level {model.config.noise_level:g}",
+                title=f"Denoising: {model.corruption}",
             ))
-        if images and isinstance(model, LatentVariableModel):
+        if images and isinstance(model, Generative):
             written.append(plots.image_grid(
                 _numpy(model.sample(100)), run_dir / "samples.png", ncols=10,
                 title="Decoder means of z ~ p(z)",
@@ -76,15 +97,24 @@ def draw_figures(
         history = read_history(run_dir)
         if history:
             written.append(plots.training_curves(history, run_dir / "curves.png"))
+        kl = _kl_per_dimension(run_dir) if isinstance(model, Likelihood) else {}
+        if kl:
+            written.append(plots.bar_chart(
+                kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
+                title="KL(q(z|x) || p(z)) of each latent dimension, test set",
+            ))
+        if not isinstance(model, Encoder):
+            return written
         n = min(max_scatter, len(test))
-        index = torch.arange(n, device=test.x.device)
-        codes = torch.cat([model.encode(test.batch(index[i : i + 500])) for i in range(0, n, 500)])
+        index = torch.arange(n, device=device)
+        codes = torch.cat([model.encode(split_batch(test, index[i : i + 500]))
+                           for i in range(0, n, 500)])
         labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
         written.append(plots.latent_scatter(
             _numpy(codes), labels, run_dir / "latent.png",
             title=f"Encoder means of {n} test points",
         ))
-        if images and isinstance(model, LatentVariableModel) and codes.shape[1] == 2:
+        if images and isinstance(model, Generative) and codes.shape[1] == 2:
             grid = plots.manifold_quantiles(manifold_size)
             axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
             # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
@@ -102,5 +132,5 @@ def draw_run_figures(
 ) -> list[Path]:
     """The pictures of a run directory, drawn from its best checkpoint."""
     config, model, _ = load_model(run_dir, "best", device)
-    dataset = dataset or load_dataset(config.data).to(device)
+    dataset = dataset or load_dataset(config.data, base_dir=run_dir).to(device)
     return draw_figures(run_dir, model, dataset, seed=config.train.seed)

@@ -28,10 +28,11 @@ from .errors import DataError
 try:  # numpy >= 2, where numpy.core still imports but warns
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 __all__ = [
     "atomic_file",
+    "atomic_write_text",
     "download",
     "pip_download",
     "read_idx",
@@ -41,18 +42,28 @@ __all__ = [
 
 
 @contextmanager
-def atomic_file(dest: Path) -> Iterator[IO[bytes]]:
-    """A temp file beside ``dest``, renamed over it on success and deleted on any error."""
+def atomic_file(dest: str | Path) -> Iterator[IO[bytes]]:
+    """A temp file beside ``dest``, flushed to disk and renamed over it on success, deleted on
+    any error (an interrupt included): readers see the old file or the new one, never half."""
+    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; cached public data need not be
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files and cached data need not be
         with os.fdopen(fd, "wb") as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, dest)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write_text(dest: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``dest`` through :func:`atomic_file`."""
+    with atomic_file(dest) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def save_verified(stream: IO[bytes], dest: Path, sha256: str, origin: str) -> None:

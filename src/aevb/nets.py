@@ -1,14 +1,24 @@
-"""Deterministic backbones: multilayer perceptrons, strided-conv and pixel-shuffle stacks."""
+"""Deterministic backbones: multilayer perceptrons, strided-conv and pixel-shuffle stacks, and
+the network sub-configs that models share (``[model.net]`` in a run's config)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "activation", "conv_down", "mlp", "pixel_shuffle_up"]
+__all__ = [
+    "ACTIVATIONS",
+    "ConvNetConfig",
+    "MLPConfig",
+    "activation",
+    "conv_down",
+    "mlp",
+    "pixel_shuffle_up",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -20,6 +30,38 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
 }
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """A multilayer perceptron: the encoder's hidden layers; the decoder mirrors them."""
+
+    hidden: tuple[int, ...] = (500,)
+    """Hidden layer sizes of the encoder, input side first (the paper: one layer of 500)."""
+    activation: str = "tanh"
+    """Nonlinearity after every hidden layer: tanh | relu | leaky_relu | elu | gelu | softplus
+    | sigmoid | identity."""
+
+    def __post_init__(self) -> None:
+        if any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"net.hidden must hold positive sizes, got {list(self.hidden)}")
+        activation(self.activation)
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    """Strided convolutions down and pixel-shuffle upsampling back (``conv_down``,
+    ``pixel_shuffle_up``)."""
+
+    channels: tuple[int, ...] = (32, 64)
+    """Channels after each strided convolution; each halves the height and width."""
+    activation: str = "tanh"
+    """Nonlinearity after every convolution but the decoder's last."""
+
+    def __post_init__(self) -> None:
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ConfigError(f"net.channels must hold positive sizes, got {list(self.channels)}")
+        activation(self.activation)
 
 
 def activation(name: str) -> nn.Module:

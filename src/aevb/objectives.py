@@ -12,15 +12,18 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Distribution, kl_divergence
+from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
 __all__ = [
+    "ELEMENTS_PER_CHUNK",
     "ElboTerms",
     "elbo_terms",
+    "free_bits_kl",
+    "importance_sampled",
     "iwae_bound",
     "jacobian_frobenius",
+    "kl_per_dimension",
     "kl_sparsity",
-    "kl_term",
     "l1_sparsity",
     "log_mean_exp",
     "log_weights",
@@ -31,31 +34,64 @@ __all__ = [
 Likelihood = Callable[[torch.Tensor], Distribution]
 """z (..., B, D) → p(x|z) with batch shape (..., B)."""
 
+ELEMENTS_PER_CHUNK = 1 << 23
+"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds."""
+
 
 class ElboTerms(NamedTuple):
-    """Per-example parts of the ELBO, each (B,), in nats: ``elbo = rec - kl``."""
+    """Per-example parts of the ELBO in nats: ``elbo = rec - sum of every KL part``.
 
-    elbo: torch.Tensor
-    rec: torch.Tensor
-    """Reconstruction term E_q[log p(x|z)], estimated with L samples."""
-    kl: torch.Tensor
-    """KL(q(z|x) || p(z)), analytic or estimated with the same L samples."""
-
-
-def kl_term(
-    posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None
-) -> torch.Tensor:
-    """KL(q || p) per example (B,): analytic where torch registers it, else a sampled estimate.
-
-    The sampled estimate averages log q(z) - log p(z) over the leading sample dimension of
-    ``z`` (L, B, D), which must then be given.
+    ``kl`` names one KL term per latent layer (a one-layer VAE has ``{"z": ...}``); each is
+    given per latent dimension, shape (B, D_layer), where the distributions factorise over
+    dimensions, else (B, 1).
     """
-    try:
-        return kl_divergence(posterior, prior)
-    except NotImplementedError:
-        if z is None:
-            raise ValueError("no analytic KL is registered for these distributions; pass z") from None
-        return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
+
+    rec: torch.Tensor
+    """Reconstruction term E_q[log p(x|z)] (B,), estimated with L samples."""
+    kl: dict[str, torch.Tensor]
+
+    @property
+    def kl_total(self) -> torch.Tensor:
+        """The whole KL (B,): the rate, in the rate-distortion view."""
+        return torch.stack([part.sum(-1) for part in self.kl.values()]).sum(0)
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.rec - self.kl_total
+
+
+def _factors(distribution: Distribution) -> Distribution | None:
+    """The per-dimension distribution under an ``Independent(..., 1)``, else None."""
+    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1:
+        return distribution.base_dist
+    return None
+
+
+def kl_per_dimension(
+    posterior: Distribution,
+    prior: Distribution,
+    z: torch.Tensor | None = None,
+    analytic: bool = True,
+) -> torch.Tensor:
+    """KL(q || p) per example and latent dimension, (B, D); (B, 1) if they do not factorise.
+
+    Analytic where torch registers a closed form (and ``analytic``), else the sampled estimate
+    mean_l [log q(z_l) - log p(z_l)] over the leading sample dimension of ``z`` (L, B, D),
+    which must then be given: the paper's estimator A and B (eqs. 6 and 7) differ only here.
+    """
+    q, p = _factors(posterior), _factors(prior)
+    if q is None or p is None:
+        q, p = posterior, prior
+    if analytic:
+        try:
+            kl = kl_divergence(q, p)
+            return kl if q is not posterior else kl.unsqueeze(-1)
+        except NotImplementedError:
+            pass
+    if z is None:
+        raise ValueError("no analytic KL is registered for these distributions; pass z")
+    sampled = (q.log_prob(z) - p.log_prob(z)).mean(0)
+    return sampled if q is not posterior else sampled.unsqueeze(-1)
 
 
 def elbo_terms(
@@ -73,15 +109,22 @@ def elbo_terms(
     -KL(q||p) in closed form plus mean_l log p(x|z_l). ``rsample`` is the reparameterization
     trick (sec. 2.4), so gradients flow through z.
     """
+    if estimator not in ("analytic", "mc"):
+        raise ValueError(f"unknown estimator {estimator!r}")
     z = posterior.rsample((samples,))  # (L, B, D)
     rec = likelihood(z).log_prob(x).mean(0)
-    if estimator == "analytic":
-        kl = kl_term(posterior, prior, z)
-    elif estimator == "mc":
-        kl = (posterior.log_prob(z) - prior.log_prob(z)).mean(0)
-    else:
-        raise ValueError(f"unknown estimator {estimator!r}")
-    return ElboTerms(rec - kl, rec, kl)
+    kl = kl_per_dimension(posterior, prior, z, analytic=estimator == "analytic")
+    return ElboTerms(rec, {"z": kl})
+
+
+def free_bits_kl(kl: torch.Tensor, floor: float) -> torch.Tensor:
+    """sum_j max(floor, mean_b KL_bj): the KL with every dimension floored at ``floor`` nats.
+
+    The "free bits" of Kingma et al. (2016, appendix C.8): a dimension whose minibatch-average
+    KL is below the floor costs the floor and gets no gradient pushing it to the prior.
+    ``kl`` is (B, D); the result is a scalar (a property of the minibatch, not of an example).
+    """
+    return kl.mean(0).clamp(min=floor).sum()
 
 
 def log_weights(
@@ -108,6 +151,21 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
     the same function serves as the importance-sampled log-likelihood estimate.
     """
     return log_mean_exp(log_w, 0)
+
+
+def importance_sampled(
+    draw_log_weights: Callable[[int], torch.Tensor], samples: int, values_per_sample: int
+) -> torch.Tensor:
+    """log p(x) ≈ log (1/K) sum_k w_k per example (B,), with the K log-weights drawn in chunks.
+
+    ``draw_log_weights(k)`` returns (k, B) fresh log-weights; ``values_per_sample`` is how many
+    decoder outputs one sample of the whole batch makes (B × pixels), which sets the chunk so
+    that memory stays near ``ELEMENTS_PER_CHUNK`` values whatever K is. The chunks' weights are
+    joined before one ``logsumexp``.
+    """
+    chunk = max(1, ELEMENTS_PER_CHUNK // max(1, values_per_sample))
+    parts = [draw_log_weights(min(chunk, samples - k)) for k in range(0, samples, chunk)]
+    return iwae_bound(torch.cat(parts, 0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -23,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = [
+    "bar_chart",
     "comparison_grid",
     "image_grid",
     "latent_scatter",
@@ -41,6 +43,7 @@ FILL = 1.0
 """Value of the 1-pixel separators and of blank tiles: white, which parts dark MNIST tiles."""
 NATS_METRICS = {
     "elbo": "ELBO",
+    "bound": "bound trained on",
     "rec": "E_q[log p(x|z)]",
     "kl": "KL(q(z|x) || p(z))",
 }
@@ -236,6 +239,30 @@ def training_curves(history: Sequence[Mapping[str, object]], path: str | Path) -
     return _save(fig, path)
 
 
+def bar_chart(
+    groups: Mapping[str, Sequence[float]], path: str | Path, ylabel: str, title: str | None = None
+) -> Path:
+    """One small bar chart per named group of values (e.g. the KL of each latent dimension of
+    each latent layer), bars numbered from 1, side by side."""
+    if not groups:
+        raise ValueError("bar_chart needs at least one group")
+    widths = [max(2.0, 0.25 * len(values) + 1.0) for values in groups.values()]
+    fig = Figure(figsize=(min(16.0, sum(widths)), 2.8), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(groups), squeeze=False, width_ratios=widths).ravel()
+    for ax, (name, values) in zip(axes, groups.items(), strict=True):
+        positions = np.arange(1, len(values) + 1)
+        ax.bar(positions, np.asarray(values, dtype=float), color="tab:blue")
+        ax.set_xlabel(f"dimension of {name}")
+        ax.set_ylabel(ylabel)
+        if len(values) <= 30:
+            ax.set_xticks(positions)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # latent space
 
@@ -269,13 +296,13 @@ def latent_scatter(
     fig = Figure(figsize=(6, 5), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    style = {"s": 3, "alpha": 0.5, "linewidths": 0, "rasterized": True}
+    style: dict[str, Any] = {"s": 3, "alpha": 0.5, "linewidths": 0, "rasterized": True}
     classes = [] if labels is None else [int(k) for k in np.unique(labels)]
     # Past 20 classes a discrete palette repeats colours: fall back to a colour scale.
     discrete = len(classes) <= 20
     palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     if d == 1:
-        bins = np.histogram_bin_edges(z[:, 0], bins=50)
+        bins = np.histogram_bin_edges(z[:, 0], bins=50).tolist()
         if labels is None or not discrete:
             ax.hist(z[:, 0], bins=bins, histtype="step")
         else:

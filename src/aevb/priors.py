@@ -12,6 +12,9 @@ __all__ = ["StandardNormal"]
 class StandardNormal(nn.Module):
     """p(z) = N(0, I) over ``latent_dim`` dimensions (the paper's prior)."""
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         # Buffers, so the prior follows the model to its device and dtype.

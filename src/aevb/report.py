@@ -10,14 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from .errors import CheckpointError
+from .files import atomic_write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,46 +25,21 @@ else:  # pragma: no cover
 
 __all__ = ["write_report"]
 
-CONFIG_ROWS = [
+RUN_ROWS = [
     ("data", "name", "dataset"),
     ("data", "binarize", "binarization"),
-    ("model", "name", "model"),
-    ("model", "latent_dim", "latent dimensions"),
-    ("model", "hidden", "hidden layer sizes"),
-    ("model", "likelihood", "likelihood p(x|z)"),
-    ("model", "estimator", "SGVB estimator"),
-    ("model", "samples", "z samples per datapoint (L)"),
-    ("model", "beta", "KL weight (beta)"),
-    ("model", "reconstruction", "reconstruction loss"),
-    ("model", "noise", "input corruption"),
-    ("model", "noise_level", "corruption level"),
-    ("model", "sparsity", "sparsity penalty"),
-    ("model", "sparsity_weight", "sparsity weight"),
-    ("model", "sparsity_target", "target mean activation (rho)"),
-    ("model", "contractive_weight", "contractive weight"),
-    ("model", "pretrain_steps", "pretraining steps per layer"),
-    ("model", "channels", "convolution channels"),
     ("train", "optimizer", "optimizer"),
     ("train", "lr", "learning rate"),
     ("train", "batch_size", "minibatch size (M)"),
     ("train", "precision", "training matmul precision"),
 ]
-"""(section, key, readable name) of the config values worth a line in the summary."""
-
-LIKELIHOOD_KEYS = {"likelihood", "estimator", "samples", "beta"}
-"""Model keys that mean something only for a model with a likelihood (ELBO in its metrics)."""
-AUTOENCODER_KEYS = {"reconstruction"}
-"""Model keys that mean something only for a deterministic autoencoder."""
-MODEL_KEYS = {
-    "sparse-ae": {"sparsity", "sparsity_weight", "sparsity_target"},
-    "contractive-ae": {"contractive_weight"},
-    "stacked-ae": {"pretrain_steps"},
-    "conv-ae": {"channels"},
-}
-"""Model keys read by one model only, shown for that model."""
+"""(section, key, readable name) of the data and training settings worth a line; the model's
+own section is printed whole, as the run's config.toml holds it."""
 
 METRIC_NAMES = {
     "elbo": ("ELBO", "nats"),
+    "bound": ("bound trained on (IWAE)", "nats"),
+    "kl_weight": ("KL weight (warm-up)", ""),
     "rec": ("E_q[log p(x|z)]", "nats"),
     "kl": ("KL(q(z|x) || p(z))", "nats"),
     "loss": ("loss (minimised)", ""),
@@ -80,6 +54,8 @@ EVAL_NAMES = {
     "elbo_nats": ("ELBO", "nats"),
     "log_px_nats": ("log p(x), importance sampled", "nats"),
     "nll_nats": ("NLL = -log p(x)", "nats"),
+    "rate_nats": ("rate: KL(q(z|x) || p(z))", "nats"),
+    "distortion_nats": ("distortion: -E_q[log p(x|z)]", "nats"),
     "is_samples": ("importance samples per point (K)", ""),
     "points": ("points evaluated", ""),
     "recon_error_per_pixel": ("reconstruction error per pixel", ""),
@@ -100,19 +76,23 @@ PICTURES = {
     "manifold.png": "Decoder means over a grid of Gaussian quantiles of the 2-D latent space "
     "(as in Kingma & Welling 2014, fig. 4).",
     "denoising.png": "Noisy test inputs, their denoised reconstructions and the clean images.",
+    "kl_per_dimension.png": "The KL of each latent dimension on the test set: the rate, spread"
+    " over the code (a dimension near 0 is inactive).",
 }
 """Captions of the pictures other commands write, in the order the report shows them."""
 
 MEANING = """\
 - **ELBO** and **log p(x)** are in nats per example (natural log, summed over the pixels of
   one example, averaged over examples). Higher is better; both are at most 0 for discrete data.
-- The ELBO is E_q[log p(x|z)] - KL(q(z|x) || p(z)), a lower bound on log p(x). log p(x) is
+- The ELBO is E_q[log p(x|z)] - KL(q(z|x) || p(z)), a lower bound on log p(x): the
+  **distortion** -E_q[log p(x|z)] plus the **rate** KL(q(z|x) || p(z)) is -ELBO. log p(x) is
   estimated by importance sampling with K samples from q(z|x): in expectation a tighter bound
   that approaches log p(x) as K grows, so ELBO <= log p(x).
 - **NLL** = -log p(x): lower is better. `±` is one standard error over the evaluated points.
 - Training metrics are averaged over an epoch while the weights change; validation metrics are
   measured with the weights at the end of the epoch. The loss is what the optimizer minimises
-  (for a VAE, -(E_q[log p(x|z)] - beta KL)).
+  (for a VAE, -(E_q[log p(x|z)] - beta KL), with any warm-up or free bits); the ELBO reported
+  is always the unweighted bound.
 """
 
 AUTOENCODER_MEANING = """\
@@ -173,35 +153,33 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
 
 
-def _shown_keys(config: dict[str, Any], likelihood: bool) -> set[str]:
-    """The model keys that mean something for this run's model."""
-    model = config.get("model", {})
-    one_model = set().union(*MODEL_KEYS.values())
-    shown = (set(model) - one_model) | MODEL_KEYS.get(model.get("name"), set())
-    shown -= AUTOENCODER_KEYS if likelihood else LIKELIHOOD_KEYS
-    if likelihood and model.get("noise") in (None, "auto", "none"):
-        shown -= {"noise", "noise_level"}
-    return shown
+def _flat(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _text(value: Any) -> str:
+    return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def _config_section(
     config: dict[str, Any],
     metrics: list[dict[str, str]],
-    likelihood: bool = True,
     best: dict[str, Any] | None = None,
 ) -> list[str]:
     rows = []
-    shown = _shown_keys(config, likelihood)
-    for section, key, name in CONFIG_ROWS:
-        if section == "model" and key not in shown:
-            continue
+    for section, key, name in RUN_ROWS:
         value = config.get(section, {}).get(key)
-        if isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
-        if key == "precision" and value == "auto" and (best or {}).get("precision"):
-            value = f"auto ({best['precision']})"  # as the loop resolved it
+        resolved = (best or {}).get("precision")
+        if key == "precision" and value == "auto" and resolved:
+            value = f"auto ({resolved})"  # as the loop resolved it
         if value is not None:
-            rows.append([name, str(value)])
+            rows.append([name, _text(value)])
     run = _number(metrics[-1].get("epoch")) if metrics else None
     planned = config.get("train", {}).get("epochs")
     if run is not None or planned is not None:
@@ -209,7 +187,10 @@ def _config_section(
         if planned is not None:
             text += f" (configured: {planned})"
         rows.append(["epochs run", text])
-    return ["## Configuration", "", *_table(["setting", "value"], rows), ""]
+    model = [[f"`{key}`", _text(value)] for key, value in _flat(config.get("model", {}))]
+    return ["## Configuration", "", *_table(["setting", "value"], rows), "",
+            "The model, as `[model]` in `config.toml`:", "",
+            *_table(["key", "value"], model), ""]
 
 
 def _metric_label(metric: str) -> str:
@@ -235,43 +216,13 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
         lines += [*_table(["metric", "train", "valid"], rows), ""]
     epoch, chosen = _best(metrics, best)
     if epoch is not None:
-        # The ELBO says most; an autoencoder has only its loss.
-        key = next(
-            (m for m in ("elbo", "loss") if _number(chosen.get(f"valid_{m}")) is not None), ""
-        )
+        # The metric that chose the checkpoint (best.json says which); older runs: ELBO, loss.
+        selection = (best or {}).get("selection") or []
+        candidates = [*selection[:1], "elbo", "loss"]
+        key = next((m for m in candidates if _number(chosen.get(f"valid_{m}")) is not None), "")
         detail = f": valid {_metric_label(key)} {_cell(chosen[f'valid_{key}'], key)}" if key else ""
         lines += [f"Best validation epoch {epoch}{detail}.", ""]
     return lines
-
-
-def _phases_section(metrics: list[dict[str, str]]) -> list[str]:
-    """For a run in phases (the stacked autoencoder): the epochs of each, and where it ended.
-
-    An epoch belongs to the phase training was in at its end (``valid_pretrain_layer``).
-    """
-    spans: list[tuple[float, list[dict[str, str]]]] = []
-    for row in metrics:
-        layer = _number(row.get("valid_pretrain_layer"))
-        if layer is None:
-            continue
-        if spans and spans[-1][0] == layer:
-            spans[-1][1].append(row)
-        else:
-            spans.append((layer, [row]))
-    if not spans:
-        return []
-    rows = []
-    for layer, rows_of_phase in spans:
-        name = f"pretraining layer {_fmt(layer)}" if layer else "fine-tuning the whole stack"
-        first, last = rows_of_phase[0].get("epoch", "?"), rows_of_phase[-1].get("epoch", "?")
-        epochs = first if first == last else f"{first}-{last}"
-        end = rows_of_phase[-1]
-        rows.append([name, epochs, _cell(end.get("valid_phase_loss"), "phase_loss"),
-                     _cell(end.get("valid_loss"), "loss")])
-    header = ["phase", "epochs", "valid phase loss (at its end)", "valid loss of the stack"]
-    note = ("While a layer is pretrained, the optimizer minimises that layer's own loss; the"
-            " loss of the whole stack is what picks the best checkpoint in every phase.")
-    return ["#### Phases", "", note, "", *_table(header, rows), ""]
 
 
 def _cell(raw: object, metric: str) -> str:
@@ -309,6 +260,12 @@ def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
             text += f" ± {_fmt(se, unit)}"
         rows.append([name, f"{text} {unit}".strip()])
     lines += [*_table(["quantity", "value"], rows), ""]
+    per_dimension = evaluation.get("kl_per_dim_nats")
+    if isinstance(per_dimension, dict):
+        for name, values in per_dimension.items():
+            numbers = [v for v in (_number(x) for x in values) if v is not None]
+            lines += [f"KL of each dimension of {name} (nats, dimensions 1-{len(numbers)}): "
+                      + ", ".join(f"{v:.2f}" for v in numbers) + ".", ""]
     return lines
 
 
@@ -322,18 +279,6 @@ def _pictures_section(run_dir: Path) -> list[str]:
         caption = PICTURES.get(name, name)
         lines += [f"![{caption}]({quote(name)})", "", f"*{caption}*", ""]
     return lines
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -357,15 +302,14 @@ def write_report(run_dir: str | Path) -> Path:
     model = config.get("model", {}).get("name", "model")
     dataset = Path(str(config.get("data", {}).get("name", "data"))).name
     lines = [f"# Run `{run_dir.resolve().name}`: {model} on {dataset}", ""]
-    # Without metrics or evaluation there is no telling; show the VAE's keys, as before.
+    # A model with a likelihood logs an ELBO; its numbers mean what MEANING says.
     likelihood = any("elbo" in key for row in metrics[:1] for key in row) or (
-        "elbo_nats" in (evaluation or {}) or not (metrics or evaluation)
+        "elbo_nats" in (evaluation or {})
     )
-    lines += _config_section(config, metrics, likelihood, best)
+    lines += _config_section(config, metrics, best)
     results: list[str] = []
     if metrics or best is not None:
         results += _training_section(metrics, best)
-        results += _phases_section(metrics)
     if evaluation is not None:
         results += _evaluation_section(evaluation)
     if results:
@@ -374,5 +318,5 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _pictures_section(run_dir)
 
     path = run_dir / "report.md"
-    _write_atomic(path, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

@@ -2,8 +2,10 @@
 
 Minibatches are index slices of a device-resident tensor (no DataLoader, no per-example
 Python), metrics are summed on the device and read once per epoch, and each epoch ends with a
-validation pass and an atomic checkpoint. This is the paper's minibatch AEVB algorithm
-(Algorithm 1) when the model is a VAE.
+validation pass at the current step and an atomic checkpoint. The model's ``selection`` metric
+picks the best checkpoint and drives early stopping. The run's planned number of steps is fixed
+when it starts and kept in its checkpoints, so schedules do not shift when a run is resumed or
+extended. This is the paper's minibatch AEVB algorithm (Algorithm 1) when the model is a VAE.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import csv
 import io
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import (
-    atomic_write_text,
+    FORMAT_1,
     checkpoint_path,
     load_weights,
     read_checkpoint,
@@ -30,13 +34,16 @@ from .checkpoint import (
 from .config import Config, TrainConfig, config_to_dict, dump_toml
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError, CheckpointError, ConfigError
-from .models import Batch, ClosedFormModel, DataSpec, Model, build_model
+from .files import atomic_write_text
+from .models import Batch, ClosedForm, DataSpec, Model, Step, build_model
 
 __all__ = [
     "TrainResult",
+    "better",
     "make_optimizer",
     "resolve_device",
     "resolve_precision",
+    "split_batch",
     "train",
     "validate",
 ]
@@ -92,15 +99,28 @@ def make_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimize
     return torch.optim.SGD(parameters, **kwargs)
 
 
-def _batches(split: Split, batch_size: int) -> Any:
+def _batches(split: Split, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)), device=split.x.device)
-        yield Batch(split.batch(index), None if split.y is None else split.y[index])
+        yield split_batch(split, index)
+
+
+def split_batch(split: Split, index: torch.Tensor, generator: torch.Generator | None = None
+                ) -> Batch:
+    """The examples ``index`` of ``split`` as a Batch (x resampled under dynamic binarization)."""
+    return Batch(split.batch(index, generator), None if split.y is None else split.y[index], index)
+
+
+def better(metric: float, best: float, mode: str) -> bool:
+    """Whether ``metric`` beats ``best`` for a selection ``mode`` ("max" or "min")."""
+    return metric > best if mode == "max" else metric < best
 
 
 @torch.no_grad()
-def validate(model: Model, split: Split, batch_size: int, seed: int = 0) -> dict[str, float]:
-    """Mean of the model's loss metrics over ``split``, in eval mode, with a fixed seed.
+def validate(
+    model: Model, split: Split, batch_size: int, step: Step, seed: int = 0
+) -> dict[str, float]:
+    """Mean of the model's metrics over ``split`` at ``step``, in eval mode, with a fixed seed.
 
     The RNG is forked so that validation neither perturbs nor depends on training's stream.
     """
@@ -111,9 +131,9 @@ def validate(model: Model, split: Split, batch_size: int, seed: int = 0) -> dict
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for batch in _batches(split, batch_size):
-            _, metrics = model.loss(batch, 0)
+            _, metrics = model(batch, step)
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0) + value * len(batch.x)
+                sums[name] = sums.get(name, 0) + value.float() * len(batch.x)
     model.train(was_training)
     return {name: (total / len(split)).item() for name, total in sums.items()}
 
@@ -157,12 +177,42 @@ def _same_run(config: Config, saved: dict[str, Any]) -> None:
     """A resumed run must keep its data and model; only the budget may change."""
     current = config_to_dict(config)
     for section in ("data", "model"):
-        for key, value in saved[section].items():
-            if current[section][key] != value:
-                raise ConfigError(
-                    f"cannot resume with {section}.{key} = {current[section][key]!r}:"
-                    f" the run was started with {value!r}"
-                )
+        if current[section] != saved[section]:
+            key = next(k for k in {**saved[section], **current[section]}
+                       if current[section].get(k) != saved[section].get(k))
+            raise ConfigError(
+                f"cannot resume with {section}.{key} = {current[section].get(key)!r}:"
+                f" the run was started with {saved[section].get(key)!r}"
+            )
+
+
+@contextmanager
+def _process_settings(threads: int | None) -> Iterator[None]:
+    """Training's process-wide settings, restored afterwards: thread count, flushing of
+    subnormal floats, the global RNG state, distribution argument validation."""
+    saved_threads = torch.get_num_threads()
+    # torch has no getter for flush-denormal: a subnormal product reads 0 while it is on.
+    flushing = (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() == 0.0
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    validating = torch.distributions.Distribution._validate_args
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        # Subnormal floats make a ReLU/tanh VAE up to ~2x slower late in training; flushing
+        # them to zero leaves the losses unchanged here.
+        torch.set_flush_denormal(True)
+        # The data was checked once when loaded; re-checking every distribution's arguments
+        # on every step costs time, and a diverged run is reported at the end of its epoch.
+        torch.distributions.Distribution.set_default_validate_args(False)
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        torch.set_flush_denormal(flushing)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        torch.distributions.Distribution.set_default_validate_args(validating)
 
 
 def train(
@@ -175,16 +225,11 @@ def train(
     """Train ``config.model`` on ``config.data``, writing checkpoints and metrics to ``run_dir``.
 
     With ``resume`` the run continues from ``checkpoints/last``: same seed ⇒ the same weights as
-    a run that was never interrupted.
+    a run that was never interrupted. The process-wide settings training changes (threads,
+    flush-denormal, the global seed) are restored when it returns.
     """
-    # The data was checked once when loaded; re-checking every distribution's arguments on
-    # every step costs time, and a diverged run is reported at the end of its epoch instead.
-    validating = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    try:
+    with _process_settings(config.train.threads):
         return _train(config, Path(run_dir), resume, progress, dataset)
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(validating)
 
 
 def _train(
@@ -197,16 +242,12 @@ def _train(
     _prepare_run_dir(run_dir, resume)
     tc = config.train
     device = resolve_device(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    # Subnormal floats make a ReLU/tanh VAE up to ~2x slower late in training; flushing them
-    # to zero leaves the losses unchanged here.
-    torch.set_flush_denormal(True)
     torch.manual_seed(tc.seed)
 
-    dataset = (dataset or load_dataset(config.data)).to(device)
+    dataset = (dataset or load_dataset(config.data, base_dir=run_dir)).to(device)
     spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes)
     model = build_model(config.model, spec).to(device)
+    metric, mode = model.selection
     trainable = [p for p in model.parameters() if p.requires_grad]
     # A closed-form model (PCA) may have nothing for an optimizer to update.
     optimizer = make_optimizer(tc, trainable) if trainable else None
@@ -214,10 +255,22 @@ def _train(
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed + 1)
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "best_loss": math.inf,
+    train_split = dataset.train
+    steps_per_epoch = math.ceil(len(train_split) / tc.batch_size)
+    total_steps = (
+        math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
+        else tc.epochs * steps_per_epoch
+    )
+    if optimizer is None:  # nothing to train: one epoch measures the fitted model
+        total_steps = min(total_steps, steps_per_epoch)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "schedule_steps": total_steps,
+                             "best_value": -math.inf if mode == "max" else math.inf,
                              "best_epoch": 0, "history": []}
     if resume:
         tensors, header = read_checkpoint(checkpoint_path(run_dir, "last"))
+        if header.get("format") == FORMAT_1:
+            raise CheckpointError(f"{run_dir} was written by an older aevb (checkpoint format 1):"
+                                  " it can be evaluated and drawn, not resumed")
         _same_run(config, header["config"])
         load_weights(model, tensors)
         if optimizer is not None:
@@ -229,16 +282,8 @@ def _train(
         state.update({k: header[k] for k in state})
     atomic_write_text(run_dir / "config.toml", dump_toml(config))
 
-    train_split = dataset.train
-    if isinstance(model, ClosedFormModel) and not resume:
+    if isinstance(model, ClosedForm) and not resume:
         model.fit_data(train_split.x)
-    steps_per_epoch = math.ceil(len(train_split) / tc.batch_size)
-    total_steps = (
-        math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
-        else tc.epochs * steps_per_epoch
-    )
-    if optimizer is None:  # nothing to train: one epoch measures the fitted model
-        total_steps = min(total_steps, steps_per_epoch)
     bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), unit="batch",
                disable=not progress, dynamic_ncols=True, desc=f"train {config.model.name}")
     model.train()
@@ -251,20 +296,17 @@ def _train(
         for start in range(0, len(train_split), tc.batch_size):
             if state["step"] >= total_steps:
                 break
-            index = order[start : start + tc.batch_size]
-            batch = Batch(
-                train_split.batch(index, generator),
-                None if train_split.y is None else train_split.y[index],
-            )
+            batch = split_batch(train_split, order[start : start + tc.batch_size], generator)
+            step = Step(state["step"], state["schedule_steps"])
             with torch.autocast(device.type, precision, enabled=precision != torch.float32):
-                loss, metrics = model.loss(batch, state["step"])
+                loss, metrics = model(batch, step)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0) + value.float() * len(index)
-            seen += len(index)
+                sums[name] = sums.get(name, 0) + value.float() * len(batch.x)
+            seen += len(batch.x)
             state["step"] += 1
             bar.update(1)
         state["epoch"] += 1
@@ -277,16 +319,19 @@ def _train(
                 f"training diverged: the loss is {row['train_loss']} in epoch {state['epoch']};"
                 f" {kept}. Lower train.lr or choose a bounded likelihood."
             )
-        valid = validate(model, dataset.valid, config.eval.batch_points, tc.seed)
+        # the schedule as at the step whose update gave these weights
+        step = Step(state["step"] - 1, state["schedule_steps"])
+        valid = validate(model, dataset.valid, config.eval.batch_points, step, tc.seed)
         row.update({f"valid_{k}": v for k, v in valid.items()})
         state["seconds"] += time.perf_counter() - started
         row["seconds"] = round(state["seconds"], 3)
         state["history"].append(row)
-        improved = valid["loss"] < state["best_loss"]
+        improved = better(valid[metric], state["best_value"], mode)
         if improved:
-            state["best_loss"], state["best_epoch"] = valid["loss"], state["epoch"]
+            state["best_value"], state["best_epoch"] = valid[metric], state["epoch"]
         stale = state["epoch"] - state["best_epoch"]
-        meta = {**state, "metrics": row, "precision": str(precision).removeprefix("torch.")}
+        meta = {**state, "metrics": row, "selection": [metric, mode],
+                "precision": str(precision).removeprefix("torch.")}
         save_checkpoint(checkpoint_path(run_dir, "last"), model, optimizer, config, meta,
                         _rng_state(generator))
         if improved:

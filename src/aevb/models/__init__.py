@@ -1,8 +1,13 @@
-"""The one registry of models: name → class. Adding a model is one module and one line here."""
+"""The one registry of models: name → class. Adding a model is one module and one line here.
+
+Each class names its own frozen config dataclass (``config_class``); ``[model]`` in a run's
+config holds that dataclass's keys and nothing else.
+"""
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from typing import Any
+
 from ..errors import ConfigError
 from .autoencoders import (
     Autoencoder,
@@ -12,7 +17,18 @@ from .autoencoders import (
     LinearAutoencoder,
     SparseAutoencoder,
 )
-from .base import Batch, ClosedFormModel, DataSpec, LatentVariableModel, Model
+from .base import (
+    Batch,
+    ClosedForm,
+    Corrupting,
+    DataSpec,
+    Encoder,
+    Generative,
+    Likelihood,
+    Metrics,
+    Model,
+    Step,
+)
 from .pca import PCA
 from .stacked import StackedAutoencoder
 from .vae import VAE
@@ -20,11 +36,17 @@ from .vae import VAE
 __all__ = [
     "MODELS",
     "Batch",
-    "ClosedFormModel",
+    "ClosedForm",
+    "Corrupting",
     "DataSpec",
-    "LatentVariableModel",
+    "Encoder",
+    "Generative",
+    "Likelihood",
+    "Metrics",
     "Model",
+    "Step",
     "build_model",
+    "model_class",
 ]
 
 MODELS: dict[str, type[Model]] = {
@@ -40,10 +62,18 @@ MODELS: dict[str, type[Model]] = {
 }
 
 
-def build_model(config: ModelConfig, data: DataSpec) -> Model:
+def model_class(name: str) -> type[Model]:
     try:
-        cls = MODELS[config.name]
+        return MODELS[name]
     except KeyError:
         known = ", ".join(sorted(MODELS))
-        raise ConfigError(f"unknown model {config.name!r} (known: {known})") from None
+        raise ConfigError(f"unknown model {name!r} (known: {known})") from None
+
+
+def build_model(config: Any, data: DataSpec) -> Model:
+    """The registered model for ``config`` (an instance of that model's ``config_class``)."""
+    cls = model_class(config.name)
+    if type(config) is not cls.config_class:
+        raise ConfigError(f"model {config.name!r} needs a {cls.config_class.__name__},"
+                          f" not a {type(config).__name__}")
     return cls(config, data)

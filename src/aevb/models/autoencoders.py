@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..corruption import corrupt, resolve_noise
-from ..errors import ConfigError
-from ..nets import activation, conv_down, mlp, pixel_shuffle_up
+from ..corruption import Corruption, NoiseConfig
+from ..errors import ConfigError, check_choice, check_positive
+from ..nets import ConvNetConfig, MLPConfig, activation, conv_down, mlp, pixel_shuffle_up
 from ..objectives import (
     jacobian_frobenius,
     kl_sparsity,
@@ -26,46 +26,136 @@ from ..objectives import (
     reconstruction_loss,
     sigmoid_jacobian_frobenius,
 )
-from .base import Batch, DataSpec, Model
+from ..schedules import Step
+from .base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
 
 __all__ = [
     "Autoencoder",
+    "AutoencoderConfig",
     "ContractiveAutoencoder",
+    "ContractiveAutoencoderConfig",
     "ConvAutoencoder",
+    "ConvAutoencoderConfig",
     "DenoisingAutoencoder",
+    "DenoisingAutoencoderConfig",
     "DeterministicAutoencoder",
     "LinearAutoencoder",
+    "LinearAutoencoderConfig",
     "SparseAutoencoder",
+    "SparseAutoencoderConfig",
     "resolve_reconstruction",
 ]
 
 
-def resolve_reconstruction(config: ModelConfig, data: DataSpec, default: str = "") -> str:
-    """``model.reconstruction`` with "auto" resolved: ``default`` if given, else bce on data in
-    [0, 1] and mse on real data. Cross-entropy needs targets in [0, 1]."""
-    kind = config.reconstruction
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    name: str = "ae"
+    latent_dim: int = 20
+    """Size of the code h."""
+    net: MLPConfig = MLPConfig()
+    reconstruction: str = "auto"
+    """L(x, g(f(x))): bce (cross-entropy, data in [0, 1]) | mse (squared error) | auto (bce on
+    data in [0, 1], mse on real data)."""
+    corruption: NoiseConfig = NoiseConfig()
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        check_choice("model.reconstruction", self.reconstruction, ("auto", "bce", "mse"))
+
+
+@dataclass(frozen=True)
+class SparseAutoencoderConfig(AutoencoderConfig):
+    name: str = "sparse-ae"
+    sparsity: str = "l1"
+    """The penalty: l1 (on the code) | kl (KL(rho || mean activation) per code unit)."""
+    sparsity_weight: float = 0.1
+    """Weight on the sparsity penalty in the loss."""
+    sparsity_target: float = 0.05
+    """rho, the target mean activation of a code unit for the kl penalty."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("model.sparsity", self.sparsity, ("l1", "kl"))
+        if not 0 < self.sparsity_target < 1:
+            raise ConfigError(f"model.sparsity_target must be in (0, 1), got {self.sparsity_target}")
+        if self.sparsity_weight < 0:
+            raise ConfigError(f"model.sparsity_weight must be >= 0, got {self.sparsity_weight}")
+
+
+@dataclass(frozen=True)
+class DenoisingAutoencoderConfig(AutoencoderConfig):
+    name: str = "denoising-ae"
+    corruption: NoiseConfig = NoiseConfig("masking")
+
+
+@dataclass(frozen=True)
+class ContractiveAutoencoderConfig(AutoencoderConfig):
+    name: str = "contractive-ae"
+    contractive_weight: float = 0.1
+    """Weight on the squared Frobenius norm of the encoder Jacobian."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.contractive_weight < 0:
+            raise ConfigError(f"model.contractive_weight must be >= 0, got {self.contractive_weight}")
+
+
+@dataclass(frozen=True)
+class LinearAutoencoderConfig:
+    name: str = "linear-ae"
+    latent_dim: int = 20
+    """Size of the code h."""
+    hidden: tuple[int, ...] = (500,)
+    """Sizes of the encoder's linear hidden layers; the decoder mirrors them."""
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        if any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"model.hidden must hold positive sizes, got {list(self.hidden)}")
+
+
+@dataclass(frozen=True)
+class ConvAutoencoderConfig:
+    name: str = "conv-ae"
+    latent_dim: int = 20
+    """Size of the code h."""
+    net: ConvNetConfig = ConvNetConfig()
+    reconstruction: str = "auto"
+    """L(x, g(f(x))): bce | mse | auto (bce on data in [0, 1], mse on real data)."""
+    corruption: NoiseConfig = NoiseConfig()
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        check_choice("model.reconstruction", self.reconstruction, ("auto", "bce", "mse"))
+
+
+def resolve_reconstruction(kind: str, data: DataSpec) -> str:
+    """``kind`` with "auto" resolved: bce on data in [0, 1], mse on real data. Cross-entropy
+    needs targets in [0, 1]."""
     if kind == "auto":
-        kind = default or ("mse" if data.kind == "real" else "bce")
+        kind = "mse" if data.kind == "real" else "bce"
     if kind == "bce" and data.kind == "real":
         raise ConfigError("reconstruction bce needs data in [0, 1], but this data is real-valued:"
                           " use model.reconstruction mse")
     return kind
 
 
-class DeterministicAutoencoder(Model):
+class DeterministicAutoencoder(Model, Encoder, Corrupting):
     """Abstract: subclasses give the encoder f, the decoder g and an optional penalty.
 
-    Metrics: ``loss`` (minimised), ``rec_loss`` (the mean L(x, g(f(x~)))) and, with a penalty,
-    ``penalty`` (its weighted value), all per example.
+    Metrics: ``loss`` (minimised, and what picks the best checkpoint), ``rec_loss`` (the mean
+    L(x, g(f(x~)))) and, with a penalty, ``penalty`` (its weighted value), all per example.
     """
 
-    default_noise: ClassVar[str] = "none"
-    default_reconstruction: ClassVar[str] = ""
-
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
+    def __init__(self, config: object, data: DataSpec, reconstruction: str,
+                 corruption: NoiseConfig) -> None:
         super().__init__(config, data)
-        self.reconstruction = resolve_reconstruction(config, data, self.default_reconstruction)
-        self.noise = resolve_noise(config.noise, self.default_noise, data.kind)
+        self.reconstruction = resolve_reconstruction(reconstruction, data)
+        self.corruption = Corruption(corruption, data.kind)
+
+    @abstractmethod
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x): x (B, *event_shape) → the code (B, latent_dim)."""
 
     @abstractmethod
     def decoder_output(self, code: torch.Tensor) -> torch.Tensor:
@@ -75,13 +165,16 @@ class DeterministicAutoencoder(Model):
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor | None:
         """The weighted penalty for the batch (a scalar), or None; x is the encoder's input."""
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        output = self.decoder_output(self.encode(x))
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return self.code(batch.x)
+
+    def reconstruct(self, batch: Batch) -> torch.Tensor:
+        output = self.decoder_output(self.code(batch.x))
         return output.sigmoid() if self.reconstruction == "bce" else output
 
-    def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x_in = corrupt(batch.x, self.noise, self.config.noise_level)
-        code = self.encode(x_in)
+    def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        x_in = self.corruption(batch.x)
+        code = self.code(x_in)
         rec = reconstruction_loss(self.decoder_output(code), batch.x, self.reconstruction).mean()
         penalty = self.penalty(x_in, code)
         loss = rec if penalty is None else rec + penalty
@@ -92,53 +185,63 @@ class DeterministicAutoencoder(Model):
 
 
 class _MLPAutoencoder(DeterministicAutoencoder):
-    """Abstract: an MLP encoder ``[F, *hidden] → latent_dim`` and its mirror as decoder.
-
-    ``code_activation`` follows the code layer; ``linear`` makes every activation the identity.
-    """
+    """Abstract: an MLP encoder ``[F, *hidden] → latent_dim`` and its mirror as decoder;
+    ``code_activation`` follows the code layer."""
 
     code_activation: ClassVar[str] = "identity"
-    linear: ClassVar[bool] = False
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
-        super().__init__(config, data)
-        features = math.prod(data.event_shape)
-        hidden = list(config.hidden)
-        act = "identity" if self.linear else config.activation
-        self.encoder = nn.Sequential(
-            mlp([features, *hidden], act),
-            nn.Linear(hidden[-1] if hidden else features, config.latent_dim),
-            activation("identity" if self.linear else self.code_activation),
-        )
-        self.decoder = nn.Sequential(
-            mlp([config.latent_dim, *reversed(hidden)], act),
-            nn.Linear(hidden[0] if hidden else config.latent_dim, features),
-            nn.Unflatten(-1, data.event_shape),
-        )
+    def __init__(self, config: AutoencoderConfig, data: DataSpec) -> None:
+        super().__init__(config, data, config.reconstruction, config.corruption)
+        self.encoder, self.decoder = _mlp_pair(data, config.latent_dim, config.net.hidden,
+                                               config.net.activation, self.code_activation)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
 
     def decoder_output(self, code: torch.Tensor) -> torch.Tensor:
         return self.decoder(code)
 
 
+def _mlp_pair(data: DataSpec, latent_dim: int, hidden: tuple[int, ...], act: str,
+              code_act: str) -> tuple[nn.Sequential, nn.Sequential]:
+    features = math.prod(data.event_shape)
+    encoder = nn.Sequential(
+        mlp([features, *hidden], act),
+        nn.Linear(hidden[-1] if hidden else features, latent_dim),
+        activation(code_act),
+    )
+    decoder = nn.Sequential(
+        mlp([latent_dim, *reversed(hidden)], act),
+        nn.Linear(hidden[0] if hidden else latent_dim, features),
+        nn.Unflatten(-1, data.event_shape),
+    )
+    return encoder, decoder
+
+
 class Autoencoder(_MLPAutoencoder):
     description = "autoencoder: MLP encoder f(x), decoder g(h), loss L(x, g(f(x)))"
+    config_class = AutoencoderConfig
 
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> None:
         return None
 
 
-class LinearAutoencoder(_MLPAutoencoder):
-    description = "linear autoencoder: identity activations, squared error (spans PCA's subspace)"
-    linear = True
-    default_reconstruction = "mse"
+class LinearAutoencoder(DeterministicAutoencoder):
+    """Identity activations and squared error throughout: it spans PCA's subspace."""
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
-        if config.reconstruction == "bce":
-            raise ConfigError("linear-ae is linear end to end: use reconstruction mse (or auto)")
-        super().__init__(config, data)
+    description = "linear autoencoder: identity activations, squared error (spans PCA's subspace)"
+    config_class = LinearAutoencoderConfig
+
+    def __init__(self, config: LinearAutoencoderConfig, data: DataSpec) -> None:
+        super().__init__(config, data, "mse", NoiseConfig())
+        self.encoder, self.decoder = _mlp_pair(data, config.latent_dim, config.hidden,
+                                               "identity", "identity")
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1))
+
+    def decoder_output(self, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(code)
 
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> None:
         return None
@@ -148,6 +251,7 @@ class SparseAutoencoder(_MLPAutoencoder):
     """Sigmoid code units with an L1 penalty on the code or Ng's KL penalty on mean activations."""
 
     description = "sparse autoencoder: sigmoid code, L1 or KL(rho || mean activation) penalty"
+    config_class = SparseAutoencoderConfig
     code_activation = "sigmoid"
 
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
@@ -162,13 +266,13 @@ class DenoisingAutoencoder(_MLPAutoencoder):
     """Vincent et al. (2008): reconstruct the clean x from a corrupted copy (masking by default)."""
 
     description = "denoising autoencoder: corrupted input (masking by default), clean target"
-    default_noise = "masking"
+    config_class = DenoisingAutoencoderConfig
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
+    def __init__(self, config: DenoisingAutoencoderConfig, data: DataSpec) -> None:
         super().__init__(config, data)
-        if self.noise == "none" or config.noise_level == 0:
-            raise ConfigError("denoising-ae needs model.noise and a noise_level above 0;"
-                              " without noise use the model ae")
+        if not self.corruption.active:
+            raise ConfigError("denoising-ae needs model.corruption.noise and a noise_level above"
+                              " 0; without noise use the model ae")
 
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> None:
         return None
@@ -179,13 +283,16 @@ class ContractiveAutoencoder(_MLPAutoencoder):
     layer (``hidden = []``), by autograd through a deeper encoder."""
 
     description = "contractive autoencoder: sigmoid code, penalty ||dh/dx||_F^2 (exact)"
+    config_class = ContractiveAutoencoderConfig
     code_activation = "sigmoid"
 
     def penalty(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        if self.config.hidden:
+        if self.config.net.hidden:
             frobenius = jacobian_frobenius(self.encoder, x.flatten(1))
         else:
-            frobenius = sigmoid_jacobian_frobenius(code, self.encoder[1].weight)
+            code_layer = self.encoder[1]
+            assert isinstance(code_layer, nn.Linear)
+            frobenius = sigmoid_jacobian_frobenius(code, code_layer.weight)
         return self.config.contractive_weight * frobenius.mean()
 
 
@@ -196,31 +303,32 @@ class ConvAutoencoder(DeterministicAutoencoder):
     """
 
     description = "convolutional autoencoder: strided convs down, pixel-shuffle up"
+    config_class = ConvAutoencoderConfig
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
-        super().__init__(config, data)
+    def __init__(self, config: ConvAutoencoderConfig, data: DataSpec) -> None:
+        super().__init__(config, data, config.reconstruction, config.corruption)
         if len(data.event_shape) != 3:
             raise ConfigError(f"conv-ae needs images (C, H, W), not shape {data.event_shape}")
         c, h, w = data.event_shape
-        scale = 2 ** len(config.channels)
+        channels, act = config.net.channels, config.net.activation
+        scale = 2 ** len(channels)
         if h % scale or w % scale:
-            raise ConfigError(f"conv-ae halves {h}x{w} images {len(config.channels)} times:"
-                              f" H and W must be divisible by {scale}; use fewer model.channels")
-        inner = (config.channels[-1], h // scale, w // scale)
+            raise ConfigError(f"conv-ae halves {h}x{w} images {len(channels)} times:"
+                              f" H and W must be divisible by {scale}; use fewer net.channels")
+        inner = (channels[-1], h // scale, w // scale)
         self.encoder = nn.Sequential(
-            conv_down([c, *config.channels], config.activation),
+            conv_down([c, *channels], act),
             nn.Flatten(),
             nn.Linear(math.prod(inner), config.latent_dim),
         )
         self.decoder = nn.Sequential(
             nn.Linear(config.latent_dim, math.prod(inner)),
-            activation(config.activation),
+            activation(act),
             nn.Unflatten(-1, inner),
-            pixel_shuffle_up([*reversed(config.channels), c], config.activation,
-                             last_activation=False),
+            pixel_shuffle_up([*reversed(channels), c], act, last_activation=False),
         )
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
     def decoder_output(self, code: torch.Tensor) -> torch.Tensor:

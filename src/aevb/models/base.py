@@ -1,24 +1,53 @@
-"""The model contract the one training loop relies on."""
+"""The model contract: one method for the loop, and abilities the rest of the library tests for.
+
+Every model is a ``Model``: ``loss(batch, step)`` (also its ``forward``, so a data-parallel
+wrapper can call it) returns the scalar to minimise and named per-batch metrics. What else a
+model can do it declares by inheriting abilities, and evaluation, figures, ``aevb sample`` and
+the report ask ``isinstance(model, Ability)``, never the model's name:
+
+- ``Encoder``: ``encode(batch)`` → codes, ``reconstruct(batch)`` → x on the data's scale;
+- ``Generative``: ``sample(n, condition)``, ``decode(z, condition)``;
+- ``Likelihood``: per-example ELBO terms with named KL parts, and ``log_marginal(batch, K)``;
+- ``ClosedForm``: fitted to the whole training split before the first step (PCA);
+- ``Corrupting``: trains on a corrupted input (``self.corruption``).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..corruption import Corruption
 from ..objectives import ElboTerms
+from ..schedules import Step
 
-__all__ = ["Batch", "ClosedFormModel", "DataSpec", "LatentVariableModel", "Model"]
+__all__ = [
+    "Batch",
+    "ClosedForm",
+    "Corrupting",
+    "DataSpec",
+    "Encoder",
+    "Generative",
+    "Likelihood",
+    "Metrics",
+    "Model",
+    "Step",
+]
+
+Metrics = dict[str, torch.Tensor]
+"""Named per-batch values (means over the batch, detached scalars)."""
 
 
 class Batch(NamedTuple):
-    """A minibatch: ``x`` (B, *event_shape) and, where the data has them, labels ``y`` (B,)."""
+    """A minibatch: ``x`` (B, *event_shape); labels ``y`` (B,) where the data has them; and
+    ``indices`` (B,), the examples' positions in their split (for per-example state)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
 
 
 class DataSpec(NamedTuple):
@@ -31,65 +60,83 @@ class DataSpec(NamedTuple):
 
 
 class Model(nn.Module, ABC):
-    """Every trainable model: one ``loss`` for the loop, ``encode``/``reconstruct`` for pictures.
+    """A trainable model built from its own frozen config (``config_class``) and the data spec.
 
-    ``loss`` returns the scalar to minimise and named per-batch metrics (means over the batch,
-    detached). The metrics always include ``loss``; the loop keeps the checkpoint with the lowest
-    validation ``loss``.
+    ``selection`` names the validation metric that picks the best checkpoint and drives early
+    stopping, and whether higher ("max") or lower ("min") is better. It must be a quantity that
+    does not move with the training schedule (a VAE: the ELBO, not its weighted loss).
     """
 
     description: ClassVar[str] = ""
-    noise: str = "none"
-    """The input corruption the model trains with (``corruption.NOISES``); a model that
-    corrupts its input sets it, and then gets a noisy / denoised / clean picture."""
+    config_class: ClassVar[type]
+    selection: ClassVar[tuple[str, str]] = ("loss", "min")
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
+    def __init__(self, config: Any, data: DataSpec) -> None:
         super().__init__()
         self.config = config
         self.data = data
 
     @abstractmethod
-    def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Scalar loss and metrics for one minibatch; ``step`` drives any schedule."""
+    def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        """Scalar loss to minimise and metrics for one minibatch; ``step`` drives schedules.
+
+        The metrics include ``loss`` and the model's ``selection`` metric.
+        """
+
+    def forward(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        return self.loss(batch, step)
+
+
+class Encoder(ABC):
+    """Has an encoder: data → codes, and back to the data's scale."""
 
     @abstractmethod
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The code of x (B, *event_shape) → (B, latent_dim); a VAE's posterior mean."""
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """The code of each example (B, code_dim); a VAE's posterior mean."""
 
     @abstractmethod
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """x → its reconstruction (B, *event_shape), on the data's scale (a VAE: decoder mean)."""
+    def reconstruct(self, batch: Batch) -> torch.Tensor:
+        """Each example's reconstruction (B, *event_shape) on the data's scale (a mean)."""
 
 
-class LatentVariableModel(Model):
-    """A model with a likelihood: evaluation computes its ELBO and importance-sampled log p(x)."""
-
-    @abstractmethod
-    def elbo_terms(self, x: torch.Tensor, samples: int = 1) -> ElboTerms:
-        """Per-example ELBO, reconstruction and KL terms (B,), in nats."""
+class Generative(ABC):
+    """Has a prior to sample from and a decoder from codes to data."""
 
     @abstractmethod
-    def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
-        """Importance log-weights log p(x, z_k) - log q(z_k|x), shape (K, B), in nats."""
+    def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means of n draws z ~ p(z | condition), shape (n, *event_shape)."""
 
     @abstractmethod
-    def sample(self, n: int) -> torch.Tensor:
-        """Decoder means of n draws z ~ p(z), shape (n, *event_shape)."""
+    def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means at codes z (..., code_dim) → (..., *event_shape)."""
+
+
+class Likelihood(ABC):
+    """Has a likelihood: evaluation reports its ELBO and importance-sampled log p(x)."""
 
     @abstractmethod
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder means at given codes z (..., latent_dim) → (..., *event_shape)."""
+    def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
+        """The ELBO's parts per example, in nats, with ``samples`` z draws per example."""
+
+    @abstractmethod
+    def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
+        """An estimate of log p(x) per example (B,) in nats from ``samples`` = K draws."""
 
 
-class ClosedFormModel(Model):
-    """A model fitted to the training data in closed form (PCA), not only by gradient steps.
+class ClosedForm(ABC):
+    """Fitted to the training data in closed form, once, before the first step of a fresh run.
 
-    The loop calls ``fit_data`` once, before the first step of a fresh run (a resumed run has
-    the fitted state in its checkpoint's buffers); a model without trainable parameters then
-    takes no optimizer steps, and the loop runs one epoch to measure its loss.
+    A resumed run has the fitted state in its checkpoint's buffers. A model without trainable
+    parameters takes no optimizer steps; the loop runs one epoch to measure its loss.
     """
 
     @abstractmethod
     def fit_data(self, x: torch.Tensor) -> None:
         """Fit to the whole training split x (N, *event_shape), as stored (under dynamic
         binarization: the grey levels, not a binary sample)."""
+
+
+class Corrupting(ABC):
+    """Trains on a corrupted copy of its input; figures show noisy, denoised and clean images."""
+
+    corruption: Corruption

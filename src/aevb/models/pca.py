@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive
 from ..objectives import reconstruction_loss
-from .base import Batch, ClosedFormModel, DataSpec
+from ..schedules import Step
+from .base import Batch, ClosedForm, DataSpec, Encoder, Metrics, Model
 
-__all__ = ["PCA"]
+__all__ = ["PCA", "PCAConfig"]
 
 
-class PCA(ClosedFormModel):
+@dataclass(frozen=True)
+class PCAConfig:
+    name: str = "pca"
+    latent_dim: int = 20
+    """Number of principal directions kept."""
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+
+
+class PCA(Model, Encoder, ClosedForm):
     """Code h = V^T (x - mean), reconstruction V h + mean, V the top ``latent_dim`` principal
     directions of the training data (F, D), from one SVD of the centred data.
 
@@ -24,12 +35,12 @@ class PCA(ClosedFormModel):
     """
 
     description = "PCA in closed form (SVD): the optimum of the linear autoencoder, a baseline"
+    config_class = PCAConfig
+    mean: torch.Tensor
+    components: torch.Tensor
+    explained_variance: torch.Tensor
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
-        if config.reconstruction == "bce":
-            raise ConfigError("pca minimises squared error: use reconstruction mse (or auto)")
-        if config.noise not in ("auto", "none"):
-            raise ConfigError("pca is fitted to the clean data: it takes no model.noise")
+    def __init__(self, config: PCAConfig, data: DataSpec) -> None:
         super().__init__(config, data)
         features = math.prod(data.event_shape)
         if config.latent_dim > features:
@@ -52,13 +63,13 @@ class PCA(ClosedFormModel):
         self.components.copy_(vh[:d])
         self.explained_variance.copy_(s[:d].pow(2) / max(1, len(x) - 1))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.flatten(1) - self.mean) @ self.components.T
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return (batch.x.flatten(1) - self.mean) @ self.components.T
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        flat = self.encode(x) @ self.components + self.mean
+    def reconstruct(self, batch: Batch) -> torch.Tensor:
+        flat = self.encode(batch) @ self.components + self.mean
         return flat.unflatten(-1, self.data.event_shape)
 
-    def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        rec = reconstruction_loss(self.reconstruct(batch.x), batch.x, "mse").mean()
+    def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        rec = reconstruction_loss(self.reconstruct(batch), batch.x, "mse").mean()
         return rec, {"loss": rec.detach(), "rec_loss": rec.detach()}

@@ -1,55 +1,108 @@
-"""The variational autoencoder of Kingma & Welling (2014), with its SGVB estimators."""
+"""The variational autoencoder of Kingma & Welling (2014), with its SGVB estimators, trained on
+the ELBO or on the importance-weighted bound (IWAE, Burda et al. 2016)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..config import ModelConfig
-from ..corruption import corrupt, resolve_noise
-from ..heads import DiagonalGaussianHead, decoder_head
-from ..nets import mlp
-from ..objectives import ElboTerms, elbo_terms, log_weights
+from ..corruption import Corruption, NoiseConfig
+from ..errors import ConfigError, check_choice, check_positive
+from ..heads import LIKELIHOODS, DiagonalGaussianHead, decoder_head
+from ..nets import MLPConfig, mlp
+from ..objectives import (
+    ElboTerms,
+    elbo_terms,
+    free_bits_kl,
+    importance_sampled,
+    iwae_bound,
+    kl_per_dimension,
+    log_weights,
+)
 from ..priors import StandardNormal
-from .base import Batch, DataSpec, LatentVariableModel
+from ..schedules import Step, linear_warmup
+from .base import Batch, Corrupting, DataSpec, Encoder, Generative, Likelihood, Metrics, Model
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "VAEConfig"]
 
 
-class VAE(LatentVariableModel):
+@dataclass(frozen=True)
+class VAEConfig:
+    name: str = "vae"
+    latent_dim: int = 20
+    """Dimensions of z."""
+    net: MLPConfig = MLPConfig()
+    likelihood: str = "bernoulli"
+    """p(x|z): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned | gaussian-pixel."""
+    sigma: float = 1.0
+    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
+    min_sigma: float = 1e-3
+    """Lower bound on a learned decoder standard deviation (keeps per-pixel sigma finite)."""
+    objective: str = "elbo"
+    """What training maximises: elbo (the SGVB estimate) | iwae (the K-sample bound)."""
+    estimator: str = "analytic"
+    """SGVB estimator of the elbo: analytic (the paper's B: closed-form KL) | mc (A: sampled)."""
+    samples: int = 1
+    """L, the z samples per datapoint in the elbo objective."""
+    iw_samples: int = 5
+    """K, the importance samples per datapoint in the iwae objective."""
+    beta: float = 1.0
+    """Weight on the KL term of the training objective (beta-VAE; 1 is the bound itself)."""
+    kl_warmup: float = 0.0
+    """Fraction of the run over which the KL weight rises linearly from 0 to beta (0: none)."""
+    free_bits: float = 0.0
+    """lambda: each latent dimension's minibatch KL costs at least this many nats (0: off)."""
+    corruption: NoiseConfig = NoiseConfig()
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
+        check_choice("model.objective", self.objective, ("elbo", "iwae"))
+        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
+        check_positive("model.samples", self.samples)
+        check_positive("model.iw_samples", self.iw_samples)
+        if self.sigma <= 0 or self.min_sigma <= 0:
+            raise ConfigError("model.sigma and model.min_sigma must be positive")
+        if self.beta < 0 or self.free_bits < 0:
+            raise ConfigError("model.beta and model.free_bits must be >= 0")
+        if not 0 <= self.kl_warmup <= 1:
+            raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
+
+
+class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     """Gaussian MLP encoder q(z|x), prior N(0, I), MLP decoder p(x|z) (sec. 3, appendix C).
 
-    ``config.estimator`` picks SGVB estimator A ("mc") or B ("analytic"), ``config.samples`` is
-    L, and ``config.beta`` weights the KL term of the training objective (beta = 1: the ELBO).
-    With ``config.noise`` the training objective is the denoising bound of Im et al. (2017):
-    the encoder sees a corrupted x~, the likelihood scores the clean x, E_q(z|x~)[log p(x|z)]
-    - KL(q(z|x~) || p(z)); evaluation always encodes the clean x.
+    Training maximises ``objective``: the SGVB estimate of the ELBO (estimator A or B with L
+    samples) or the IWAE bound with K samples, with the KL (for iwae, log p(z) - log q(z|x))
+    weighted by beta times the warm-up weight, and each dimension's KL floored at
+    ``free_bits`` nats (for iwae the same floor is added to the bound as a correction; it is
+    exact for the elbo). The metrics always report the true, unweighted ELBO, which picks the
+    best checkpoint. With ``corruption`` the objective is the denoising bound of Im et al.
+    (2017): the encoder sees x~, the likelihood scores the clean x; evaluation encodes x.
     """
 
     description = "variational autoencoder (Kingma & Welling 2014): Gaussian q(z|x), N(0,I) prior"
+    config_class = VAEConfig
+    selection = ("elbo", "max")
 
-    def __init__(self, config: ModelConfig, data: DataSpec) -> None:
+    def __init__(self, config: VAEConfig, data: DataSpec) -> None:
         super().__init__(config, data)
         features = math.prod(data.event_shape)
-        hidden = list(config.hidden)
-        self.encoder = nn.Sequential(nn.Flatten(), mlp([features, *hidden], config.activation))
-        self.posterior_head = DiagonalGaussianHead(
-            hidden[-1] if hidden else features, config.latent_dim
-        )
-        self.decoder = mlp([config.latent_dim, *reversed(hidden)], config.activation)
+        hidden = list(config.net.hidden)
+        self.encoder = nn.Sequential(nn.Flatten(), mlp([features, *hidden], config.net.activation))
+        self.posterior_head = DiagonalGaussianHead(hidden[-1] if hidden else features,
+                                                   config.latent_dim)
+        self.decoder = mlp([config.latent_dim, *reversed(hidden)], config.net.activation)
         self.likelihood_head = decoder_head(
-            config.likelihood,
-            hidden[0] if hidden else config.latent_dim,
-            data.event_shape,
-            data.kind,
-            config.sigma,
-            config.min_sigma,
+            config.likelihood, hidden[0] if hidden else config.latent_dim, data.event_shape,
+            data.kind, config.sigma, config.min_sigma,
         )
         self.prior = StandardNormal(config.latent_dim)
-        self.noise = resolve_noise(config.noise, "none", data.kind)
+        self.corruption = Corruption(config.corruption, data.kind)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): batch shape (B,), event shape (latent_dim,)."""
@@ -59,36 +112,64 @@ class VAE(LatentVariableModel):
         """p(x|z) for z (..., latent_dim): batch shape (...), event shape the data's."""
         return self.likelihood_head(self.decoder(z))
 
-    def elbo_terms(self, x: torch.Tensor, samples: int = 1) -> ElboTerms:
-        return elbo_terms(
-            x, self.posterior(x), self.prior(), self.likelihood, samples, self.config.estimator
-        )
-
-    def log_weights(self, x: torch.Tensor, samples: int) -> torch.Tensor:
-        return log_weights(x, self.posterior(x), self.prior(), self.likelihood, samples)
-
-    def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x_in = corrupt(batch.x, self.noise, self.config.noise_level)
-        terms = elbo_terms(batch.x, self.posterior(x_in), self.prior(), self.likelihood,
-                           self.config.samples, self.config.estimator)
-        objective = terms.rec - self.config.beta * terms.kl
+    def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        config = self.config
+        weight = config.beta * linear_warmup(step, config.kl_warmup)
+        posterior, prior = self.posterior(self.corruption(batch.x)), self.prior()
+        metrics: Metrics = {}
+        if config.objective == "elbo":
+            terms = elbo_terms(batch.x, posterior, prior, self.likelihood, config.samples,
+                               config.estimator)
+            kl = terms.kl["z"]
+            objective = terms.rec - weight * kl.sum(-1)
+        else:
+            z = posterior.rsample((config.iw_samples,))  # (K, B, D)
+            log_px_z = self.likelihood(z).log_prob(batch.x)
+            log_ratio = prior.log_prob(z) - posterior.log_prob(z)
+            objective = iwae_bound(log_px_z + weight * log_ratio)
+            kl = kl_per_dimension(posterior, prior, z)
+            terms = ElboTerms(log_px_z.mean(0), {"z": kl})
+            metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
         loss = -objective.mean()
-        metrics = {
-            "loss": loss.detach(),
-            "elbo": terms.elbo.mean().detach(),
-            "rec": terms.rec.mean().detach(),
-            "kl": terms.kl.mean().detach(),
-        }
+        if config.free_bits > 0:
+            loss = loss + weight * (free_bits_kl(kl, config.free_bits) - kl.mean(0).sum())
+        metrics.update(
+            loss=loss.detach(),
+            elbo=terms.elbo.mean().detach(),
+            rec=terms.rec.mean().detach(),
+            kl=terms.kl_total.mean().detach(),
+        )
+        if config.kl_warmup > 0:
+            metrics["kl_weight"] = torch.tensor(weight, device=batch.x.device)
         return loss, metrics
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.posterior(x).mean
+    def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
+        return elbo_terms(batch.x, self.posterior(batch.x), self.prior(), self.likelihood,
+                          samples, self.config.estimator)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def log_weights(self, batch: Batch, samples: int) -> torch.Tensor:
+        """log p(x, z_k) - log q(z_k|x), (K, B), z_k ~ q(z|x)."""
+        return log_weights(batch.x, self.posterior(batch.x), self.prior(), self.likelihood,
+                           samples)
+
+    def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
+        return importance_sampled(lambda k: self.log_weights(batch, k), samples, batch.x.numel())
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return self.posterior(batch.x).mean
+
+    def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        _unconditional(condition)
         return self.likelihood(z).mean
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def reconstruct(self, batch: Batch) -> torch.Tensor:
+        return self.decode(self.encode(batch))
 
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
+        _unconditional(condition)
         return self.decode(self.prior().sample((n,)))
+
+
+def _unconditional(condition: torch.Tensor | None) -> None:
+    if condition is not None:
+        raise ConfigError("this model is unconditional: it takes no condition")

@@ -1,0 +1,319 @@
+"""The library on arrays: ``fit`` a model to an array, then encode, sample, reconstruct and score.
+
+numpy in, numpy out; tensors in, tensors out (on the input's device). Batching and the model's
+device are handled inside, always in eval mode without gradients. ``fit`` runs the one training
+loop (``training.train``) in a run directory, a temporary one unless given; arrays are written
+into it as ``data.npz``, so a saved run is self-contained and ``aevb evaluate`` works on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from .checkpoint import checkpoint_path, load_model
+from .config import Config, DataConfig, apply_overrides
+from .errors import AevbError, CheckpointError
+from .figures import read_history
+from .models import Batch, Encoder, Generative, Likelihood, Model
+from .training import train
+
+__all__ = ["Fitted", "fit", "load"]
+
+ARRAY_FILE = "data.npz"
+"""The name of a fitted array inside its run directory (relative: found wherever the run is)."""
+BATCH_SIZE = 500
+"""Examples per forward pass of the ``Fitted`` methods."""
+ABILITIES: dict[type, str] = {
+    Encoder: "has no encoder: it cannot encode or reconstruct",
+    Generative: "is not generative: it has no prior to sample from and no decoder",
+    Likelihood: "has no likelihood: it gives no log p(x) or ELBO",
+}
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+def fit(
+    data: np.ndarray | torch.Tensor | str | os.PathLike[str],
+    y: np.ndarray | torch.Tensor | None = None,
+    *,
+    model: str | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    config: Config | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Fitted:
+    """Train ``model`` (default: ``config``'s, else "vae") on ``data`` and return it, fitted.
+
+    ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,), split
+    80/10/10 by ``data.split_seed``, or a dataset name or ``.npy``/``.npz`` path. ``overrides``
+    are config keys as for the CLI (``latent_dim=2, epochs=20, hidden=(64,)``) applied to
+    ``config`` (default ``Config()``). For arrays, unless set: real-valued data is not
+    binarized and a model with a likelihood gets ``gaussian-learned``; grey levels in [0, 1]
+    that are not binarized get ``continuous-bernoulli``. Without ``run_dir`` the run lives in
+    a temporary directory, removed when the result is garbage-collected (unless saved).
+    """
+    base = config or Config()
+    overrides = {"model": model or base.model.name, **overrides}
+    temporary = run_dir is None
+    path = Path(tempfile.mkdtemp(prefix="aevb-fit-") if run_dir is None else run_dir)
+    try:
+        if isinstance(data, (str, os.PathLike)):
+            run_config = _named_data_config(base, overrides, str(data), y)
+        else:
+            x = _as_tensor(data).cpu().numpy()
+            run_config = _array_config(base, overrides, x)
+            _write_arrays(path, x, _labels(y))
+        result = train(run_config, path, progress=progress)
+        _, best, _ = load_model(path, "best", result.device)
+    except BaseException:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return Fitted(path, run_config, best, result.device, temporary=temporary)
+
+
+def load(run_dir: str | os.PathLike[str], which: str = "best",
+         device: str | torch.device = "cpu") -> Fitted:
+    """The model of any run directory (from ``fit`` or the CLI); ``which`` is best or last."""
+    config, model, _ = load_model(Path(run_dir), which, device)
+    return Fitted(Path(run_dir), config, model, torch.device(device))
+
+
+class Fitted:
+    """A trained model and its run directory; every method takes a batch of examples (N, ...)."""
+
+    def __init__(self, run_dir: Path, config: Config, model: Model, device: torch.device,
+                 temporary: bool = False) -> None:
+        self._run_dir, self._config, self._model, self._device = run_dir, config, model, device
+        self._model.eval()
+        # Only the directory's path goes into the finalizer: a reference to self would keep
+        # the object alive forever.
+        self._cleanup = (weakref.finalize(self, shutil.rmtree, str(run_dir), True)
+                         if temporary else None)
+
+    def __repr__(self) -> str:
+        return f"Fitted(model={self._config.model.name!r}, run_dir={str(self._run_dir)!r})"
+
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def run_dir(self) -> Path:
+        return self._run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One dict per epoch from the run's ``metrics.csv`` (train_*/valid_* metrics)."""
+        return read_history(self._run_dir)
+
+    def encode(self, x: Array, y: Array | None = None) -> Array:
+        """Codes (N, code_dim) of x (N, *event_shape); a VAE's posterior means."""
+        encoder = self._ability(Encoder)
+        return self._map(encoder.encode, self._examples(x), x, _labels(y))
+
+    def reconstruct(self, x: Array, y: Array | None = None) -> Array:
+        """Reconstructions of x on the data's scale (decoder means), shaped like x."""
+        encoder = self._ability(Encoder)
+        return self._map(encoder.reconstruct, self._examples(x), x, _labels(y)).reshape(x.shape)
+
+    def decode(self, z: Array) -> Array:
+        """Decoder means (N, *event_shape) at codes z (N, code_dim)."""
+        generative = self._ability(Generative)
+        return self._map(lambda batch: generative.decode(batch.x), _as_tensor(z), z)
+
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        """Decoder means of n draws z ~ p(z), (n, *event_shape) float32; ``seed`` fixes them
+        without touching the global random state."""
+        if n < 0:
+            raise AevbError(f"n must be >= 0 samples, got {n}")
+        generative = self._ability(Generative)
+        with self._seeded(seed), torch.no_grad():  # n = 0: one empty draw, shaped (0, ...)
+            parts = [generative.sample(min(BATCH_SIZE, n - start)).float().cpu()
+                     for start in range(0, max(n, 1), BATCH_SIZE)]
+        return torch.cat(parts).numpy()
+
+    def log_likelihood(self, x: Array, k: int = 1000, seed: int = 0) -> Array:
+        """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws.
+
+        Where the run binarized its data (static, dynamic or threshold), x is binarized the
+        same way first, as the test split was: x > 0.5, or one Bernoulli sample drawn with
+        ``seed`` (which also seeds the importance samples).
+        """
+        if k < 1:
+            raise AevbError(f"k must be a positive number of importance samples, got {k}")
+        likelihood = self._ability(Likelihood)
+        return self._scored(lambda batch: likelihood.log_marginal(batch, k), x, seed)
+
+    def elbo(self, x: Array, seed: int = 0) -> Array:
+        """The ELBO per example (N,) in nats with one z draw (L = 1); x is binarized as in
+        ``log_likelihood``."""
+        likelihood = self._ability(Likelihood)
+        return self._scored(lambda batch: likelihood.elbo_terms(batch, 1).elbo, x, seed)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Copy the run directory to ``path`` (new or empty) and return it; ``aevb.load`` and
+        the CLI read it. A temporary run moves there: its temporary directory is removed."""
+        target = Path(path)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise AevbError(f"cannot save to {target}: it exists and is not an empty directory")
+        shutil.copytree(self._run_dir, target, dirs_exist_ok=True)
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup, self._run_dir = None, target
+        return target
+
+    # -----------------------------------------------------------------------------------------
+
+    def _ability(self, ability: type) -> Any:
+        """The model, checked to have ``ability`` (an abstract class of ``models.base``)."""
+        if not isinstance(self._model, ability):
+            raise AevbError(f"model {self._config.model.name!r} {ABILITIES[ability]}")
+        return self._model
+
+    def _examples(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """x as float32 (N, *event_shape); flat rows (N, prod(event_shape)) are reshaped."""
+        tensor = _as_tensor(x)
+        event = tuple(self._model.data.event_shape)
+        if tuple(tensor.shape[1:]) == event:
+            return tensor
+        if tensor.ndim == 2 and tensor.shape[1] == math.prod(event):
+            return tensor.reshape(-1, *event)
+        expected = ", ".join(map(str, event))
+        raise AevbError(f"x has shape {tuple(tensor.shape)} but the model takes (N, {expected})"
+                        f" or flat (N, {math.prod(event)})")
+
+    def _map(self, function: Callable[[Batch], torch.Tensor], inputs: torch.Tensor,
+             like: Array, labels: torch.Tensor | None = None) -> Array:
+        """``function`` over batches of ``inputs`` on the model's device, joined and returned
+        as the type (numpy, or a tensor on its device) of ``like``."""
+        parts = []
+        with torch.no_grad():
+            # range(..., max(n, 1), ...): one (empty) batch gives an empty output its shape
+            for start in range(0, max(len(inputs), 1), BATCH_SIZE):
+                stop = start + BATCH_SIZE
+                y = None if labels is None else labels[start:stop].to(self._device)
+                parts.append(function(Batch(inputs[start:stop].to(self._device), y)).float())
+        return _like(torch.cat(parts), like)
+
+    def _scored(self, score: Callable[[Batch], torch.Tensor], x: Array, seed: int) -> Array:
+        inputs = self._examples(x)
+        if len(inputs) == 0:  # the models' sums over K draws need at least one example
+            return _like(torch.zeros(0), x)
+        generator = torch.Generator(self._device).manual_seed(seed)
+        with self._seeded(seed):
+            return self._map(lambda batch: score(self._binarized(batch, generator)), inputs, x)
+
+    def _binarized(self, batch: Batch, generator: torch.Generator) -> Batch:
+        mode = self._config.data.binarize
+        if mode == "none":
+            return batch
+        if batch.x.numel() and (batch.x.min() < 0 or batch.x.max() > 1):
+            raise AevbError(f"this run binarizes its data ({mode}), which needs x in [0, 1]")
+        if mode == "threshold":
+            return batch._replace(x=(batch.x > 0.5).float())
+        return batch._replace(x=torch.bernoulli(batch.x, generator=generator))
+
+    @contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """Seed torch's global generator for the block and restore it afterwards."""
+        if seed is None:
+            yield
+            return
+        devices = [self._device] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+
+def _as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().float()
+    return torch.tensor(np.asarray(values, dtype=np.float32))
+
+
+def _labels(y: np.ndarray | torch.Tensor | None) -> torch.Tensor | None:
+    if y is None:
+        return None
+    return (y if isinstance(y, torch.Tensor) else torch.tensor(np.asarray(y))).long()
+
+
+def _like(values: torch.Tensor, like: Array) -> Array:
+    """``values`` as ``like`` is: a tensor on its device, else a numpy array."""
+    if isinstance(like, torch.Tensor):
+        return values.to(like.device)
+    return values.cpu().numpy()
+
+
+def _write_arrays(run_dir: Path, x: np.ndarray, y: torch.Tensor | None) -> None:
+    """x float32 (N, *event_shape) and y int64 (N,) into the run's ``data.npz``."""
+    # Written before training starts: never over the data of a run already there.
+    if checkpoint_path(run_dir, "last").exists():
+        raise CheckpointError(f"{run_dir} already holds a run; choose another run_dir")
+    arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y.cpu().numpy()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(run_dir / ARRAY_FILE, **arrays)
+
+
+def _named_data_config(base: Config, overrides: dict[str, Any], name: str,
+                       y: np.ndarray | torch.Tensor | None) -> Config:
+    if y is not None:
+        raise AevbError("y is for arrays; a named dataset or file brings its own labels")
+    if name.endswith((".npy", ".npz")):  # absolute: the run still finds it from elsewhere
+        name = str(Path(name).expanduser().resolve())
+    return apply_overrides(base, {**overrides, "dataset": name})
+
+
+def _array_config(base: Config, overrides: dict[str, Any], x: np.ndarray) -> Config:
+    """The run's config for an array: ``data.npz`` in the run directory, and defaults that
+    suit the array's values for the settings the user left alone."""
+    if any(key.replace("-", "_") in ("dataset", "data.name") for key in overrides):
+        raise AevbError("fit got an array and a dataset name; give one of them")
+    config = apply_overrides(base, {**overrides, "dataset": ARRAY_FILE})
+    kind = _value_kind(x)
+    defaults: dict[str, Any] = {}
+    if kind == "real" and not _user_set(config.data, "binarize", DataConfig(), overrides):
+        defaults["binarize"] = "none"
+    binarize = defaults.get("binarize", config.data.binarize)
+    if (hasattr(config.model, "likelihood")
+            and not _user_set(config.model, "likelihood", type(config.model)(), overrides)):
+        if kind == "real":
+            defaults["likelihood"] = "gaussian-learned"
+        elif kind == "unit" and binarize == "none":
+            defaults["likelihood"] = "continuous-bernoulli"
+    return apply_overrides(config, defaults) if defaults else config
+
+
+def _user_set(section: Any, name: str, defaults: Any, overrides: dict[str, Any]) -> bool:
+    """Whether the user chose ``name``: overrode it ("likelihood", "model.likelihood"), or
+    gave a config where it is not the default."""
+    named = any(key.replace("-", "_").split(".")[-1] == name for key in overrides)
+    return named or getattr(section, name) != getattr(defaults, name)
+
+
+def _value_kind(x: np.ndarray) -> str:
+    """"binary" (all 0 or 1), "unit" (in [0, 1]) or "real"."""
+    if x.size and ((x == 0) | (x == 1)).all():
+        return "binary"
+    if x.size and x.min() >= 0 and x.max() <= 1:
+        return "unit"
+    return "real"

@@ -1,0 +1,93 @@
+"""Run configs: each model's own keys, typed overrides, nested TOML, and the first format."""
+
+import sys
+
+import pytest
+
+from aevb.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_toml,
+    load_config,
+    model_config,
+)
+from aevb.corruption import NoiseConfig
+from aevb.errors import ConfigError
+from aevb.models.autoencoders import ConvAutoencoderConfig
+from aevb.nets import ConvNetConfig, MLPConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def test_a_key_the_model_lacks_is_an_error_naming_the_model_and_its_keys():
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(Config(), {"model": "vae", "channels": "8"})
+    message = str(caught.value)
+    assert "unknown config key 'channels'" in message and "model 'vae'" in message
+    for key in ("latent_dim", "net.hidden", "likelihood", "kl_warmup", "corruption.noise"):
+        assert key in message
+    with pytest.raises(ConfigError, match="model 'conv-ae' has the keys"):
+        apply_overrides(Config(), {"model": "conv-ae", "hidden": "16"})
+    with pytest.raises(ConfigError, match="model 'pca'"):
+        config_from_dict({"model": {"name": "pca", "hidden": [3]}})
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        apply_overrides(Config(), {"model": "nope"})
+
+
+def test_keys_resolve_by_their_last_part_or_their_path():
+    config = apply_overrides(Config(), {"hidden": "400,400", "epochs": 3, "dataset": "digits"})
+    assert config.model.net == MLPConfig((400, 400), "tanh")
+    assert config.train.epochs == 3 and config.data.name == "digits"
+    for key in ("model.hidden", "model.net.hidden", "net.hidden"):
+        assert apply_overrides(Config(), {key: "7"}).model.net.hidden == (7,)
+    assert apply_overrides(Config(), {"train.lr": "0.5"}).train.lr == 0.5
+    with pytest.raises(ConfigError, match="ambiguous"):
+        apply_overrides(Config(), {"name": "x"})
+    with pytest.raises(ConfigError, match="must be an integer"):
+        apply_overrides(Config(), {"latent_dim": "two"})
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        apply_overrides(Config(), {"train.epoch": "3"})
+
+
+def test_switching_model_keeps_the_settings_that_were_changed_and_that_it_has():
+    base = apply_overrides(Config(), {"latent_dim": "3", "hidden": "16", "likelihood":
+                                      "continuous-bernoulli"})
+    conv = apply_overrides(base, {"model": "conv-ae"})
+    assert conv.model == ConvAutoencoderConfig(latent_dim=3)
+    ae = apply_overrides(base, {"model": "ae"}).model
+    assert (ae.latent_dim, ae.net.hidden) == (3, (16,))
+    # the vae's default (no noise) is no choice of the user's: denoising keeps its masking
+    assert apply_overrides(base, {"model": "denoising-ae"}).model.corruption.noise == "masking"
+    # keys given with the new model are looked up in the new model's config
+    assert apply_overrides(base, {"model": "conv-ae", "channels": "4"}).model.net == \
+        ConvNetConfig((4,), "tanh")
+
+
+def test_toml_round_trip_with_sub_tables(tmp_path):
+    config = apply_overrides(Config(), {"model": "stacked-ae", "hidden": "20,10",
+                                        "noise": "gaussian", "train_size": "50"})
+    text = dump_toml(config)
+    assert "[model.net]\nhidden = [20, 10]" in text
+    assert "[model.corruption]\nnoise = \"gaussian\"" in text
+    assert config_from_dict(tomllib.loads(text)) == config
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert load_config(path) == config
+
+
+def test_configs_of_the_first_format_are_read_as_their_model_nests_them():
+    flat = {"name": "denoising-ae", "latent_dim": 2, "hidden": [16], "activation": "relu",
+            "likelihood": "bernoulli", "noise": "auto", "noise_level": 0.4, "channels": [32, 64],
+            "sparsity": "l1", "reconstruction": "auto", "pretrain_steps": 1000}
+    config = config_from_dict({"model": flat}, legacy=True)
+    assert config.model == model_config("denoising-ae", latent_dim=2,
+                                        net=MLPConfig((16,), "relu"),
+                                        corruption=NoiseConfig("masking", 0.4))
+    with pytest.raises(ConfigError, match="model 'denoising-ae'"):
+        config_from_dict({"model": flat})  # today, those keys are errors
+    assert config_to_dict(config)["model"]["net"] == {"hidden": [16], "activation": "relu"}
