@@ -13,3 +13,14 @@ def _no_tqdm_monitor(monkeypatch):
     import tqdm
 
     monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)
+
+
+@pytest.fixture
+def validate_distributions():
+    """Distribution argument checks on (training turns them off for speed)."""
+    import torch
+
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(previous)

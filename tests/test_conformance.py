@@ -47,12 +47,7 @@ def digits():
     return load_dataset(config_for("vae").data)
 
 
-@pytest.fixture(autouse=True)
-def _validate_distributions():
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(True)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
+pytestmark = pytest.mark.usefixtures("validate_distributions")
 
 
 def test_every_model_owns_a_documented_config():
@@ -90,6 +85,7 @@ def test_model_keeps_the_contract_and_lowers_its_loss(name, digits):
         loss, metrics = model(batch, Step(step, STEPS))  # forward is the loss
         assert loss.shape == () and torch.isfinite(loss)
         assert {"loss", metric} <= set(metrics) and all(v.shape == () for v in metrics.values())
+        assert set(metrics) <= set(model.metric_names), "the report labels every metric"
         optimizer.zero_grad()
         loss.backward()
         reached |= {i for i, p in enumerate(trainable) if p.grad is not None and p.grad.any()}

@@ -20,13 +20,7 @@ from aevb.objectives import (
     log_weights,
 )
 
-
-@pytest.fixture(autouse=True)
-def _validate_distributions():
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(True)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
+pytestmark = pytest.mark.usefixtures("validate_distributions")
 
 
 def diag_normal(loc, scale):

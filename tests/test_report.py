@@ -155,3 +155,15 @@ def test_precision_is_shown_as_the_loop_resolved_it(tmp_path):
     (run / "checkpoints" / "best.json").write_text(json.dumps({"epoch": 1, "precision": "bfloat16"}))
     text = write_report(run).read_text()
     assert "| training matmul precision | auto (bfloat16) |" in text
+
+
+def test_metrics_are_labelled_as_the_model_described_them(run_dir):
+    write_metrics(run_dir / "metrics.csv", [120.0, 99.5])
+    best = {"epoch": 2, "selection": ["elbo", "max"],
+            "metrics": {"valid_elbo": -99.5, "valid_loss": 99.5},
+            "metric_names": {"elbo": ["lower bound", "nats"], "loss": ["what is minimised", ""]}}
+    (run_dir / "checkpoints" / "best.json").write_text(json.dumps(best))
+    text = write_report(run_dir).read_text()
+    assert "| lower bound (nats) | -98.50 | -99.50 |" in text
+    assert "| what is minimised | 98.5 | 99.5 |" in text
+    assert "Best validation epoch 2: valid lower bound (nats) -99.50." in text

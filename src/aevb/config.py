@@ -3,6 +3,11 @@
 Every value is type-checked; unknown keys are errors. The defaults are the paper's MNIST net
 (Kingma & Welling 2014, sec. 5: one hidden layer of 500 tanh units, minibatches of M=100, L=1)
 trained with Adam; ``configs/paper-mnist.toml`` switches to the paper's Adagrad.
+
+``[model]`` is the chosen model's own config dataclass, which lives beside the model (its
+class's ``config_class``), with shared parts such as ``[model.net]`` as sub-tables. To read it
+this module asks the model registry, so it sits above ``models`` in the layers: models import
+nothing of it.
 """
 
 from __future__ import annotations
@@ -222,10 +227,9 @@ def _section_from_dict(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _unknown_key_message(key: str, cls: type, prefix: str) -> str:
-    if prefix.split(".")[0] == "model":
-        name = getattr(cls, "name", None) or "this model"
-        root = model_class(name).config_class if name in MODELS else cls
-        keys = ", ".join(config_keys(root))
+    name = getattr(cls, "name", None)
+    if prefix == "model" and name in MODELS:
+        keys = ", ".join(config_keys(cls))
         return (f"unknown config key {key!r}: model {name!r} has the keys {keys}"
                 f" (`aevb models {name}` describes them)")
     return f"unknown config key {key!r} (known: {', '.join(config_keys(cls))})"

@@ -96,7 +96,8 @@ def draw_figures(
             ))
         history = read_history(run_dir)
         if history:
-            written.append(plots.training_curves(history, run_dir / "curves.png"))
+            written.append(plots.training_curves(history, run_dir / "curves.png",
+                                                 model.metric_names))
         kl = _kl_per_dimension(run_dir) if isinstance(model, Likelihood) else {}
         if kl:
             written.append(plots.bar_chart(

@@ -41,13 +41,6 @@ BAND_COLUMNS = 12
 """comparison_grid wraps rows longer than this into several bands."""
 FILL = 1.0
 """Value of the 1-pixel separators and of blank tiles: white, which parts dark MNIST tiles."""
-NATS_METRICS = {
-    "elbo": "ELBO",
-    "bound": "bound trained on",
-    "rec": "E_q[log p(x|z)]",
-    "kl": "KL(q(z|x) || p(z))",
-}
-"""Metrics logged in nats per example, with the name their y axis gets."""
 SKIPPED_COLUMNS = {"epoch", "step", "seconds"}
 
 
@@ -194,12 +187,16 @@ def comparison_grid(
 # training curves
 
 
-def training_curves(history: Sequence[Mapping[str, object]], path: str | Path) -> Path:
+def training_curves(
+    history: Sequence[Mapping[str, object]],
+    path: str | Path,
+    names: Mapping[str, tuple[str, str]] | None = None,
+) -> Path:
     """One subplot per metric ``m``, with its ``train_m`` and ``valid_m`` columns against epoch.
 
     ``history`` holds one row per epoch (as in ``metrics.csv``; values may be strings).
     Missing or non-numeric values are skipped; a row without ``epoch`` counts as its position
-    (1-based). ELBO, rec and kl are labelled in nats per example.
+    (1-based). ``names`` gives a metric's readable name and unit for its y axis.
     """
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for index, row in enumerate(history):
@@ -230,8 +227,9 @@ def training_curves(history: Sequence[Mapping[str, object]], path: str | Path) -
             if split in splits:
                 xs, ys = splits[split]
                 ax.plot(xs, ys, marker=".", label=split)
-        name = NATS_METRICS.get(metric)
-        ax.set_ylabel(f"{name} (nats per example)" if name else metric)
+        name, unit = (names or {}).get(metric, (metric, ""))
+        ax.set_ylabel(f"{name} ({unit} per example)" if unit == "nats" else
+                      f"{name} ({unit})" if unit else name)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

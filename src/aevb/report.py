@@ -36,10 +36,8 @@ RUN_ROWS = [
 """(section, key, readable name) of the data and training settings worth a line; the model's
 own section is printed whole, as the run's config.toml holds it."""
 
-METRIC_NAMES = {
+FIRST_FORMAT_METRIC_NAMES = {
     "elbo": ("ELBO", "nats"),
-    "bound": ("bound trained on (IWAE)", "nats"),
-    "kl_weight": ("KL weight (warm-up)", ""),
     "rec": ("E_q[log p(x|z)]", "nats"),
     "kl": ("KL(q(z|x) || p(z))", "nats"),
     "loss": ("loss (minimised)", ""),
@@ -48,7 +46,8 @@ METRIC_NAMES = {
     "phase_loss": ("loss of the current phase (minimised)", ""),
     "pretrain_layer": ("layer pretrained (0: fine-tuning)", ""),
 }
-"""Epoch metrics (``train_<m>``/``valid_<m>``): readable name and unit; nats are per example."""
+"""Readable name and unit of the epoch metrics (``train_<m>``/``valid_<m>``) of runs written
+before each model described its own metrics (``metric_names`` in checkpoints/best.json)."""
 
 EVAL_NAMES = {
     "elbo_nats": ("ELBO", "nats"),
@@ -193,13 +192,24 @@ def _config_section(
             *_table(["key", "value"], model), ""]
 
 
-def _metric_label(metric: str) -> str:
-    name, unit = METRIC_NAMES.get(metric, (metric, ""))
+Names = dict[str, tuple[str, str]]
+
+
+def _metric_names(best: dict[str, Any] | None) -> Names:
+    described = (best or {}).get("metric_names")
+    if isinstance(described, dict):
+        return {k: (str(v[0]), str(v[1])) for k, v in described.items()}
+    return FIRST_FORMAT_METRIC_NAMES
+
+
+def _metric_label(metric: str, names: Names) -> str:
+    name, unit = names.get(metric, (metric, ""))
     return f"{name} ({unit})" if unit else name
 
 
 def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None) -> list[str]:
     lines = ["### Training", ""]
+    names = _metric_names(best)
     if metrics:
         last = metrics[-1]
         facts = [f"Last epoch {last.get('epoch') or len(metrics)}"]
@@ -208,11 +218,9 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
         if (seconds := _number(last.get("seconds"))) is not None:
             facts.append(f"{seconds:.1f} s of training")
         lines += [", ".join(facts) + ".", ""]
-        names = dict.fromkeys(k[6:] for k in last if k.startswith(("train_", "valid_")))
-        rows = [
-            [_metric_label(m), _cell(last.get(f"train_{m}"), m), _cell(last.get(f"valid_{m}"), m)]
-            for m in names
-        ]
+        logged = dict.fromkeys(k[6:] for k in last if k.startswith(("train_", "valid_")))
+        rows = [[_metric_label(m, names), _cell(last.get(f"train_{m}"), m, names),
+                 _cell(last.get(f"valid_{m}"), m, names)] for m in logged]
         lines += [*_table(["metric", "train", "valid"], rows), ""]
     epoch, chosen = _best(metrics, best)
     if epoch is not None:
@@ -220,14 +228,15 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
         selection = (best or {}).get("selection") or []
         candidates = [*selection[:1], "elbo", "loss"]
         key = next((m for m in candidates if _number(chosen.get(f"valid_{m}")) is not None), "")
-        detail = f": valid {_metric_label(key)} {_cell(chosen[f'valid_{key}'], key)}" if key else ""
+        value = _cell(chosen.get(f"valid_{key}"), key, names)
+        detail = f": valid {_metric_label(key, names)} {value}" if key else ""
         lines += [f"Best validation epoch {epoch}{detail}.", ""]
     return lines
 
 
-def _cell(raw: object, metric: str) -> str:
+def _cell(raw: object, metric: str, names: Names) -> str:
     value = _number(raw)
-    return "-" if value is None else _fmt(value, METRIC_NAMES.get(metric, ("", ""))[1])
+    return "-" if value is None else _fmt(value, names.get(metric, ("", ""))[1])
 
 
 def _best(metrics: list[dict[str, str]], best: dict[str, Any] | None) -> tuple[Any, dict]:

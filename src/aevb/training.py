@@ -331,6 +331,7 @@ def _train(
             state["best_value"], state["best_epoch"] = valid[metric], state["epoch"]
         stale = state["epoch"] - state["best_epoch"]
         meta = {**state, "metrics": row, "selection": [metric, mode],
+                "metric_names": {k: list(v) for k, v in model.metric_names.items()},
                 "precision": str(precision).removeprefix("torch.")}
         save_checkpoint(checkpoint_path(run_dir, "last"), model, optimizer, config, meta,
                         _rng_state(generator))

@@ -147,6 +147,12 @@ class DeterministicAutoencoder(Model, Encoder, Corrupting):
     L(x, g(f(x~)))) and, with a penalty, ``penalty`` (its weighted value), all per example.
     """
 
+    metric_names = {
+        "loss": ("loss (minimised)", ""),
+        "rec_loss": ("reconstruction loss L(x, g(f(x)))", ""),
+        "penalty": ("penalty (weighted)", ""),
+    }
+
     def __init__(self, config: object, data: DataSpec, reconstruction: str,
                  corruption: NoiseConfig) -> None:
         super().__init__(config, data)

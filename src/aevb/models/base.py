@@ -65,11 +65,15 @@ class Model(nn.Module, ABC):
     ``selection`` names the validation metric that picks the best checkpoint and drives early
     stopping, and whether higher ("max") or lower ("min") is better. It must be a quantity that
     does not move with the training schedule (a VAE: the ELBO, not its weighted loss).
+    ``metric_names`` describes the metrics, so the report and figures need know none.
     """
 
     description: ClassVar[str] = ""
     config_class: ClassVar[type]
     selection: ClassVar[tuple[str, str]] = ("loss", "min")
+    metric_names: ClassVar[dict[str, tuple[str, str]]] = {"loss": ("loss (minimised)", "")}
+    """Readable name and unit ("nats" per example, or "") of every metric ``loss`` returns;
+    the loop keeps them in the run's checkpoints for the report and the curves."""
 
     def __init__(self, config: Any, data: DataSpec) -> None:
         super().__init__()

@@ -36,6 +36,10 @@ class PCA(Model, Encoder, ClosedForm):
 
     description = "PCA in closed form (SVD): the optimum of the linear autoencoder, a baseline"
     config_class = PCAConfig
+    metric_names = {
+        "loss": ("squared error (minimised in closed form)", ""),
+        "rec_loss": ("reconstruction loss L(x, g(f(x)))", ""),
+    }
     mean: torch.Tensor
     components: torch.Tensor
     explained_variance: torch.Tensor

@@ -53,6 +53,11 @@ class StackedAutoencoder(Model, Encoder, Corrupting):
 
     description = "stacked autoencoder: greedy layer-wise pretraining, then fine-tuning"
     config_class = StackedAutoencoderConfig
+    metric_names = {
+        "loss": ("reconstruction loss of the whole stack", ""),
+        "phase_loss": ("loss of the current phase (minimised)", ""),
+        "pretrain_layer": ("layer pretrained (0: fine-tuning)", ""),
+    }
 
     def __init__(self, config: StackedAutoencoderConfig, data: DataSpec) -> None:
         super().__init__(config, data)

@@ -88,6 +88,14 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     description = "variational autoencoder (Kingma & Welling 2014): Gaussian q(z|x), N(0,I) prior"
     config_class = VAEConfig
     selection = ("elbo", "max")
+    metric_names = {
+        "loss": ("loss (minimised)", ""),
+        "bound": ("bound trained on (IWAE)", "nats"),
+        "elbo": ("ELBO", "nats"),
+        "rec": ("E_q[log p(x|z)]", "nats"),
+        "kl": ("KL(q(z|x) || p(z))", "nats"),
+        "kl_weight": ("KL weight (warm-up)", ""),
+    }
 
     def __init__(self, config: VAEConfig, data: DataSpec) -> None:
         super().__init__(config, data)
