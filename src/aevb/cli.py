@@ -62,7 +62,8 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     result = train(config, out, resume=args.resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
     print(f"trained {config.model.name} on {config.data.name}: {len(result.history)} epochs,"
-          f" best valid loss at epoch {result.best_epoch}; run directory {out}")
+          f" best valid {result.model.selection[0]} at epoch {result.best_epoch};"
+          f" run directory {out}")
     if not args.no_eval:
         evaluation = evaluate_run(out, config.eval, progress=not args.quiet,
                                   dataset=result.dataset, device=result.device)
