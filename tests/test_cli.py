@@ -109,7 +109,7 @@ def test_errors_are_one_clear_line(tmp_path, argv, message):
 
 def test_help_everywhere():
     for command in ([], ["train"], ["evaluate"], ["sample"], ["plot"], ["data"], ["models"],
-                    ["compare"]):
+                    ["compare"], ["sweep"]):
         done = subprocess.run([sys.executable, "-m", "aevb.cli", *command, "--help"],
                               capture_output=True, text=True)
         assert done.returncode == 0 and "usage: aevb" in done.stdout

@@ -30,6 +30,7 @@ from aevb.training import make_optimizer, train
 EXTRA: dict[str, dict[str, str]] = {
     "stacked-ae": {"pretrain_steps": "10"},
     "conv-ae": {"channels": "8,16"},
+    "conv-vae": {"net.channels": "8,16"},
 }
 STEPS = 60
 

@@ -27,6 +27,7 @@ from .models import (
     MODELS,
     Batch,
     ClosedForm,
+    Conditional,
     Corrupting,
     DataSpec,
     Encoder,
@@ -36,6 +37,7 @@ from .models import (
     Step,
     build_model,
 )
+from .rate_distortion import sweep, sweep_table
 from .training import TrainResult, train
 
 __version__ = "0.1.0"
@@ -46,6 +48,7 @@ __all__ = [
     "Batch",
     "CheckpointError",
     "ClosedForm",
+    "Conditional",
     "Config",
     "ConfigError",
     "Corrupting",
@@ -77,5 +80,7 @@ __all__ = [
     "load_model",
     "log_likelihood",
     "save_config",
+    "sweep",
+    "sweep_table",
     "train",
 ]

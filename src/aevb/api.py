@@ -25,7 +25,7 @@ from .checkpoint import checkpoint_path, load_model
 from .config import Config, DataConfig, apply_overrides
 from .errors import AevbError, CheckpointError
 from .figures import read_history
-from .models import Batch, Encoder, Generative, Likelihood, Model
+from .models import Batch, Conditional, Encoder, Generative, Likelihood, Model
 from .training import train
 
 __all__ = ["Fitted", "fit", "load"]
@@ -47,6 +47,7 @@ def fit(
     data: np.ndarray | torch.Tensor | str | os.PathLike[str],
     y: np.ndarray | torch.Tensor | None = None,
     *,
+    c: np.ndarray | torch.Tensor | None = None,
     model: str | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     config: Config | None = None,
@@ -55,8 +56,10 @@ def fit(
 ) -> Fitted:
     """Train ``model`` (default: ``config``'s, else "vae") on ``data`` and return it, fitted.
 
-    ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,), split
-    80/10/10 by ``data.split_seed``, or a dataset name or ``.npy``/``.npz`` path. ``overrides``
+    ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,) and
+    conditioning vectors ``c`` (N, C) (a conditional model's condition; without ``c`` it is
+    the one-hot label), split 80/10/10 by ``data.split_seed``, or a dataset name or
+    ``.npy``/``.npz`` path. ``overrides``
     are config keys as for the CLI (``latent_dim=2, epochs=20, hidden=(64,)``) applied to
     ``config`` (default ``Config()``). For arrays, unless set: real-valued data is not
     binarized and a model with a likelihood gets ``gaussian-learned``; grey levels in [0, 1]
@@ -69,11 +72,12 @@ def fit(
     path = Path(tempfile.mkdtemp(prefix="aevb-fit-") if run_dir is None else run_dir)
     try:
         if isinstance(data, (str, os.PathLike)):
-            run_config = _named_data_config(base, overrides, str(data), y)
+            run_config = _named_data_config(base, overrides, str(data),
+                                            y if c is None else c)
         else:
             x = _as_tensor(data).cpu().numpy()
             run_config = _array_config(base, overrides, x)
-            _write_arrays(path, x, _labels(y))
+            _write_arrays(path, x, _labels(y), None if c is None else _as_tensor(c))
         result = train(run_config, path, progress=progress)
         _, best, _ = load_model(path, "best", result.device)
     except BaseException:
@@ -141,19 +145,31 @@ class Fitted:
         generative = self._ability(Generative)
         return self._map(lambda batch: generative.decode(batch.x), _as_tensor(z), z)
 
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> np.ndarray:
         """Decoder means of n draws z ~ p(z), (n, *event_shape) float32; ``seed`` fixes them
-        without touching the global random state."""
+        without touching the global random state. ``label``: draws of that class from a model
+        conditioned on labels, z ~ p(z|c(label))."""
         if n < 0:
             raise AevbError(f"n must be >= 0 samples, got {n}")
         generative = self._ability(Generative)
+        condition = None
+        if label is not None:
+            classes = generative.classes if isinstance(generative, Conditional) else None
+            if classes is None:
+                raise AevbError(f"model {self._config.model.name!r} is not conditioned on class"
+                                " labels: it takes no label")
+            if not 0 <= label < classes:
+                raise AevbError(f"label {label} is no class of this model (0..{classes - 1})")
+            condition = generative.condition_of(torch.tensor(label, device=self._device))
         with self._seeded(seed), torch.no_grad():  # n = 0: one empty draw, shaped (0, ...)
-            parts = [generative.sample(min(BATCH_SIZE, n - start)).float().cpu()
+            parts = [generative.sample(min(BATCH_SIZE, n - start), condition).float().cpu()
                      for start in range(0, max(n, 1), BATCH_SIZE)]
         return torch.cat(parts).numpy()
 
-    def log_likelihood(self, x: Array, k: int = 1000, seed: int = 0) -> Array:
-        """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws.
+    def log_likelihood(self, x: Array, k: int = 1000, seed: int = 0,
+                       y: Array | None = None) -> Array:
+        """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws; for a
+        model conditioned on labels, log p(x|y) given the labels ``y`` (N,).
 
         Where the run binarized its data (static, dynamic or threshold), x is binarized the
         same way first, as the test split was: x > 0.5, or one Bernoulli sample drawn with
@@ -162,13 +178,15 @@ class Fitted:
         if k < 1:
             raise AevbError(f"k must be a positive number of importance samples, got {k}")
         likelihood = self._ability(Likelihood)
-        return self._scored(lambda batch: likelihood.log_marginal(batch, k), x, seed)
+        return self._scored(lambda batch: likelihood.log_marginal(batch, k), x, seed,
+                            _labels(y))
 
-    def elbo(self, x: Array, seed: int = 0) -> Array:
-        """The ELBO per example (N,) in nats with one z draw (L = 1); x is binarized as in
-        ``log_likelihood``."""
+    def elbo(self, x: Array, seed: int = 0, y: Array | None = None) -> Array:
+        """The ELBO per example (N,) in nats with one z draw (L = 1); x is binarized and
+        ``y`` used as in ``log_likelihood``."""
         likelihood = self._ability(Likelihood)
-        return self._scored(lambda batch: likelihood.elbo_terms(batch, 1).elbo, x, seed)
+        return self._scored(lambda batch: likelihood.elbo_terms(batch, 1).elbo, x, seed,
+                            _labels(y))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Copy the run directory to ``path`` (new or empty) and return it; ``aevb.load`` and
@@ -215,13 +233,15 @@ class Fitted:
                 parts.append(function(Batch(inputs[start:stop].to(self._device), y)).float())
         return _like(torch.cat(parts), like)
 
-    def _scored(self, score: Callable[[Batch], torch.Tensor], x: Array, seed: int) -> Array:
+    def _scored(self, score: Callable[[Batch], torch.Tensor], x: Array, seed: int,
+                labels: torch.Tensor | None = None) -> Array:
         inputs = self._examples(x)
         if len(inputs) == 0:  # the models' sums over K draws need at least one example
             return _like(torch.zeros(0), x)
         generator = torch.Generator(self._device).manual_seed(seed)
         with self._seeded(seed):
-            return self._map(lambda batch: score(self._binarized(batch, generator)), inputs, x)
+            return self._map(lambda batch: score(self._binarized(batch, generator)), inputs, x,
+                             labels)
 
     def _binarized(self, batch: Batch, generator: torch.Generator) -> Batch:
         mode = self._config.data.binarize
@@ -264,12 +284,15 @@ def _like(values: torch.Tensor, like: Array) -> Array:
     return values.cpu().numpy()
 
 
-def _write_arrays(run_dir: Path, x: np.ndarray, y: torch.Tensor | None) -> None:
-    """x float32 (N, *event_shape) and y int64 (N,) into the run's ``data.npz``."""
+def _write_arrays(run_dir: Path, x: np.ndarray, y: torch.Tensor | None,
+                  c: torch.Tensor | None = None) -> None:
+    """x float32 (N, *event_shape), y int64 (N,) and c float32 (N, C) into ``data.npz``."""
     # Written before training starts: never over the data of a run already there.
     if checkpoint_path(run_dir, "last").exists():
         raise CheckpointError(f"{run_dir} already holds a run; choose another run_dir")
     arrays: dict[str, Any] = {"x": x} if y is None else {"x": x, "y": y.cpu().numpy()}
+    if c is not None:
+        arrays["c"] = c.cpu().numpy()
     run_dir.mkdir(parents=True, exist_ok=True)
     np.savez(run_dir / ARRAY_FILE, **arrays)
 
@@ -277,7 +300,7 @@ def _write_arrays(run_dir: Path, x: np.ndarray, y: torch.Tensor | None) -> None:
 def _named_data_config(base: Config, overrides: dict[str, Any], name: str,
                        y: np.ndarray | torch.Tensor | None) -> Config:
     if y is not None:
-        raise AevbError("y is for arrays; a named dataset or file brings its own labels")
+        raise AevbError("y and c are for arrays; a named dataset or file brings its own labels")
     if name.endswith((".npy", ".npz")):  # absolute: the run still finds it from elsewhere
         name = str(Path(name).expanduser().resolve())
     return apply_overrides(base, {**overrides, "dataset": name})

@@ -83,6 +83,7 @@ def save_checkpoint(
             "event_shape": list(model.data.event_shape),
             "kind": model.data.kind,
             "num_classes": model.data.num_classes,
+            "condition_dim": model.data.condition_dim,
         },
         **meta,
     }
@@ -138,7 +139,8 @@ def model_from_checkpoint(
 ) -> tuple[Config, Model]:
     config = header_config(header)
     spec = header["data_spec"]
-    data = DataSpec(tuple(spec["event_shape"]), spec["kind"], spec.get("num_classes"))
+    data = DataSpec(tuple(spec["event_shape"]), spec["kind"], spec.get("num_classes"),
+                    spec.get("condition_dim"))
     model = build_model(config.model, data)
     load_weights(model, tensors, legacy=header.get("format") == FORMAT_1)
     return config, model.to(device)

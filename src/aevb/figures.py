@@ -16,10 +16,13 @@ import torch
 from . import plots
 from .checkpoint import load_model
 from .data import Dataset, load_dataset
-from .models import Corrupting, Encoder, Generative, Likelihood, Model
+from .models import Batch, Conditional, Corrupting, Encoder, Generative, Likelihood, Model
 from .training import split_batch
 
 __all__ = ["draw_figures", "draw_run_figures", "read_history"]
+
+MANIFOLD_LABELS = (2, 3, 4)
+"""The classes whose 2-D manifolds a conditional model draws side by side (as in the papers)."""
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
@@ -60,6 +63,9 @@ def draw_figures(
     - a prior (generative): samples, and for a 2-D code the manifold (Kingma & Welling 2014,
       Fig. 4) over Gaussian quantiles;
     - a likelihood: the KL of each latent dimension (from ``evaluation.json``);
+    - a condition that encodes class labels (generative): samples of each class; with an
+      encoder, analogies (test images decoded with every class); for a 2-D code, the manifold
+      of three classes side by side (Sohn et al. 2015; Kingma et al. 2014, fig. 1);
     - every model: the training curves (from ``metrics.csv``).
 
     Image pictures are drawn only for image-shaped data.
@@ -94,6 +100,10 @@ def draw_figures(
                 _numpy(model.sample(100)), run_dir / "samples.png", ncols=10,
                 title="Decoder means of z ~ p(z)",
             ))
+        classes = model.classes if isinstance(model, Conditional) else None
+        conditional = images and isinstance(model, Generative) and classes is not None
+        if conditional:
+            written += _class_pictures(run_dir, model, batch)
         history = read_history(run_dir)
         if history:
             written.append(plots.training_curves(history, run_dir / "curves.png",
@@ -120,11 +130,46 @@ def draw_figures(
             axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
             # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
             z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
-            decoded = model.decode(torch.stack([z1, z2], -1))
-            written.append(plots.manifold_grid(
-                _numpy(decoded), grid, run_dir / "manifold.png",
-                title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
-            ))
+            z = torch.stack([z1, z2], -1)
+            if not isinstance(model, Conditional):
+                written.append(plots.manifold_grid(
+                    _numpy(model.decode(z)), grid, run_dir / "manifold.png",
+                    title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
+                ))
+            elif conditional and classes is not None:
+                shown = MANIFOLD_LABELS if classes > max(MANIFOLD_LABELS) else range(
+                    min(3, classes))
+                panels = {f"class {k}": _numpy(model.decode(z, model.condition_of(
+                    torch.tensor(k, device=device)))) for k in shown}
+                written.append(plots.manifold_panels(
+                    panels, grid, run_dir / "manifold_by_class.png",
+                    title="Learned 2-D manifold of each class: decoder means of p(x|z,c)",
+                ))
+    return written
+
+
+def _class_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
+    """samples_by_class.png and, with an encoder and labelled test images, analogies.png."""
+    assert isinstance(model, Conditional) and isinstance(model, Generative) and model.classes
+    device = batch.x.device
+    classes = torch.arange(model.classes, device=device)
+    per_class = 10
+    rows = {str(k): _numpy(model.sample(per_class, model.condition_of(
+        torch.full((per_class,), k, device=device)))) for k in range(model.classes)}
+    written = [plots.comparison_grid(rows, run_dir / "samples_by_class.png",
+                                     title="Decoder means of z ~ p(z|c), one row per class")]
+    if isinstance(model, Encoder) and batch.y is not None:
+        x = batch.x[:8]
+        z = model.encode(Batch(x, batch.y[:8]))  # each image with its own label
+        decoded = model.decode(z[:, None].expand(-1, model.classes, -1),
+                               model.condition_of(classes))  # (B, classes, *event)
+        analogies = {f"test {i} ({int(y)})": _numpy(torch.cat([x[i : i + 1], decoded[i]]))
+                     for i, y in enumerate(batch.y[:8])}
+        written.append(plots.comparison_grid(
+            analogies, run_dir / "analogies.png",
+            title="Analogies: input, then its code decoded with class "
+                  f"0..{model.classes - 1}",
+        ))
     return written
 
 

@@ -1,9 +1,11 @@
 """Heads: features → ``torch.distributions`` objects.
 
 The encoder head gives q(z|x); the decoder heads give p(x|z) with the data's event shape, for
-any leading batch shape of the features (L samples × B examples, K × B, …). Distribution
-parameters are always float32, also when the layers before them run in bfloat16 (autocast), so
-log-densities and KL terms keep full precision.
+any leading batch shape of the features (L samples × B examples, K × B, …), either from flat
+features through a linear map (an MLP decoder) or straight from a convolutional decoder's
+output map, which holds the parameters per pixel. Distribution parameters are always float32,
+also when the layers before them run in bfloat16 (autocast), so log-densities and KL terms keep
+full precision.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "LIKELIHOODS",
     "BernoulliHead",
     "ContinuousBernoulliHead",
+    "DecoderHead",
     "DiagonalGaussianHead",
     "GaussianHead",
     "decoder_head",
@@ -47,26 +50,45 @@ class DiagonalGaussianHead(nn.Module):
         return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
 
 
-class _ImageHead(nn.Module):
-    """Base for decoder heads: a linear map to ``channels × prod(event_shape)`` outputs."""
+class DecoderHead(nn.Module):
+    """Base for decoder heads: features → k parameters per data value, each (..., *event_shape).
 
-    channels = 1
+    With ``in_features`` the features are flat (..., in_features) and a linear map gives the
+    k × prod(event_shape) parameters. With ``in_features=None`` the features already are the
+    parameters, as a convolutional decoder's last block emits them: (..., k * C, *rest) for
+    event shape (C, *rest), the first C channels the first parameter, and so on.
+    """
 
-    def __init__(self, in_features: int, event_shape: tuple[int, ...]) -> None:
+    params_per_value = 1
+    """k: how many numbers the decoder gives per data value (2 for a mean and a variance)."""
+    linear: nn.Linear | None
+
+    def __init__(self, in_features: int | None, event_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.event_shape = tuple(event_shape)
-        self.linear = nn.Linear(in_features, self.channels * math.prod(self.event_shape))
+        self.linear = None
+        if in_features is not None:
+            self.linear = nn.Linear(in_features,
+                                    self.params_per_value * math.prod(self.event_shape))
 
     def _outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
+        k = self.params_per_value
+        if self.linear is None:
+            dims = len(self.event_shape)
+            expected = (k * self.event_shape[0], *self.event_shape[1:])
+            if tuple(features.shape[-dims:]) != expected:
+                raise ValueError(f"a per-value head for event shape {self.event_shape} needs"
+                                 f" features (..., {expected}), got {tuple(features.shape)}")
+            return list(features.float().chunk(k, dim=-dims))
         out = self.linear(features).float()
         batch = features.shape[:-1]
-        return [o.reshape(*batch, *self.event_shape) for o in out.chunk(self.channels, dim=-1)]
+        return [o.reshape(*batch, *self.event_shape) for o in out.chunk(k, dim=-1)]
 
     def _independent(self, base: Distribution) -> Independent:
         return Independent(base, len(self.event_shape))
 
 
-class BernoulliHead(_ImageHead):
+class BernoulliHead(DecoderHead):
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)), for binary data (the paper's MNIST)."""
 
     def forward(self, features: torch.Tensor) -> Independent:
@@ -74,7 +96,7 @@ class BernoulliHead(_ImageHead):
         return self._independent(Bernoulli(logits=logits))
 
 
-class ContinuousBernoulliHead(_ImageHead):
+class ContinuousBernoulliHead(DecoderHead):
     """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1]."""
 
     def forward(self, features: torch.Tensor) -> Independent:
@@ -82,7 +104,7 @@ class ContinuousBernoulliHead(_ImageHead):
         return self._independent(ContinuousBernoulli(logits=logits))
 
 
-class GaussianHead(_ImageHead):
+class GaussianHead(DecoderHead):
     """p(x|z) = N(mu(z), sigma^2) with sigma fixed, one learned scalar, or one per pixel.
 
     ``fixed`` is the squared-error (rate-distortion) view; ``pixel`` is the paper's Frey Face
@@ -92,7 +114,7 @@ class GaussianHead(_ImageHead):
 
     def __init__(
         self,
-        in_features: int,
+        in_features: int | None,
         event_shape: tuple[int, ...],
         variance: str,
         sigma: float,
@@ -100,7 +122,7 @@ class GaussianHead(_ImageHead):
     ) -> None:
         if variance not in ("fixed", "learned", "pixel"):
             raise ConfigError(f"unknown Gaussian variance {variance!r}")
-        self.channels = 2 if variance == "pixel" else 1
+        self.params_per_value = 2 if variance == "pixel" else 1
         super().__init__(in_features, event_shape)
         self.variance = variance
         self.min_sigma = min_sigma
@@ -133,14 +155,16 @@ LIKELIHOODS = {
 
 def decoder_head(
     likelihood: str,
-    in_features: int,
+    in_features: int | None,
     event_shape: tuple[int, ...],
     data_kind: str,
     sigma: float = 1.0,
     min_sigma: float = 1e-3,
-) -> nn.Module:
+) -> DecoderHead:
     """The decoder head for ``likelihood``, checked against the data it will model.
 
+    ``in_features``: the size of flat decoder features, or None for a convolutional decoder
+    that emits the head's ``params_per_value`` parameters per value itself (``DecoderHead``).
     ``data_kind`` is the dataset's: "binary" ({0, 1}), "unit" ([0, 1]) or "real".
     """
     if likelihood not in LIKELIHOODS:

@@ -3,9 +3,11 @@ the network sub-configs that models share (``[model.net]`` in a run's config).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -13,9 +15,12 @@ from .errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "ConvNetConfig",
+    "FoldLeading",
     "MLPConfig",
     "activation",
+    "conv_decoder",
     "conv_down",
+    "conv_encoder",
     "mlp",
     "pixel_shuffle_up",
 ]
@@ -113,3 +118,78 @@ def pixel_shuffle_up(
         if last_activation or i < len(pairs) - 1:
             layers.append(activation(activation_name))
     return nn.Sequential(*layers)
+
+
+class FoldLeading(nn.Module):
+    """Runs ``net``, which takes one batch dimension (N, *shape), on any leading shape.
+
+    Input (..., *shape) with ``len(shape) == event_dims``: the leading dimensions are folded
+    into N and unfolded from the output, so K samples of B codes (K, B, D) go through a
+    convolutional decoder as one batch of K*B and come back as (K, B, *out_shape).
+    """
+
+    def __init__(self, net: nn.Module, event_dims: int) -> None:
+        super().__init__()
+        self.net = net
+        self.event_dims = event_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = x.dim() - self.event_dims
+        out = self.net(x.reshape(-1, *x.shape[split:]))
+        return out.reshape(*x.shape[:split], *out.shape[1:])
+
+
+def _padded_image(
+    event_shape: Sequence[int], blocks: int
+) -> tuple[int, int, int, tuple[int, int, int, int]]:
+    """(C, H', W', padding): H and W raised to the next multiples of 2^blocks, so that every
+    strided convolution halves them exactly; ``padding`` (left, right, top, bottom) spreads
+    the extra rows and columns evenly over both sides, as ``nn.ZeroPad2d`` takes it."""
+    if len(event_shape) != 3:
+        raise ConfigError(f"convolutional nets need images (C, H, W), not shape"
+                          f" {tuple(event_shape)}")
+    c, h, w = event_shape
+    scale = 2**blocks
+    extra_h, extra_w = -h % scale, -w % scale
+    padding = (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)
+    return c, h + extra_h, w + extra_w, padding
+
+
+def conv_encoder(event_shape: Sequence[int], config: ConvNetConfig) -> tuple[nn.Sequential, int]:
+    """Images (B, C, H, W) → features (B, F), and F.
+
+    Zero-pads H and W to multiples of 2^n (n = len(config.channels)), so any size, odd ones
+    included, halves exactly n times; then ``conv_down`` through ``config.channels``, flattened.
+    """
+    c, h, w, padding = _padded_image(event_shape, len(config.channels))
+    scale = 2 ** len(config.channels)
+    net = nn.Sequential(
+        nn.ZeroPad2d(padding),
+        conv_down([c, *config.channels], config.activation),
+        nn.Flatten(),
+    )
+    return net, config.channels[-1] * (h // scale) * (w // scale)
+
+
+def conv_decoder(
+    in_features: int, event_shape: Sequence[int], outputs_per_value: int, config: ConvNetConfig
+) -> FoldLeading:
+    """Codes (..., in_features) → maps (..., k * C, H, W), k = ``outputs_per_value``.
+
+    The mirror of ``conv_encoder``: a linear layer and the activation to the encoder's last
+    map (channels[-1], H' / 2^n, W' / 2^n), ``pixel_shuffle_up`` back through the channels in
+    reverse to k * C linear outputs (k distribution parameters per pixel and channel), and the
+    encoder's padding cropped off. Any leading shape is folded into one batch (``FoldLeading``).
+    """
+    c, h, w, (left, right, top, bottom) = _padded_image(event_shape, len(config.channels))
+    scale = 2 ** len(config.channels)
+    inner = (config.channels[-1], h // scale, w // scale)
+    net = nn.Sequential(
+        nn.Linear(in_features, math.prod(inner)),
+        activation(config.activation),
+        nn.Unflatten(-1, inner),
+        pixel_shuffle_up([*reversed(config.channels), outputs_per_value * c], config.activation,
+                         last_activation=False),
+        nn.ZeroPad2d((-left, -right, -top, -bottom)),  # negative padding crops
+    )
+    return FoldLeading(net, 1)

@@ -22,6 +22,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "bar_chart",
@@ -29,7 +30,9 @@ __all__ = [
     "image_grid",
     "latent_scatter",
     "manifold_grid",
+    "manifold_panels",
     "manifold_quantiles",
+    "rate_distortion",
     "training_curves",
 ]
 
@@ -391,4 +394,115 @@ def manifold_grid(
     ax.set_ylabel("z2")
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def manifold_panels(
+    panels: Mapping[str, np.ndarray], z_grid: np.ndarray, path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Several learned 2-D manifolds side by side, one per titled panel (e.g. one per class of
+    a conditional model), each laid out as in ``manifold_grid``: ``panels[name]`` is
+    (n, n, H, W) or (n, n, C, H, W), decoded at z = (z_grid[j], z_grid[i]), z2 upwards."""
+    if not panels:
+        raise ValueError("manifold_panels needs at least one panel")
+    z_grid = np.asarray(z_grid, dtype=np.float64).ravel()
+    n = len(z_grid)
+    pictures = []
+    for name, images in panels.items():
+        images = np.asarray(images)
+        if images.ndim not in (4, 5) or images.shape[:2] != (n, n):
+            raise ValueError(f"panel {name!r} must be (n, n, H, W) or (n, n, C, H, W) with"
+                             f" n = len(z_grid) = {n}; got {images.shape}")
+        x = _as_nhwc(images.reshape(n * n, *images.shape[2:]))
+        pictures.append(_tile(x.reshape(n, n, *x.shape[1:])[::-1]))
+    height, width = pictures[0].shape[:2]
+    zoom = max(1, min(MAX_ZOOM, TARGET_PX // max(height, width)))
+    fig = Figure(figsize=(len(panels) * width * zoom / DPI, height * zoom / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    h, w = next(iter(panels.values())).shape[-2:]
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
+    for ax, name, picture in zip(axes, panels, pictures, strict=True):
+        grey = picture.shape[2] == 1
+        ax.imshow(picture[..., 0] if grey else picture, cmap="gray" if grey else None,
+                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        _hide_frame(ax)
+        ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in ticks],
+                      [_tick(z_grid[j]) for j in ticks])
+        ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i in ticks],
+                      [_tick(z_grid[n - 1 - i]) for i in ticks])
+        ax.set_xlabel("z1")
+        ax.set_title(name)
+    axes[0].set_ylabel("z2")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# rate and distortion
+
+
+def rate_distortion(
+    rates: Sequence[float],
+    distortions: Sequence[float],
+    labels: Sequence[str],
+    path: str | Path,
+    squared_errors: Sequence[float] | None = None,
+    title: str | None = None,
+) -> Path:
+    """The rate-distortion plane (Alemi et al. 2018): one labelled point per run at
+    (rate, distortion) in nats, joined in order of rate, over faint lines of equal ELBO.
+
+    rate = E_x KL(q(z|x) || p(z)) and distortion = -E_x E_q[log p(x|z)], so a line
+    rate + distortion = c holds every model with ELBO -c; a few such c spanning the points are
+    drawn. With ``squared_errors`` (squared error per image of each run) a second panel shows
+    them against rate.
+    """
+    x = np.asarray(rates, dtype=np.float64)
+    y = np.asarray(distortions, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape or len(labels) != len(x) or len(x) == 0:
+        raise ValueError("rate_distortion needs as many rates, distortions and labels (>= 1);"
+                         f" got {x.shape}, {y.shape}, {len(labels)}")
+    panels = 1 if squared_errors is None else 2
+    fig = Figure(figsize=(5.5 * panels, 4.5), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False).ravel()
+    order = np.argsort(x)
+    ax = axes[0]
+    ax.plot(x[order], y[order], color="tab:blue", marker="o", zorder=3)
+    for rate, distortion, label in zip(x, y, labels, strict=True):
+        ax.annotate(label, (rate, distortion), xytext=(4, 4), textcoords="offset points")
+    ax.margins(0.15)
+    ax.autoscale_view()
+    (left, right), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    # c = -ELBO: round values between the points' smallest and largest, at least two lines
+    totals = x + y
+    levels = MaxNLocator(nbins=4).tick_values(totals.min(), totals.max())
+    span = np.array([left, right])
+    for c in levels:
+        ax.plot(span, c - span, color="grey", alpha=0.35, linewidth=0.8, zorder=1)
+        if bottom <= c - right <= top:  # name the line at the right edge where it shows
+            ax.annotate(f"ELBO = {-c:g}", (right, c - right), xytext=(-2, 2),
+                        textcoords="offset points", ha="right", fontsize="x-small",
+                        color="grey")
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)) (nats per example)")
+    ax.set_ylabel("distortion: -E_q[log p(x|z)] (nats per example)")
+    ax.grid(alpha=0.2)
+    if squared_errors is not None:
+        errors = np.asarray(squared_errors, dtype=np.float64)
+        if errors.shape != x.shape:
+            raise ValueError(f"squared_errors must be {x.shape} like rates; got {errors.shape}")
+        axes[1].plot(x[order], errors[order], color="tab:orange", marker="o")
+        for rate, error, label in zip(x, errors, labels, strict=True):
+            axes[1].annotate(label, (rate, error), xytext=(4, 4), textcoords="offset points")
+        axes[1].margins(0.15)
+        axes[1].set_xlabel("rate (nats per example)")
+        axes[1].set_ylabel("squared error per image")
+        axes[1].grid(alpha=0.2)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

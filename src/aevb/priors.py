@@ -1,12 +1,15 @@
-"""Priors p(z) as modules that return ``torch.distributions`` objects."""
+"""Priors p(z), and conditional priors p(z|c), as modules that return ``torch.distributions``
+objects."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-__all__ = ["StandardNormal"]
+__all__ = ["LearnedConditionalPrior", "StandardNormal"]
 
 
 class StandardNormal(nn.Module):
@@ -23,3 +26,28 @@ class StandardNormal(nn.Module):
 
     def forward(self) -> Independent:
         return Independent(Normal(self.loc, self.scale), 1)
+
+
+class LearnedConditionalPrior(nn.Module):
+    """p(z|c) = N(mu(c), diag sigma^2(c)), mu and log sigma^2 from a small tanh MLP of c.
+
+    The conditional prior of Sohn et al. (2015, the "prior network" of sec. 4.2): c (..., C)
+    gives a distribution with batch shape (...) and event shape (latent_dim,). The output
+    layer starts at zero, so training starts from p(z|c) = N(0, I).
+    """
+
+    def __init__(self, condition_dim: int, latent_dim: int, hidden: Sequence[int] = (64,)
+                 ) -> None:
+        super().__init__()
+        sizes = [condition_dim, *hidden]
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.Tanh()]
+        out = nn.Linear(sizes[-1], 2 * latent_dim)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+
+    def forward(self, c: torch.Tensor) -> Independent:
+        mu, log_var = self.net(c).float().chunk(2, dim=-1)
+        return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)

@@ -69,6 +69,12 @@ PICTURES = {
     "reconstructions.png": "Test inputs (top) and the decoder means of their reconstructions "
     "(bottom).",
     "samples.png": "Decoder means at latent points drawn from the prior p(z).",
+    "samples_by_class.png": "Decoder means at latent points drawn from the conditional prior "
+    "p(z|c), one row per class c.",
+    "analogies.png": "Analogies: each test input (first column) encoded with its own label, "
+    "then decoded with every class in turn (one column per class): the code keeps the style.",
+    "manifold_by_class.png": "The learned 2-D manifold of three classes side by side: decoder "
+    "means of p(x|z,c) over Gaussian quantiles of z, c fixed per panel.",
     "curves.png": "Training and validation metrics per epoch.",
     "latent.png": "Encoder means of test points, coloured by class (projected by PCA when the "
     "latent space has more than two dimensions).",

@@ -108,7 +108,8 @@ def _batches(split: Split, batch_size: int) -> Iterator[Batch]:
 def split_batch(split: Split, index: torch.Tensor, generator: torch.Generator | None = None
                 ) -> Batch:
     """The examples ``index`` of ``split`` as a Batch (x resampled under dynamic binarization)."""
-    return Batch(split.batch(index, generator), None if split.y is None else split.y[index], index)
+    return Batch(split.batch(index, generator), None if split.y is None else split.y[index], index,
+                 None if split.c is None else split.c[index])
 
 
 def better(metric: float, best: float, mode: str) -> bool:
@@ -245,7 +246,7 @@ def _train(
     torch.manual_seed(tc.seed)
 
     dataset = (dataset or load_dataset(config.data, base_dir=run_dir)).to(device)
-    spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes)
+    spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim)
     model = build_model(config.model, spec).to(device)
     metric, mode = model.selection
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -20,6 +20,7 @@ from .autoencoders import (
 from .base import (
     Batch,
     ClosedForm,
+    Conditional,
     Corrupting,
     DataSpec,
     Encoder,
@@ -29,6 +30,8 @@ from .base import (
     Model,
     Step,
 )
+from .conv_vae import ConvVAE
+from .cvae import CVAE
 from .pca import PCA
 from .stacked import StackedAutoencoder
 from .vae import VAE
@@ -37,6 +40,7 @@ __all__ = [
     "MODELS",
     "Batch",
     "ClosedForm",
+    "Conditional",
     "Corrupting",
     "DataSpec",
     "Encoder",
@@ -51,6 +55,7 @@ __all__ = [
 
 MODELS: dict[str, type[Model]] = {
     "vae": VAE,
+    "cvae": CVAE,
     "ae": Autoencoder,
     "linear-ae": LinearAutoencoder,
     "pca": PCA,
@@ -59,6 +64,7 @@ MODELS: dict[str, type[Model]] = {
     "contractive-ae": ContractiveAutoencoder,
     "stacked-ae": StackedAutoencoder,
     "conv-ae": ConvAutoencoder,
+    "conv-vae": ConvVAE,
 }
 
 

@@ -9,7 +9,8 @@ the report ask ``isinstance(model, Ability)``, never the model's name:
 - ``Generative``: ``sample(n, condition)``, ``decode(z, condition)``;
 - ``Likelihood``: per-example ELBO terms with named KL parts, and ``log_marginal(batch, K)``;
 - ``ClosedForm``: fitted to the whole training split before the first step (PCA);
-- ``Corrupting``: trains on a corrupted input (``self.corruption``).
+- ``Corrupting``: trains on a corrupted input (``self.corruption``);
+- ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..schedules import Step
 __all__ = [
     "Batch",
     "ClosedForm",
+    "Conditional",
     "Corrupting",
     "DataSpec",
     "Encoder",
@@ -42,12 +44,14 @@ Metrics = dict[str, torch.Tensor]
 
 
 class Batch(NamedTuple):
-    """A minibatch: ``x`` (B, *event_shape); labels ``y`` (B,) where the data has them; and
-    ``indices`` (B,), the examples' positions in their split (for per-example state)."""
+    """A minibatch: ``x`` (B, *event_shape); labels ``y`` (B,) where the data has them;
+    ``indices`` (B,), the examples' positions in their split (for per-example state); and
+    conditioning vectors ``c`` float32 (B, C) where the data brings its own."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     indices: torch.Tensor | None = None
+    c: torch.Tensor | None = None
 
 
 class DataSpec(NamedTuple):
@@ -57,6 +61,8 @@ class DataSpec(NamedTuple):
     kind: str
     """"binary", "unit" ([0, 1]) or "real"."""
     num_classes: int | None = None
+    condition_dim: int | None = None
+    """C, the length of the data's own conditioning vectors (``Batch.c``); None without them."""
 
 
 class Model(nn.Module, ABC):
@@ -144,3 +150,17 @@ class Corrupting(ABC):
     """Trains on a corrupted copy of its input; figures show noisy, denoised and clean images."""
 
     corruption: Corruption
+
+
+class Conditional(ABC):
+    """Conditioned on a vector c (``condition_dim`` long): a class's one-hot vector where the
+    data has labels and no vectors of its own, else the data's ``Batch.c``. Its ``sample`` and
+    ``decode`` take c (..., condition_dim) as their ``condition``."""
+
+    condition_dim: int
+    classes: int | None
+    """How many classes c encodes as one-hot vectors; None when c comes with the data."""
+
+    @abstractmethod
+    def condition_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """The condition c (..., condition_dim) of integer class labels (...)."""

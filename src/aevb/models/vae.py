@@ -1,10 +1,12 @@
 """The variational autoencoder of Kingma & Welling (2014), with its SGVB estimators, trained on
-the ELBO or on the importance-weighted bound (IWAE, Burda et al. 2016)."""
+the ELBO or on the importance-weighted bound (IWAE, Burda et al. 2016), with the paper's MLPs
+or with convolutional nets (``vae_nets``, chosen by the type of ``config.net``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -12,8 +14,8 @@ from torch.distributions import Distribution
 
 from ..corruption import Corruption, NoiseConfig
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS, DiagonalGaussianHead, decoder_head
-from ..nets import MLPConfig, mlp
+from ..heads import LIKELIHOODS, DecoderHead, DiagonalGaussianHead, decoder_head
+from ..nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
 from ..objectives import (
     ElboTerms,
     elbo_terms,
@@ -27,15 +29,19 @@ from ..priors import StandardNormal
 from ..schedules import Step, linear_warmup
 from .base import Batch, Corrupting, DataSpec, Encoder, Generative, Likelihood, Metrics, Model
 
-__all__ = ["VAE", "VAEConfig"]
+__all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "vae_nets"]
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class BaseVAEConfig:
+    """Every key of the VAE family; each registered config fixes ``name`` and the type of
+    ``net`` (the config machinery reads a sub-table by its field's concrete type)."""
+
     name: str = "vae"
     latent_dim: int = 20
     """Dimensions of z."""
-    net: MLPConfig = MLPConfig()
+    net: MLPConfig | ConvNetConfig = MLPConfig()
+    """The encoder and decoder networks."""
     likelihood: str = "bernoulli"
     """p(x|z): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned | gaussian-pixel."""
     sigma: float = 1.0
@@ -73,8 +79,57 @@ class VAEConfig:
             raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
 
 
+@dataclass(frozen=True)
+class VAEConfig(BaseVAEConfig):
+    net: MLPConfig = MLPConfig()
+    """The encoder's hidden layers (the paper: one of 500 tanh units); the decoder mirrors them."""
+
+
+class VAENets(NamedTuple):
+    encoder: nn.Module
+    """x (B, *event_shape) → features (B, F)."""
+    posterior_head: DiagonalGaussianHead
+    """features → q(z|x), event shape (latent_dim,)."""
+    decoder: nn.Module
+    """z (..., latent_dim) → the likelihood head's features, any leading shape."""
+    likelihood_head: DecoderHead
+    """decoder features → p(x|z), batch shape (...), event shape the data's."""
+
+
+def vae_nets(config: BaseVAEConfig, data: DataSpec) -> VAENets:
+    """The VAE's networks for ``config.net``.
+
+    An ``MLPConfig`` gives the paper's MLPs (appendix C): hidden layers, the Gaussian head on
+    the last, the mirrored decoder and a linear likelihood head on its last hidden layer. A
+    ``ConvNetConfig`` gives strided convolutions down (``nets.conv_encoder``) and pixel-shuffle
+    blocks up (``nets.conv_decoder``) whose last block emits the likelihood's parameters per
+    pixel, so the head has no layer of its own; any image size (C, H, W) works.
+    """
+    net = config.net
+    if isinstance(net, ConvNetConfig):
+        encoder, features = conv_encoder(data.event_shape, net)
+        posterior_head = DiagonalGaussianHead(features, config.latent_dim)
+        # the head first: the decoder's last block emits its k parameters per value
+        likelihood_head = decoder_head(config.likelihood, None, data.event_shape, data.kind,
+                                       config.sigma, config.min_sigma)
+        decoder = conv_decoder(config.latent_dim, data.event_shape,
+                               likelihood_head.params_per_value, net)
+        return VAENets(encoder, posterior_head, decoder, likelihood_head)
+    # built in this order so that a seed gives the weights it gave before conv nets existed
+    features = math.prod(data.event_shape)
+    hidden = list(net.hidden)
+    return VAENets(
+        nn.Sequential(nn.Flatten(), mlp([features, *hidden], net.activation)),
+        DiagonalGaussianHead(hidden[-1] if hidden else features, config.latent_dim),
+        mlp([config.latent_dim, *reversed(hidden)], net.activation),
+        decoder_head(config.likelihood, hidden[0] if hidden else config.latent_dim,
+                     data.event_shape, data.kind, config.sigma, config.min_sigma),
+    )
+
+
 class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
-    """Gaussian MLP encoder q(z|x), prior N(0, I), MLP decoder p(x|z) (sec. 3, appendix C).
+    """Gaussian encoder q(z|x), prior N(0, I), decoder p(x|z) (sec. 3, appendix C), on the
+    networks ``vae_nets`` builds for ``config.net``.
 
     Training maximises ``objective``: the SGVB estimate of the ELBO (estimator A or B with L
     samples) or the IWAE bound with K samples, with the KL (for iwae, log p(z) - log q(z|x))
@@ -86,7 +141,7 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     """
 
     description = "variational autoencoder (Kingma & Welling 2014): Gaussian q(z|x), N(0,I) prior"
-    config_class = VAEConfig
+    config_class: ClassVar[type] = VAEConfig
     selection = ("elbo", "max")
     metric_names = {
         "loss": ("loss (minimised)", ""),
@@ -97,18 +152,10 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         "kl_weight": ("KL weight (warm-up)", ""),
     }
 
-    def __init__(self, config: VAEConfig, data: DataSpec) -> None:
+    def __init__(self, config: BaseVAEConfig, data: DataSpec) -> None:
         super().__init__(config, data)
-        features = math.prod(data.event_shape)
-        hidden = list(config.net.hidden)
-        self.encoder = nn.Sequential(nn.Flatten(), mlp([features, *hidden], config.net.activation))
-        self.posterior_head = DiagonalGaussianHead(hidden[-1] if hidden else features,
-                                                   config.latent_dim)
-        self.decoder = mlp([config.latent_dim, *reversed(hidden)], config.net.activation)
-        self.likelihood_head = decoder_head(
-            config.likelihood, hidden[0] if hidden else config.latent_dim, data.event_shape,
-            data.kind, config.sigma, config.min_sigma,
-        )
+        self.encoder, self.posterior_head, self.decoder, self.likelihood_head = vae_nets(config,
+                                                                                         data)
         self.prior = StandardNormal(config.latent_dim)
         self.corruption = Corruption(config.corruption, data.kind)
 

@@ -1,0 +1,211 @@
+"""The conditional VAE (Sohn, Lee & Yan 2015; Kingma et al. 2014, M2 with the label observed):
+q(z|x,c), p(x|z,c) and a prior p(z|c), trained on the SGVB estimate of the conditional ELBO."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Distribution
+
+from ..errors import ConfigError, check_choice, check_positive
+from ..heads import LIKELIHOODS, DiagonalGaussianHead, decoder_head
+from ..nets import MLPConfig, mlp
+from ..objectives import ElboTerms, elbo_terms, free_bits_kl, importance_sampled, log_weights
+from ..priors import LearnedConditionalPrior, StandardNormal
+from ..schedules import Step, linear_warmup
+from .base import (
+    Batch,
+    Conditional,
+    DataSpec,
+    Encoder,
+    Generative,
+    Likelihood,
+    Metrics,
+    Model,
+)
+
+__all__ = ["CVAE", "CVAEConfig"]
+
+
+@dataclass(frozen=True)
+class CVAEConfig:
+    name: str = "cvae"
+    latent_dim: int = 20
+    """Dimensions of z."""
+    net: MLPConfig = MLPConfig()
+    likelihood: str = "bernoulli"
+    """p(x|z,c): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned |
+    gaussian-pixel."""
+    sigma: float = 1.0
+    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
+    min_sigma: float = 1e-3
+    """Lower bound on a learned decoder standard deviation."""
+    prior: str = "standard"
+    """p(z|c): standard (N(0, I) whatever c) | learned (a Gaussian whose mean and variance an
+    MLP computes from c)."""
+    prior_hidden: tuple[int, ...] = (64,)
+    """Hidden layer sizes of the learned prior's MLP."""
+    estimator: str = "analytic"
+    """SGVB estimator: analytic (B: closed-form KL) | mc (A: sampled KL)."""
+    samples: int = 1
+    """L, the z samples per datapoint."""
+    beta: float = 1.0
+    """Weight on the KL term of the training objective (1 is the bound itself)."""
+    kl_warmup: float = 0.0
+    """Fraction of the run over which the KL weight rises linearly from 0 to beta (0: none)."""
+    free_bits: float = 0.0
+    """lambda: each latent dimension's minibatch KL costs at least this many nats (0: off)."""
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
+        check_choice("model.prior", self.prior, ("standard", "learned"))
+        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
+        check_positive("model.samples", self.samples)
+        if any(h <= 0 for h in self.prior_hidden):
+            raise ConfigError(f"model.prior_hidden must hold positive sizes, got "
+                              f"{list(self.prior_hidden)}")
+        if self.sigma <= 0 or self.min_sigma <= 0:
+            raise ConfigError("model.sigma and model.min_sigma must be positive")
+        if self.beta < 0 or self.free_bits < 0:
+            raise ConfigError("model.beta and model.free_bits must be >= 0")
+        if not 0 <= self.kl_warmup <= 1:
+            raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
+
+
+class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
+    """Conditional VAE: MLP q(z|x,c) and p(x|z,c) on [x, c] and [z, c], prior p(z|c).
+
+    Maximises E_q[log p(x|z,c)] - beta KL(q(z|x,c) || p(z|c)) (estimator A or B, L samples,
+    KL warm-up and free bits as for the VAE); the metrics report the unweighted bound, and
+    ``log_marginal`` estimates log p(x|c). c is ``batch.c`` where the data brings vectors,
+    else the one-hot vector of ``batch.y``. Where a caller gives no condition at all, c is the
+    zero vector (no class: a fallback for class-agnostic callers, not a value trained on),
+    except that ``sample(n)`` draws each sample's class uniformly.
+    """
+
+    description = ("conditional VAE (Sohn et al. 2015): q(z|x,c), p(x|z,c), p(z|c) standard or"
+                   " learned; c = one-hot label or the data's c")
+    config_class = CVAEConfig
+    selection = ("elbo", "max")
+    metric_names = {
+        "loss": ("loss (minimised)", ""),
+        "elbo": ("conditional ELBO", "nats"),
+        "rec": ("E_q[log p(x|z,c)]", "nats"),
+        "kl": ("KL(q(z|x,c) || p(z|c))", "nats"),
+        "kl_weight": ("KL weight (warm-up)", ""),
+    }
+
+    def __init__(self, config: CVAEConfig, data: DataSpec) -> None:
+        super().__init__(config, data)
+        self.classes = None if data.condition_dim else data.num_classes
+        condition_dim = data.condition_dim or data.num_classes
+        if not condition_dim:
+            raise ConfigError("the cvae needs a condition: labels (y) or conditioning vectors"
+                              " (c_train/c_valid/c_test, or c) in the data")
+        self.condition_dim = condition_dim
+        features = math.prod(data.event_shape)
+        hidden = list(config.net.hidden)
+        act = config.net.activation
+        self.encoder = mlp([features + condition_dim, *hidden], act)
+        self.posterior_head = DiagonalGaussianHead(hidden[-1] if hidden else
+                                                   features + condition_dim, config.latent_dim)
+        self.decoder = mlp([config.latent_dim + condition_dim, *reversed(hidden)], act)
+        self.likelihood_head = decoder_head(
+            config.likelihood, hidden[0] if hidden else config.latent_dim + condition_dim,
+            data.event_shape, data.kind, config.sigma, config.min_sigma,
+        )
+        self.standard_prior = StandardNormal(config.latent_dim)
+        self.learned_prior = (LearnedConditionalPrior(condition_dim, config.latent_dim,
+                                                      config.prior_hidden)
+                              if config.prior == "learned" else None)
+
+    # -- the condition ---------------------------------------------------------------------
+
+    def condition_of(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.classes is None:
+            raise ConfigError("this cvae is conditioned on the data's own vectors c, not on"
+                              " class labels")
+        return F.one_hot(labels.long(), self.classes).float()
+
+    def condition(self, batch: Batch) -> torch.Tensor:
+        """c (B, condition_dim) of a batch: its ``c``, else its labels' one-hot, else zeros."""
+        if batch.c is not None:
+            return batch.c.float()
+        if batch.y is not None and self.classes is not None:
+            return self.condition_of(batch.y)
+        return batch.x.new_zeros(len(batch.x), self.condition_dim)
+
+    # -- the distributions -----------------------------------------------------------------
+
+    def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Distribution:
+        """q(z|x,c) for x (B, *event_shape), c (B, C): batch shape (B,), event (latent_dim,)."""
+        return self.posterior_head(self.encoder(torch.cat([x.flatten(1), c], -1)))
+
+    def prior(self, c: torch.Tensor) -> Distribution:
+        """p(z|c) for c (..., C): batch shape (...), event shape (latent_dim,)."""
+        if self.learned_prior is not None:
+            return self.learned_prior(c)
+        return self.standard_prior().expand(c.shape[:-1])
+
+    def likelihood(self, z: torch.Tensor, c: torch.Tensor) -> Distribution:
+        """p(x|z,c) for z (..., D) and c broadcastable to (..., C): batch shape (...)."""
+        c = torch.broadcast_to(c.to(z.dtype), (*z.shape[:-1], self.condition_dim))
+        return self.likelihood_head(self.decoder(torch.cat([z, c], -1)))
+
+    # -- the contract and the abilities ----------------------------------------------------
+
+    def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        config = self.config
+        weight = config.beta * linear_warmup(step, config.kl_warmup)
+        terms = self.elbo_terms(batch, config.samples)
+        kl = terms.kl["z"]
+        loss = -(terms.rec - weight * kl.sum(-1)).mean()
+        if config.free_bits > 0:
+            loss = loss + weight * (free_bits_kl(kl, config.free_bits) - kl.mean(0).sum())
+        metrics: Metrics = {
+            "loss": loss.detach(),
+            "elbo": terms.elbo.mean().detach(),
+            "rec": terms.rec.mean().detach(),
+            "kl": terms.kl_total.mean().detach(),
+        }
+        if config.kl_warmup > 0:
+            metrics["kl_weight"] = torch.tensor(weight, device=batch.x.device)
+        return loss, metrics
+
+    def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
+        c = self.condition(batch)
+        return elbo_terms(batch.x, self.posterior(batch.x, c), self.prior(c),
+                          lambda z: self.likelihood(z, c), samples, self.config.estimator)
+
+    def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
+        """log p(x|c) (B,), importance-sampled from q(z|x,c) with K = ``samples``."""
+        c = self.condition(batch)
+        posterior, prior = self.posterior(batch.x, c), self.prior(c)
+        return importance_sampled(
+            lambda k: log_weights(batch.x, posterior, prior, lambda z: self.likelihood(z, c), k),
+            samples, batch.x.numel())
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return self.posterior(batch.x, self.condition(batch)).mean
+
+    def reconstruct(self, batch: Batch) -> torch.Tensor:
+        return self.likelihood(self.encode(batch), self.condition(batch)).mean
+
+    def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means at z (..., D) given c broadcastable to (..., C) (default: zeros)."""
+        c = z.new_zeros(self.condition_dim) if condition is None else condition
+        return self.likelihood(z, c).mean
+
+    def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder means of z ~ p(z|c), c (n, C) or (C,); without one, uniform classes."""
+        device = self.standard_prior.loc.device
+        if condition is None and self.classes is not None:
+            condition = self.condition_of(torch.randint(self.classes, (n,), device=device))
+        elif condition is None:
+            condition = torch.zeros(self.condition_dim, device=device)
+        c = torch.broadcast_to(condition.float().to(device), (n, self.condition_dim))
+        return self.decode(self.prior(c).sample(), c)
