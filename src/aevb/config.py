@@ -160,6 +160,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
+        kinds: dict[Any, Any] = {getattr(o, "kind", None): o for o in options if is_dataclass(o)}
+        if isinstance(value, str) and value in kinds:  # --net conv: that kind's defaults
+            return kinds[value]()
         errors = []
         for option in options:
             if option is type(None):
@@ -212,6 +215,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 pass
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if isinstance(annotation, type) and is_dataclass(annotation):
+        kind = getattr(annotation, "kind", None)
+        if isinstance(value, str) and kind is not None:
+            if value == kind:
+                return annotation()
+            raise ConfigError(f"{key} of this model is a {kind} net, not {value!r} (a conv VAE"
+                              " is the model conv-vae)")
         return _section_from_dict(annotation, value, key)
     if annotation is str:
         if isinstance(value, str):
@@ -231,9 +240,11 @@ def _section_from_dict(cls: type, data: Any, prefix: str) -> Any:
     defaults = {f.name: f.default for f in fields(cls) if is_dataclass(f.default)}
     values = {}
     for key, value in data.items():
-        if key in defaults and isinstance(value, dict):
+        default = defaults.get(key)
+        if (default is not None and isinstance(value, dict)
+                and set(value) <= {f.name for f in fields(default)}):
             # a partial sub-table fills in from this config's own default for it
-            value = {**config_to_dict(defaults[key]), **value}
+            value = {**config_to_dict(default), **value}
         values[key] = _coerce(f"{prefix}.{key}", value, hints[key])
     return cls(**values)
 
@@ -475,18 +486,42 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def _tables(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths: list[tuple[str, ...]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            paths += [(*prefix, key), *_tables(value, (*prefix, key))]
+    return paths
+
+
+def _kind_path(key: str, tree: dict[str, Any]) -> tuple[str, ...] | None:
+    """The sub-table that ``--net conv`` names (a model key whose value picks a kind)."""
+    parts = tuple(key.replace("-", "_").split("."))
+    matches = [p for p in _tables(tree) if len(p) > 1 and p[-len(parts):] == parts]
+    return matches[0] if len(matches) == 1 else None
+
+
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """A copy of ``config`` with ``{key: value}`` applied, type-checked.
 
     A new ``model`` (``model.name``) is applied first: the model section becomes that model's
     defaults plus the settings of the old one that differ from its defaults and that the new
-    model has; every other key is then looked up among the new model's keys.
+    model has. Then a kind for a sub-table (``net="conv"``, where the model takes either kind
+    of net) replaces it with that kind's defaults; every other key is then looked up among the
+    keys the model has now.
     """
     tree = config_to_dict(config)
     for key, value in overrides.items():
         if ALIASES.get(key, key) == "model.name":
             tree["model"] = _switch_model(config.model, str(value))
+    kinds = {key: path for key in overrides if (path := _kind_path(key, tree))}
+    for key, path in kinds.items():
+        _set(tree, path, str(overrides[key]))
+    if kinds:
+        tree = config_to_dict(config_from_dict(tree))
     for key, value in overrides.items():
+        if key in kinds:
+            continue
         path = _resolve_key(key, tree)
         if path != ("model", "name"):
             _set(tree, path, value)

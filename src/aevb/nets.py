@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -41,6 +42,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLPConfig:
     """A multilayer perceptron: the encoder's hidden layers; the decoder mirrors them."""
 
+    kind: ClassVar[str] = "mlp"
+    """What ``--net mlp`` picks where a model takes either kind of net."""
+
     hidden: tuple[int, ...] = (500,)
     """Hidden layer sizes of the encoder, input side first (the paper: one layer of 500)."""
     activation: str = "tanh"
@@ -57,6 +61,9 @@ class MLPConfig:
 class ConvNetConfig:
     """Strided convolutions down and pixel-shuffle upsampling back (``conv_down``,
     ``pixel_shuffle_up``)."""
+
+    kind: ClassVar[str] = "conv"
+    """What ``--net conv`` picks where a model takes either kind of net."""
 
     channels: tuple[int, ...] = (32, 64)
     """Channels after each strided convolution; each halves the height and width."""

@@ -3,7 +3,6 @@ q(z|x,c), p(x|z,c) and a prior p(z|c), trained on the SGVB estimate of the condi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -11,8 +10,8 @@ import torch.nn.functional as F
 from torch.distributions import Distribution
 
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS, DiagonalGaussianHead, decoder_head
-from ..nets import MLPConfig, mlp
+from ..heads import LIKELIHOODS
+from ..nets import ConvNetConfig, MLPConfig
 from ..objectives import ElboTerms, elbo_terms, free_bits_kl, importance_sampled, log_weights
 from ..priors import LearnedConditionalPrior, StandardNormal
 from ..schedules import Step, linear_warmup
@@ -26,6 +25,7 @@ from .base import (
     Metrics,
     Model,
 )
+from .vae import vae_nets
 
 __all__ = ["CVAE", "CVAEConfig"]
 
@@ -35,7 +35,9 @@ class CVAEConfig:
     name: str = "cvae"
     latent_dim: int = 20
     """Dimensions of z."""
-    net: MLPConfig = MLPConfig()
+    net: MLPConfig | ConvNetConfig = MLPConfig()
+    """The encoder and decoder networks: an MLP (``--net mlp``, the default) or strided
+    convolutions down and pixel-shuffle blocks up (``--net conv``), as the vae and conv-vae."""
     likelihood: str = "bernoulli"
     """p(x|z,c): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned |
     gaussian-pixel."""
@@ -77,7 +79,8 @@ class CVAEConfig:
 
 
 class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
-    """Conditional VAE: MLP q(z|x,c) and p(x|z,c) on [x, c] and [z, c], prior p(z|c).
+    """Conditional VAE: q(z|x,c) and p(x|z,c) on the VAE's networks (``vae.vae_nets``, MLP or
+    conv), c joining the encoder's features and z at the decoder's input; prior p(z|c).
 
     Maximises E_q[log p(x|z,c)] - beta KL(q(z|x,c) || p(z|c)) (estimator A or B, L samples,
     KL warm-up and free bits as for the VAE); the metrics report the unweighted bound, and
@@ -107,17 +110,8 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
             raise ConfigError("the cvae needs a condition: labels (y) or conditioning vectors"
                               " (c_train/c_valid/c_test, or c) in the data")
         self.condition_dim = condition_dim
-        features = math.prod(data.event_shape)
-        hidden = list(config.net.hidden)
-        act = config.net.activation
-        self.encoder = mlp([features + condition_dim, *hidden], act)
-        self.posterior_head = DiagonalGaussianHead(hidden[-1] if hidden else
-                                                   features + condition_dim, config.latent_dim)
-        self.decoder = mlp([config.latent_dim + condition_dim, *reversed(hidden)], act)
-        self.likelihood_head = decoder_head(
-            config.likelihood, hidden[0] if hidden else config.latent_dim + condition_dim,
-            data.event_shape, data.kind, config.sigma, config.min_sigma,
-        )
+        self.encoder, self.posterior_head, self.decoder, self.likelihood_head = vae_nets(
+            config, data, condition_dim)
         self.standard_prior = StandardNormal(config.latent_dim)
         self.learned_prior = (LearnedConditionalPrior(condition_dim, config.latent_dim,
                                                       config.prior_hidden)
@@ -143,7 +137,7 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
 
     def posterior(self, x: torch.Tensor, c: torch.Tensor) -> Distribution:
         """q(z|x,c) for x (B, *event_shape), c (B, C): batch shape (B,), event (latent_dim,)."""
-        return self.posterior_head(self.encoder(torch.cat([x.flatten(1), c], -1)))
+        return self.posterior_head(torch.cat([self.encoder(x), c.to(x.dtype)], -1))
 
     def prior(self, c: torch.Tensor) -> Distribution:
         """p(z|c) for c (..., C): batch shape (...), event shape (latent_dim,)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -96,8 +96,24 @@ class VAENets(NamedTuple):
     """decoder features → p(x|z), batch shape (...), event shape the data's."""
 
 
-def vae_nets(config: BaseVAEConfig, data: DataSpec) -> VAENets:
-    """The VAE's networks for ``config.net``.
+class NetsConfig(Protocol):
+    """The keys ``vae_nets`` reads (the VAE family's and the conditional VAE's configs)."""
+
+    @property
+    def latent_dim(self) -> int: ...
+    @property
+    def net(self) -> MLPConfig | ConvNetConfig: ...
+    @property
+    def likelihood(self) -> str: ...
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def min_sigma(self) -> float: ...
+
+
+def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAENets:
+    """The VAE's networks for ``config.net``; with ``condition_dim`` C > 0, those of a
+    conditional VAE: the posterior head reads [features, c] and the decoder [z, c].
 
     An ``MLPConfig`` gives the paper's MLPs (appendix C): hidden layers, the Gaussian head on
     the last, the mirrored decoder and a linear likelihood head on its last hidden layer. A
@@ -108,21 +124,23 @@ def vae_nets(config: BaseVAEConfig, data: DataSpec) -> VAENets:
     net = config.net
     if isinstance(net, ConvNetConfig):
         encoder, features = conv_encoder(data.event_shape, net)
-        posterior_head = DiagonalGaussianHead(features, config.latent_dim)
+        posterior_head = DiagonalGaussianHead(features + condition_dim, config.latent_dim)
         # the head first: the decoder's last block emits its k parameters per value
         likelihood_head = decoder_head(config.likelihood, None, data.event_shape, data.kind,
                                        config.sigma, config.min_sigma)
-        decoder = conv_decoder(config.latent_dim, data.event_shape,
+        decoder = conv_decoder(config.latent_dim + condition_dim, data.event_shape,
                                likelihood_head.params_per_value, net)
         return VAENets(encoder, posterior_head, decoder, likelihood_head)
     # built in this order so that a seed gives the weights it gave before conv nets existed
     features = math.prod(data.event_shape)
     hidden = list(net.hidden)
+    codes = config.latent_dim + condition_dim
     return VAENets(
         nn.Sequential(nn.Flatten(), mlp([features, *hidden], net.activation)),
-        DiagonalGaussianHead(hidden[-1] if hidden else features, config.latent_dim),
-        mlp([config.latent_dim, *reversed(hidden)], net.activation),
-        decoder_head(config.likelihood, hidden[0] if hidden else config.latent_dim,
+        DiagonalGaussianHead((hidden[-1] if hidden else features) + condition_dim,
+                             config.latent_dim),
+        mlp([codes, *reversed(hidden)], net.activation),
+        decoder_head(config.likelihood, hidden[0] if hidden else codes,
                      data.event_shape, data.kind, config.sigma, config.min_sigma),
     )
 
