@@ -46,6 +46,7 @@ def test_keys_resolve_by_their_last_part_or_their_path():
     for key in ("model.hidden", "model.net.hidden", "net.hidden"):
         assert apply_overrides(Config(), {key: "7"}).model.net.hidden == (7,)
     assert apply_overrides(Config(), {"train.lr": "0.5"}).train.lr == 0.5
+    assert apply_overrides(Config(), {"hidden": 64}).model.net.hidden == (64,)  # from Python
     with pytest.raises(ConfigError, match="ambiguous"):
         apply_overrides(Config(), {"name": "x"})
     with pytest.raises(ConfigError, match="must be an integer"):

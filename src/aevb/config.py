@@ -176,6 +176,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         (item_type, _) = typing.get_args(annotation)
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # hidden=64 from Python means one layer of 64
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
