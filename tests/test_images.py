@@ -206,3 +206,14 @@ def test_cli_trains_on_a_folder_and_describes_it(capsys, tmp_path):
     info = json.loads(capsys.readouterr().out)
     assert info["sizes"] == {"train": 24, "valid": 3, "test": 3} and info["event_shape"] == [1, H, W]
     assert os.path.dirname(info["path"]) == str(tmp_path / "default-cache")
+
+
+def test_fit_on_a_relative_folder_keeps_finding_it(monkeypatch, tmp_path):
+    import aevb
+
+    write_flat(tmp_path / "pics", n=30)
+    monkeypatch.chdir(tmp_path)
+    fitted = aevb.fit("pics", model="ae", binarize="none", hidden=16, latent_dim=2, epochs=1,
+                      progress=False, run_dir=tmp_path / "run")
+    assert fitted.config.data.name == str(tmp_path / "pics")
+    assert fitted.encode(np.zeros((3, 1, H, W), dtype=np.float32)).shape == (3, 2)

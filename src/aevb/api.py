@@ -301,7 +301,8 @@ def _named_data_config(base: Config, overrides: dict[str, Any], name: str,
                        y: np.ndarray | torch.Tensor | None) -> Config:
     if y is not None:
         raise AevbError("y and c are for arrays; a named dataset or file brings its own labels")
-    if name.endswith((".npy", ".npz")):  # absolute: the run still finds it from elsewhere
+    # a user's file or folder of images, made absolute: the run still finds it from elsewhere
+    if name.endswith((".npy", ".npz")) or Path(name).expanduser().is_dir():
         name = str(Path(name).expanduser().resolve())
     return apply_overrides(base, {**overrides, "dataset": name})
 
