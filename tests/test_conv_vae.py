@@ -144,3 +144,16 @@ def test_three_channel_run_from_the_cli_draws_its_figures(tmp_path, capsys):
                  "--is_samples", "4", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
     for name in ("samples.png", "reconstructions.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_the_python_api_fits_a_conv_vae_on_colour_arrays():
+    import aevb
+
+    generator = np.random.default_rng(0)
+    x = generator.random((60, 3, 9, 7)).astype(np.float32)  # odd sizes, RGB, grey levels
+    fitted = aevb.fit(x, model="conv-vae", channels=(4,), latent_dim=2, epochs=1,
+                      binarize="none", progress=False)
+    assert fitted.config.model.likelihood == "continuous-bernoulli"  # kept grey: its likelihood
+    assert fitted.reconstruct(x[:5]).shape == (5, 3, 9, 7)
+    assert fitted.sample(4).shape == (4, 3, 9, 7)
+    assert np.isfinite(fitted.log_likelihood(x[:5], k=8)).all()
