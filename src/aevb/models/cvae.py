@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 from ..errors import ConfigError, check_choice, check_positive
 from ..heads import LIKELIHOODS
 from ..nets import ConvNetConfig, MLPConfig
-from ..objectives import ElboTerms, elbo_terms, free_bits_kl, importance_sampled, log_weights
+from ..objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
 from ..priors import LearnedConditionalPrior, StandardNormal
 from ..schedules import Step, linear_warmup
 from .base import (
@@ -25,7 +25,7 @@ from .base import (
     Metrics,
     Model,
 )
-from .vae import vae_nets
+from .vae import vae_nets, weighted_bound_loss
 
 __all__ = ["CVAE", "CVAEConfig"]
 
@@ -156,19 +156,8 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
         config = self.config
         weight = config.beta * linear_warmup(step, config.kl_warmup)
         terms = self.elbo_terms(batch, config.samples)
-        kl = terms.kl["z"]
-        loss = -(terms.rec - weight * kl.sum(-1)).mean()
-        if config.free_bits > 0:
-            loss = loss + weight * (free_bits_kl(kl, config.free_bits) - kl.mean(0).sum())
-        metrics: Metrics = {
-            "loss": loss.detach(),
-            "elbo": terms.elbo.mean().detach(),
-            "rec": terms.rec.mean().detach(),
-            "kl": terms.kl_total.mean().detach(),
-        }
-        if config.kl_warmup > 0:
-            metrics["kl_weight"] = torch.tensor(weight, device=batch.x.device)
-        return loss, metrics
+        return weighted_bound_loss(terms.rec - weight * terms.kl_total, terms, weight,
+                                   config.free_bits, config.kl_warmup > 0)
 
     def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
         c = self.condition(batch)

@@ -145,6 +145,31 @@ def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAEN
     )
 
 
+def weighted_bound_loss(
+    objective: torch.Tensor, terms: ElboTerms, weight: float, free_bits: float, warming: bool
+) -> tuple[torch.Tensor, Metrics]:
+    """The loss -mean_b objective_b and the metrics of the true, unweighted bound.
+
+    ``objective`` (B,) is the bound trained on, its KL (or log-ratio) already weighted by
+    ``weight``; with ``free_bits`` > 0 each latent dimension's minibatch KL (``terms.kl``)
+    costs at least that many nats (exact for the ELBO; for IWAE the same correction is added
+    to the bound). Metrics: loss, elbo, rec, kl, and kl_weight while ``warming`` up.
+    """
+    loss = -objective.mean()
+    if free_bits > 0:
+        kl = torch.cat(list(terms.kl.values()), -1)
+        loss = loss + weight * (free_bits_kl(kl, free_bits) - kl.mean(0).sum())
+    metrics: Metrics = {
+        "loss": loss.detach(),
+        "elbo": terms.elbo.mean().detach(),
+        "rec": terms.rec.mean().detach(),
+        "kl": terms.kl_total.mean().detach(),
+    }
+    if warming:
+        metrics["kl_weight"] = torch.tensor(weight, device=objective.device)
+    return loss, metrics
+
+
 class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     """Gaussian encoder q(z|x), prior N(0, I), decoder p(x|z) (sec. 3, appendix C), on the
     networks ``vae_nets`` builds for ``config.net``.
@@ -189,31 +214,18 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         config = self.config
         weight = config.beta * linear_warmup(step, config.kl_warmup)
         posterior, prior = self.posterior(self.corruption(batch.x)), self.prior()
-        metrics: Metrics = {}
         if config.objective == "elbo":
             terms = elbo_terms(batch.x, posterior, prior, self.likelihood, config.samples,
                                config.estimator)
-            kl = terms.kl["z"]
-            objective = terms.rec - weight * kl.sum(-1)
-        else:
-            z = posterior.rsample((config.iw_samples,))  # (K, B, D)
-            log_px_z = self.likelihood(z).log_prob(batch.x)
-            log_ratio = prior.log_prob(z) - posterior.log_prob(z)
-            objective = iwae_bound(log_px_z + weight * log_ratio)
-            kl = kl_per_dimension(posterior, prior, z)
-            terms = ElboTerms(log_px_z.mean(0), {"z": kl})
-            metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
-        loss = -objective.mean()
-        if config.free_bits > 0:
-            loss = loss + weight * (free_bits_kl(kl, config.free_bits) - kl.mean(0).sum())
-        metrics.update(
-            loss=loss.detach(),
-            elbo=terms.elbo.mean().detach(),
-            rec=terms.rec.mean().detach(),
-            kl=terms.kl_total.mean().detach(),
-        )
-        if config.kl_warmup > 0:
-            metrics["kl_weight"] = torch.tensor(weight, device=batch.x.device)
+            return weighted_bound_loss(terms.rec - weight * terms.kl_total, terms, weight,
+                                       config.free_bits, config.kl_warmup > 0)
+        z = posterior.rsample((config.iw_samples,))  # (K, B, D)
+        log_px_z = self.likelihood(z).log_prob(batch.x)
+        log_ratio = prior.log_prob(z) - posterior.log_prob(z)
+        terms = ElboTerms(log_px_z.mean(0), {"z": kl_per_dimension(posterior, prior, z)})
+        loss, metrics = weighted_bound_loss(iwae_bound(log_px_z + weight * log_ratio), terms,
+                                            weight, config.free_bits, config.kl_warmup > 0)
+        metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
         return loss, metrics
 
     def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
