@@ -13,6 +13,7 @@ from aevb.config import Config, apply_overrides
 from aevb.corruption import Corruption, NoiseConfig, corrupt
 from aevb.data import load_dataset
 from aevb.errors import ConfigError
+from aevb.evaluate import evaluate_run
 from aevb.models import Batch, DataSpec, Step, build_model
 from aevb.objectives import (
     elbo_terms,
@@ -292,6 +293,10 @@ def test_stacked_training_shows_both_phases(digits, tmp_path):
     # 1297 examples in minibatches of 100: 13 steps an epoch, one epoch per pretraining phase
     assert [row["valid_pretrain_layer"] for row in result.history] == [1, 2, 0, 0]
     assert result.history[-1]["valid_loss"] < result.history[0]["valid_loss"]
+    # evaluation scores the model's own metrics at the step of its checkpoint: fine-tuning
+    evaluation = evaluate_run(tmp_path / "run", progress=False, dataset=digits)
+    assert evaluation["test_pretrain_layer"] == 0
+    assert evaluation["test_loss"] == pytest.approx(evaluation["test_phase_loss"])
     report = write_report(tmp_path / "run").read_text()
     assert "| layer pretrained (0: fine-tuning) | 0 | 0 |" in report
     assert "| `pretrain_steps` | 13 |" in report

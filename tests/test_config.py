@@ -55,6 +55,15 @@ def test_keys_resolve_by_their_last_part_or_their_path():
         apply_overrides(Config(), {"train.epoch": "3"})
 
 
+def test_a_field_named_for_a_python_keyword_answers_to_the_keyword():
+    # WAEConfig.lambda_ (lambda is reserved in Python) is --lambda on the command line
+    for key in ("lambda", "model.lambda", "lambda_", "model.lambda_"):
+        config = apply_overrides(Config(), {"model": "wae-mmd", key: "2.5"})
+        assert config.model.lambda_ == 2.5
+    with pytest.raises(ConfigError, match="unknown config key 'lambda'"):
+        apply_overrides(Config(), {"model": "vae", "lambda": "1"})  # only where a model has it
+
+
 def test_switching_model_keeps_the_settings_that_were_changed_and_that_it_has():
     base = apply_overrides(Config(), {"latent_dim": "3", "hidden": "16", "likelihood":
                                       "continuous-bernoulli"})

@@ -37,6 +37,7 @@ from .models import (
     Step,
     build_model,
 )
+from .quality import sample_quality
 from .rate_distortion import sweep, sweep_table
 from .training import TrainResult, train
 
@@ -79,6 +80,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "log_likelihood",
+    "sample_quality",
     "save_config",
     "sweep",
     "sweep_table",

@@ -103,19 +103,49 @@ def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     from .checkpoint import load_model
     from .evaluate import evaluate_run
+    from .files import atomic_write_text
     from .report import write_report
 
     config, _, _ = load_model(args.run, args.checkpoint)
     eval_config = replace(config.eval, **{k: v for k, v in (
         ("is_samples", args.k), ("max_points", args.max_points)) if v is not None})
+    # First, so that a model or dataset it cannot judge fails before the long evaluation.
+    quality = _sample_quality(args, config) if args.sample_quality else {}
     result = evaluate_run(args.run, eval_config, args.split, args.checkpoint,
                           progress=not (args.json or args.quiet))
+    if quality:
+        result.update(quality)
+        atomic_write_text(Path(args.run) / "evaluation.json", json.dumps(result, indent=2) + "\n")
     write_report(args.run)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print_evaluation(result)
+        if quality:
+            _print_quality(quality)
     return 0
+
+
+def _sample_quality(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """Sample-quality keys for ``evaluate --sample-quality``, added to evaluation.json."""
+    from dataclasses import replace
+
+    from .checkpoint import load_model
+    from .data import load_dataset
+    from .quality import sample_quality
+
+    _, model, _ = load_model(args.run, args.checkpoint)
+    # Grey levels, every training image: the classifier must not depend on the run's binarization.
+    data = load_dataset(replace(config.data, binarize="none", train_size=None), base_dir=args.run)
+    return sample_quality(model, data, n=args.quality_samples, seed=config.train.seed,
+                          cache_dir=config.data.cache_dir)
+
+
+def _print_quality(quality: dict[str, Any]) -> None:
+    print(f"{quality['fd_classifier_name']} {quality['fd_classifier']:.3g} over"
+          f" {quality['quality_samples']} samples (real test vs train:"
+          f" {quality['fd_test_vs_train']:.3g}); confidence {quality['sample_confidence']:.3f};"
+          f" classifier test accuracy {quality['quality_classifier_accuracy']:.3f}")
 
 
 def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -253,6 +283,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.add_argument("--sample-quality", action="store_true",
+                          help="also a Fréchet distance of samples to the test set in the features"
+                          " of a classifier trained (once, cached) on the dataset: labelled data")
+    evaluate.add_argument("--quality-samples", type=int, default=10_000,
+                          help="samples drawn for --sample-quality (default 10000)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     sample = commands.add_parser("sample", help="decode samples from the prior")

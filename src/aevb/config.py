@@ -441,9 +441,11 @@ def _resolve_key(key: str, tree: dict[str, Any]) -> tuple[str, ...]:
     if parts in leaves:
         return parts
     # "model.hidden" or "hidden": the one leaf under the given sections that ends that way
-    # "hidden", "net.hidden", "model.hidden": a path that ends so, or starts and ends so
-    matches = [p for p in leaves if p[-len(parts):] == parts
-               or (len(parts) == 2 and p[0] == parts[0] and p[-1] == parts[-1])]
+    # "hidden", "net.hidden", "model.hidden": a path that ends so, or starts and ends so.
+    # A field named for a Python keyword ends with "_" (lambda_): it answers to its name without.
+    spoken = {p: (*p[:-1], p[-1].removesuffix("_")) for p in leaves}
+    matches = [p for p in leaves if parts in (p[-len(parts):], spoken[p][-len(parts):])
+               or (len(parts) == 2 and p[0] == parts[0] and parts[-1] in (p[-1], spoken[p][-1]))]
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -26,7 +26,7 @@ from .config import EvalConfig
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError
 from .files import atomic_write_text
-from .models import Batch, Encoder, Likelihood, Model
+from .models import Batch, Encoder, Likelihood, Model, Step
 from .training import split_batch
 
 __all__ = [
@@ -64,7 +64,8 @@ def _points(split: Split, max_points: int | None) -> int:
     return min(len(split), max_points) if max_points else len(split)
 
 
-def _batch_columns(model: Model, batch: Batch, samples: int) -> dict[str, torch.Tensor]:
+def _batch_columns(model: Model, batch: Batch, samples: int, step: Step
+                   ) -> dict[str, torch.Tensor]:
     """Per-example values of one batch for every ability the model has."""
     values: dict[str, torch.Tensor] = {}
     if isinstance(model, Encoder):
@@ -75,6 +76,11 @@ def _batch_columns(model: Model, batch: Batch, samples: int) -> dict[str, torch.
         values.update(elbo=terms.elbo, rec=terms.rec,
                       log_px=log_likelihood(model, batch, samples))
         values.update({f"kl:{name}": part for name, part in terms.kl.items()})
+    else:  # no likelihood to score: the model's own metrics (a WAE's distance to its prior)
+        _, metrics = model.loss(batch, step)
+        size = batch.x.shape[0]  # a batch mean stands for each of its points: means weigh by size
+        values.update({f"metric:{name}": value.float().expand(size)
+                       for name, value in metrics.items()})
     return values
 
 
@@ -85,14 +91,19 @@ def evaluate_model(
     config: EvalConfig,
     progress: bool = True,
     seed: int = 0,
+    step: Step | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on (the first ``config.max_points`` of) ``split``.
 
     A model with an encoder gets reconstruction errors and active units; a model with a
     likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
     has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
-    K = ``config.is_samples``.
+    K = ``config.is_samples``. A model without a likelihood gets the means of its own training
+    metrics on these points (``model.loss`` in eval mode, at ``step``: the training step that
+    gave the weights, where a schedule matters; default the end of a one-step run) as
+    ``test_<metric>``.
     """
+    step = step or Step(0, 1)
     model.eval()
     n = _points(split, config.max_points)
     likelihood = isinstance(model, Likelihood)
@@ -105,8 +116,8 @@ def evaluate_model(
         for start in tqdm(range(0, n, config.batch_points), desc=desc, unit="batch",
                           disable=not progress):
             index = torch.arange(start, min(start + config.batch_points, n), device=split.x.device)
-            for name, value in _batch_columns(model, split_batch(split, index), config.is_samples
-                                              ).items():
+            batch = split_batch(split, index)
+            for name, value in _batch_columns(model, batch, config.is_samples, step).items():
                 columns.setdefault(name, []).append(value.float().cpu())
     joined = {name: torch.cat(parts).double() for name, parts in columns.items()}
     result: dict[str, Any] = {"points": n}
@@ -127,6 +138,8 @@ def evaluate_model(
         result["kl_per_dim_nats"] = {name: part.mean(0).tolist() for name, part in parts.items()}
         if not (math.isfinite(elbo) and math.isfinite(log_px)):
             raise AevbError(f"evaluation gave a non-finite value (ELBO {elbo}, log p(x) {log_px})")
+    result.update({f"test_{name[7:]}": value.mean().item() for name, value in joined.items()
+                   if name.startswith("metric:")})
     if "code" in joined:
         result.update(
             latent_dim=int(joined["code"].shape[1]),
@@ -153,11 +166,15 @@ def evaluate_run(
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
     dataset = (dataset or load_dataset(run_config.data, base_dir=run_dir)).to(device)
+    steps = int(header.get("step") or 1)
+    # the schedule as at the step whose update gave these weights (as validation had it)
+    step = Step(steps - 1, int(header.get("schedule_steps") or steps))
     result = {
         "split": split,
         "checkpoint": which,
         "epoch": header.get("epoch"),
-        **evaluate_model(model, getattr(dataset, split), config, progress, run_config.train.seed),
+        **evaluate_model(model, getattr(dataset, split), config, progress, run_config.train.seed,
+                         step),
     }
     atomic_write_text(Path(run_dir) / "evaluation.json", json.dumps(result, indent=2) + "\n")
     return result

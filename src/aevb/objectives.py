@@ -1,6 +1,8 @@
 """Objectives as pure functions of distributions, in nats per example.
 
-Every function returns one value per example, shape (B,) or (K, B); callers reduce once.
+Every function returns one value per example, shape (B,) or (K, B); callers reduce once. The
+exceptions are properties of a whole batch (the sparsity KL, the free-bits floor, the MMD and
+sliced Wasserstein distances), documented as scalars.
 Equation numbers are Kingma & Welling, *Auto-Encoding Variational Bayes* (2014).
 """
 
@@ -16,9 +18,12 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 
 __all__ = [
     "ELEMENTS_PER_CHUNK",
+    "KERNELS",
     "ElboTerms",
+    "Kernel",
     "elbo_terms",
     "free_bits_kl",
+    "imq_kernel",
     "importance_sampled",
     "iwae_bound",
     "jacobian_frobenius",
@@ -27,8 +32,11 @@ __all__ = [
     "l1_sparsity",
     "log_mean_exp",
     "log_weights",
+    "mmd_u_statistic",
+    "rbf_kernel",
     "reconstruction_loss",
     "sigmoid_jacobian_frobenius",
+    "sliced_wasserstein",
 ]
 
 Likelihood = Callable[[torch.Tensor], Distribution]
@@ -227,3 +235,83 @@ def jacobian_frobenius(
     """
     jacobian = torch.func.vmap(torch.func.jacrev(encoder))(x)  # (B, D, F)
     return jacobian.pow(2).flatten(1).sum(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Wasserstein autoencoders: distances between the aggregate posterior (a batch of codes) and the
+# prior. Each compares two whole samples, so each returns one batch-level scalar, not a value
+# per example.
+
+Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(N, D), (M, D) → the Gram matrix (N, M) of a positive-definite kernel."""
+
+
+def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||x_i - y_j||^2 (N, M), with a finite gradient where x_i = y_j (``cdist``'s root has
+    none at zero)."""
+    return (x.pow(2).sum(-1, keepdim=True) + y.pow(2).sum(-1) - 2 * x @ y.T).clamp(min=0)
+
+
+def imq_kernel(x: torch.Tensor, y: torch.Tensor, variance: float = 1.0) -> torch.Tensor:
+    """The inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2), Gram matrix (N, M).
+
+    C = 2 D sigma^2 with sigma^2 = ``variance``, the prior's variance: Tolstikhin et al.
+    (2018), sec. 4, whose WAE-MMD uses it for its heavier tails than the RBF kernel's.
+    """
+    scale = 2 * x.shape[-1] * variance
+    return scale / (scale + _squared_distances(x, y))
+
+
+def rbf_kernel(x: torch.Tensor, y: torch.Tensor, variance: float = 1.0) -> torch.Tensor:
+    """The Gaussian (RBF) kernel k(x, y) = exp(-||x - y||^2 / C), Gram matrix (N, M).
+
+    C = 2 D sigma^2 as for ``imq_kernel``: a Gaussian kernel of bandwidth h^2 = D sigma^2.
+    """
+    scale = 2 * x.shape[-1] * variance
+    return torch.exp(-_squared_distances(x, y) / scale)
+
+
+KERNELS: dict[str, Kernel] = {"imq": imq_kernel, "rbf": rbf_kernel}
+
+
+def mmd_u_statistic(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Tensor:
+    """The unbiased estimate of MMD^2(P, Q) from x (N, D) ~ P and y (M, D) ~ Q; a scalar.
+
+    The U-statistic of Gretton et al. (2012, eq. 3): the means of k(x_i, x_j) and k(y_i, y_j)
+    over i != j, minus twice the mean of k(x_i, y_j). Unbiased, so it can be below zero when
+    P = Q; N, M >= 2. WAE-MMD's penalty (Tolstikhin et al. 2018, algorithm 2).
+    """
+    n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"the MMD U-statistic needs at least 2 points per sample, got {n}, {m}")
+    kxx, kyy = kernel(x, x), kernel(y, y)
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return within_x + within_y - 2 * kernel(x, y).mean()
+
+
+def sliced_wasserstein(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    projections: int | torch.Tensor,
+    p: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The sliced Wasserstein-p distance between the empirical measures of x and y (N, D); a
+    scalar, SW_p = (mean_l W_p^p(theta_l . x, theta_l . y))^(1/p).
+
+    Kolouri et al. (2019), eq. 10: along each direction theta_l on the unit sphere, the 1-D
+    Wasserstein distance between equal-sized samples pairs the sorted projections.
+    ``projections`` is L, the number of directions drawn uniformly (normalised Gaussians, from
+    ``generator``), or the directions themselves (D, L), normalised here.
+    """
+    if x.shape != y.shape or x.dim() != 2:
+        raise ValueError(f"sliced_wasserstein needs two samples of one shape (N, D), got"
+                         f" {tuple(x.shape)} and {tuple(y.shape)}")
+    if isinstance(projections, int):
+        projections = torch.randn(x.shape[1], projections, generator=generator,
+                                  device=x.device, dtype=x.dtype)
+    theta = projections / projections.norm(dim=0, keepdim=True)
+    x_sorted = (x @ theta).sort(0).values
+    y_sorted = (y @ theta).sort(0).values
+    return (x_sorted - y_sorted).abs().pow(p).mean().pow(1 / p)

@@ -62,6 +62,12 @@ EVAL_NAMES = {
     "active_units": ("active latent units", ""),
     "latent_dim": ("latent dimensions", ""),
     "seconds": ("evaluation time", "s"),
+    "fd_classifier": ("FD of samples to test set (dataset classifier's features, not Inception)",
+                      ""),
+    "fd_test_vs_train": ("FD of real test to train set (same features; a reference)", ""),
+    "sample_confidence": ("classifier's mean confidence on samples", ""),
+    "quality_classifier_accuracy": ("quality classifier's test accuracy", ""),
+    "quality_samples": ("samples judged by the quality classifier", ""),
 }
 """Known ``evaluation.json`` keys: readable name and unit. Other numeric keys print as named."""
 

@@ -35,6 +35,7 @@ from .cvae import CVAE
 from .pca import PCA
 from .stacked import StackedAutoencoder
 from .vae import VAE
+from .wasserstein import SWAE, WAEMMD
 
 __all__ = [
     "MODELS",
@@ -65,6 +66,8 @@ MODELS: dict[str, type[Model]] = {
     "stacked-ae": StackedAutoencoder,
     "conv-ae": ConvAutoencoder,
     "conv-vae": ConvVAE,
+    "wae-mmd": WAEMMD,
+    "swae": SWAE,
 }
 
 
