@@ -26,6 +26,7 @@ from .evaluate import evaluate_model, evaluate_run, log_likelihood
 from .models import (
     MODELS,
     Batch,
+    Classifier,
     ClosedForm,
     Conditional,
     Corrupting,
@@ -48,6 +49,7 @@ __all__ = [
     "AevbError",
     "Batch",
     "CheckpointError",
+    "Classifier",
     "ClosedForm",
     "Conditional",
     "Config",

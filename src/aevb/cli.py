@@ -136,7 +136,8 @@ def _sample_quality(args: argparse.Namespace, config: Any) -> dict[str, Any]:
 
     _, model, _ = load_model(args.run, args.checkpoint)
     # Grey levels, every training image: the classifier must not depend on the run's binarization.
-    data = load_dataset(replace(config.data, binarize="none", train_size=None), base_dir=args.run)
+    data = load_dataset(replace(config.data, binarize="none", train_size=None,
+                                labelled=None), base_dir=args.run)
     return sample_quality(model, data, n=args.quality_samples, seed=config.train.seed,
                           cache_dir=config.data.cache_dir)
 

@@ -63,6 +63,9 @@ class DataConfig:
     """Where fetched data is kept; empty means $AEVB_CACHE or ~/.cache/aevb."""
     train_size: int | None = None
     """Use only the first N training examples (quick experiments, tests)."""
+    labelled: int | None = None
+    """Keep labels for only N training examples, balanced over classes, chosen with
+    split_seed; the rest of train is unlabelled (its y is -1). Valid and test keep theirs."""
     split_seed: int = 0
     """Seed of the fixed binarization and of splitting a user's array."""
     image_channels: int = 1
@@ -74,6 +77,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_choice("data.binarize", self.binarize, BINARIZE_MODES)
         check_positive("data.train_size", self.train_size)
+        check_positive("data.labelled", self.labelled)
         if self.image_channels not in (1, 3):
             raise ConfigError("data.image_channels must be 1 (grey) or 3 (RGB),"
                               f" got {self.image_channels}")

@@ -16,6 +16,11 @@ MNIST (the 50k/10k/10k split) comes from, in order:
 the mirrors. Pixels are k/255 for integer k whatever the source (``mnist.pkl.gz`` stores k/256).
 A cached file is used as is: delete it to fetch again (``dataset_info`` says where it came from).
 
+Semi-supervised runs (``DataConfig.labelled`` = N) keep the labels of N training examples,
+balanced over classes and chosen with ``split_seed``; the others' y is ``UNLABELLED`` (-1).
+Minibatches are the loop's random slices, so each mixes the two kinds in proportion (on
+average M N / n labelled examples in a batch of M); no batch is promised one.
+
 A folder of PNG/JPEG files (flat, or one subfolder per class) is read by :mod:`aevb.images` as
 ``DataConfig.image_channels`` and ``image_size`` say, cached as one uint8 array (read again when its
 files change) and split 80/10/10 with ``split_seed`` like a user's ``.npy``. A named dataset
@@ -42,6 +47,7 @@ from .files import atomic_file, download, pip_download, read_idx, save_verified,
 
 __all__ = [
     "Dataset",
+    "UNLABELLED",
     "Split",
     "dataset_info",
     "default_cache_dir",
@@ -51,6 +57,8 @@ __all__ = [
 ]
 
 SPLITS = ("train", "valid", "test")
+UNLABELLED = -1
+"""The label of a training example whose label is hidden (``DataConfig.labelled``)."""
 VALID_SIZE = 10_000
 """IDX data ships train/test only; the last VALID_SIZE training examples become validation."""
 
@@ -79,7 +87,8 @@ Arrays = dict[str, np.ndarray]
 @dataclass(frozen=True, eq=False)
 class Split:
     """One split on one device: x float32 (N, *event_shape), y int64 (N,) or None, and the
-    data's own conditioning vectors c float32 (N, C) or None.
+    data's own conditioning vectors c float32 (N, C) or None. ``y`` is ``UNLABELLED`` (-1)
+    for an example whose label is hidden (semi-supervised training, ``DataConfig.labelled``).
 
     ``binarize`` says how ``x`` became what the model sees: "dynamic" means x holds
     probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
@@ -203,6 +212,7 @@ def load_dataset(
 ) -> Dataset:
     """Load, validate, binarize (``config.binarize``) and truncate (``train_size``) a dataset.
 
+    With ``labelled`` = N only N training examples keep their labels (``_hide_labels``).
     static: one Bernoulli sample of every split; dynamic: train is resampled by every
     ``Split.batch`` while valid/test get the same fixed sample as static, so evaluation is
     deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed.
@@ -243,6 +253,8 @@ def load_dataset(
         if s == "train" and size is not None:  # after sampling: a prefix keeps its sample
             x, y = x[:size].clone(), None if y is None else y[:size].clone()
             c = None if c is None else c[:size].clone()
+        if s == "train" and config.labelled is not None:
+            y = _hide_labels(config.name, y, config.labelled, config.split_seed)
         splits[s] = Split(x, y, split_mode, c).to(device)
     return Dataset(
         name=config.name,
@@ -252,6 +264,30 @@ def load_dataset(
         num_classes=_num_classes(arrays),
         condition_dim=int(arrays["c_train"].shape[1]) if "c_train" in arrays else None,
     )
+
+
+def _hide_labels(name: str, y: torch.Tensor | None, labelled: int, seed: int) -> torch.Tensor:
+    """y with all but ``labelled`` labels set to ``UNLABELLED``: the kept ones as balanced over
+    the classes as their sizes allow (N / K each when K divides N; classes filled smallest
+    first, each taking an equal share of what is left), drawn without replacement by a
+    generator seeded with ``seed`` (the split seed)."""
+    if y is None:
+        raise DataError(f"{name}: data.labelled needs labels, and the training split has none")
+    if not 1 <= labelled <= len(y):
+        raise DataError(f"{name}: labelled={labelled} must be in 1..{len(y)} (the train split)")
+    sizes = torch.bincount(y)
+    generator = torch.Generator().manual_seed(seed)
+    kept, remaining = [], labelled
+    order = torch.argsort(sizes, stable=True).tolist()
+    for done, k in enumerate(order):  # one draw per class, never per example
+        count = min(int(sizes[k]), remaining // (len(order) - done))
+        members = torch.nonzero(y == k).flatten()
+        kept.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        remaining -= count
+    hidden = torch.full_like(y, UNLABELLED)
+    index = torch.cat(kept)
+    hidden[index] = y[index]
+    return hidden
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .config import EvalConfig
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError
 from .files import atomic_write_text
-from .models import Batch, Encoder, Likelihood, Model, Step
+from .models import Batch, Classifier, Encoder, Likelihood, Model, Step
 from .training import split_batch
 
 __all__ = [
@@ -71,6 +71,10 @@ def _batch_columns(model: Model, batch: Batch, samples: int, step: Step
     if isinstance(model, Encoder):
         squared = (model.reconstruct(batch) - batch.x).pow(2).flatten(1)
         values.update(sq_pixel=squared.mean(1), sq_image=squared.sum(1), code=model.encode(batch))
+    if isinstance(model, Classifier) and batch.y is not None:
+        labelled = batch.y >= 0  # unlabelled examples (y = -1) are not scored
+        wrong = model.classify(batch).argmax(-1) != batch.y
+        values.update(misclassified=wrong[labelled].float())
     if isinstance(model, Likelihood):
         terms = model.elbo_terms(batch, 1)
         values.update(elbo=terms.elbo, rec=terms.rec,
@@ -95,7 +99,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate ``model`` on (the first ``config.max_points`` of) ``split``.
 
-    A model with an encoder gets reconstruction errors and active units; a model with a
+    A classifier gets its classification error on the labelled points; a model with an
+    encoder gets reconstruction errors and active units; a model with a
     likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
     has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
     K = ``config.is_samples``. A model without a likelihood gets the means of its own training
@@ -147,6 +152,8 @@ def evaluate_model(
             recon_error_per_image=joined["sq_image"].mean().item(),
             active_units=active_units(joined["code"]),
         )
+    if "misclassified" in joined and len(joined["misclassified"]):
+        result["classification_error"] = joined["misclassified"].mean().item()
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
 

@@ -60,6 +60,7 @@ EVAL_NAMES = {
     "recon_error_per_pixel": ("reconstruction error per pixel", ""),
     "recon_error_per_image": ("reconstruction error per image", ""),
     "active_units": ("active latent units", ""),
+    "classification_error": ("classification error of q(y|x) (a fraction)", ""),
     "latent_dim": ("latent dimensions", ""),
     "seconds": ("evaluation time", "s"),
     "fd_classifier": ("FD of samples to test set (dataset classifier's features, not Inception)",

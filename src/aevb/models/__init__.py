@@ -19,6 +19,7 @@ from .autoencoders import (
 )
 from .base import (
     Batch,
+    Classifier,
     ClosedForm,
     Conditional,
     Corrupting,
@@ -32,6 +33,7 @@ from .base import (
 )
 from .conv_vae import ConvVAE
 from .cvae import CVAE
+from .m2 import M2
 from .pca import PCA
 from .stacked import StackedAutoencoder
 from .vae import VAE
@@ -40,6 +42,7 @@ from .wasserstein import SWAE, WAEMMD
 __all__ = [
     "MODELS",
     "Batch",
+    "Classifier",
     "ClosedForm",
     "Conditional",
     "Corrupting",
@@ -57,6 +60,7 @@ __all__ = [
 MODELS: dict[str, type[Model]] = {
     "vae": VAE,
     "cvae": CVAE,
+    "m2": M2,
     "ae": Autoencoder,
     "linear-ae": LinearAutoencoder,
     "pca": PCA,

@@ -10,7 +10,8 @@ the report ask ``isinstance(model, Ability)``, never the model's name:
 - ``Likelihood``: per-example ELBO terms with named KL parts, and ``log_marginal(batch, K)``;
 - ``ClosedForm``: fitted to the whole training split before the first step (PCA);
 - ``Corrupting``: trains on a corrupted input (``self.corruption``);
-- ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data).
+- ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data);
+- ``Classifier``: predicts class probabilities from x alone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..schedules import Step
 
 __all__ = [
     "Batch",
+    "Classifier",
     "ClosedForm",
     "Conditional",
     "Corrupting",
@@ -164,3 +166,11 @@ class Conditional(ABC):
     @abstractmethod
     def condition_of(self, labels: torch.Tensor) -> torch.Tensor:
         """The condition c (..., condition_dim) of integer class labels (...)."""
+
+
+class Classifier(ABC):
+    """Predicts the class of x; evaluation reports its test classification error."""
+
+    @abstractmethod
+    def classify(self, batch: Batch) -> torch.Tensor:
+        """Class probabilities (B, classes) from ``batch.x`` alone (its labels are not read)."""
