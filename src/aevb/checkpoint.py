@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_1",
     "checkpoint_path",
+    "encode_checkpoint",
     "header_config",
     "load_model",
     "load_weights",
@@ -59,16 +60,14 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tenso
     return tensors, plain
 
 
-def save_checkpoint(
-    path: str | Path,
+def encode_checkpoint(
     model: Model,
     optimizer: torch.optim.Optimizer | None,
     config: Config,
     meta: dict[str, Any],
     rng: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Write model, optimizer, RNG states and ``meta`` (JSON-able) to ``path`` atomically."""
-    path = Path(path)
+) -> tuple[bytes, str]:
+    """The bytes of a checkpoint file and the text of its readable ``.json`` copy."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_plain = None
     if optimizer is not None:
@@ -88,10 +87,25 @@ def save_checkpoint(
         **meta,
     }
     metadata = {"aevb": json.dumps(header), "optimizer": json.dumps(optim_plain)}
-    with atomic_file(path) as handle:
-        handle.write(safetensors_bytes(tensors, metadata=metadata))
     readable = {k: v for k, v in header.items() if k != "history"}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(readable, indent=2) + "\n")
+    return safetensors_bytes(tensors, metadata=metadata), json.dumps(readable, indent=2) + "\n"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Model,
+    optimizer: torch.optim.Optimizer | None,
+    config: Config,
+    meta: dict[str, Any],
+    rng: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write model, optimizer, RNG states and ``meta`` (JSON-able) to ``path`` atomically,
+    and the metadata (less history and optimizer) to ``path`` with suffix ``.json``."""
+    path = Path(path)
+    data, readable = encode_checkpoint(model, optimizer, config, meta, rng)
+    with atomic_file(path) as handle:
+        handle.write(data)
+    atomic_write_text(path.with_suffix(".json"), readable)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

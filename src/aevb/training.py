@@ -23,19 +23,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    FORMAT_1,
-    checkpoint_path,
-    load_weights,
-    read_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-)
-from .config import Config, TrainConfig, config_to_dict, dump_toml
+from .checkpoint import checkpoint_path, save_checkpoint
+from .config import Config, TrainConfig, dump_toml
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError, CheckpointError, ConfigError
 from .files import atomic_write_text
 from .models import Batch, ClosedForm, DataSpec, Model, Step, build_model
+from .resume import restore_run
 
 __all__ = [
     "TrainResult",
@@ -174,19 +168,6 @@ def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def _same_run(config: Config, saved: dict[str, Any]) -> None:
-    """A resumed run must keep its data and model; only the budget may change."""
-    current = config_to_dict(config)
-    for section in ("data", "model"):
-        if current[section] != saved[section]:
-            key = next(k for k in {**saved[section], **current[section]}
-                       if current[section].get(k) != saved[section].get(k))
-            raise ConfigError(
-                f"cannot resume with {section}.{key} = {current[section].get(key)!r}:"
-                f" the run was started with {saved[section].get(key)!r}"
-            )
-
-
 @contextmanager
 def _process_settings(threads: int | None) -> Iterator[None]:
     """Training's process-wide settings, restored afterwards: thread count, flushing of
@@ -268,19 +249,7 @@ def _train(
                              "best_value": -math.inf if mode == "max" else math.inf,
                              "best_epoch": 0, "history": []}
     if resume:
-        tensors, header = read_checkpoint(checkpoint_path(run_dir, "last"))
-        if header.get("format") == FORMAT_1:
-            raise CheckpointError(f"{run_dir} was written by an older aevb (checkpoint format 1):"
-                                  " it can be evaluated and drawn, not resumed")
-        _same_run(config, header["config"])
-        load_weights(model, tensors)
-        if optimizer is not None:
-            restore_optimizer(optimizer, tensors, header["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        generator.set_state(tensors["rng.data"])
-        if "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-        state.update({k: header[k] for k in state})
+        state.update(restore_run(run_dir, config, model, optimizer, generator, state))
     atomic_write_text(run_dir / "config.toml", dump_toml(config))
 
     if isinstance(model, ClosedForm) and not resume:
