@@ -1,10 +1,17 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
-# Keep the tests' fetched/processed data out of the user's cache.
-os.environ.setdefault("AEVB_CACHE", tempfile.mkdtemp(prefix="aevb-test-cache-"))
+# Keep the tests' fetched/processed data out of the user's cache, whatever $AEVB_CACHE says:
+# a fresh directory, removed at exit, or $AEVB_TEST_CACHE (kept, to reuse fetched data).
+if os.environ.get("AEVB_TEST_CACHE"):
+    os.environ["AEVB_CACHE"] = os.environ["AEVB_TEST_CACHE"]
+else:
+    os.environ["AEVB_CACHE"] = tempfile.mkdtemp(prefix="aevb-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AEVB_CACHE"], True)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 import gc
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,25 @@ def _readme_python_snippet() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def _readme_first_command() -> list[str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash\n", 1)[1]
+    return shlex.split(block.splitlines()[0].split("#")[0])
+
+
 def test_the_readme_snippet_runs_as_written(digits, tmp_path, monkeypatch):
     x_train, x_test = digits
     monkeypatch.chdir(tmp_path)  # the snippet saves to runs/mine
+    # after the first command-line example, in the same directory, as a reader would
+    first = _readme_first_command()
+    assert first[:2] == ["aevb", "train"] and main([*first[1:], "--quiet"]) == 0
+    cli_run = sorted(p.name for p in Path("runs").iterdir())
     names = {"x_train": x_train, "x_test": x_test}
     exec(_readme_python_snippet(), names)
+    # a saved run is as the CLI leaves one: pictures and report
+    for name in ("report.md", "samples.png", "reconstructions.png", "curves.png"):
+        assert (Path("runs/mine") / name).is_file(), name
+    assert set(cli_run) < {p.name for p in Path("runs").iterdir()}
     z, x_new, rec, ll, vae = (names[k] for k in ("z", "x_new", "rec", "ll", "vae"))
 
     n = len(x_test)

@@ -73,7 +73,7 @@ def one_thread():
 def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     d = 4  # eigenvalues 0.39 | 0.27 around the cut: a clear gap, so the subspace is well defined
     torch.manual_seed(0)
-    model = build_model(model_config(name="linear-ae", latent_dim=d, hidden=""), DIGITS)
+    model = build_model(model_config(name="linear-ae", latent_dim=d, hidden="[]"), DIGITS)
     assert model.reconstruction == "mse"
     assert all(not isinstance(m, torch.nn.Tanh) for m in model.modules())  # identity throughout
     x = digits.train.x
@@ -97,7 +97,7 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
                                                                                     ).mean()
     assert abs(ae_error.item() - pca_error) <= 0.01 * pca_error  # on test data PCA is no bound
     # An untrained linear AE is far from PCA: the test can fail.
-    fresh = build_model(model_config(name="linear-ae", latent_dim=d, hidden=""), DIGITS)
+    fresh = build_model(model_config(name="linear-ae", latent_dim=d, hidden="[]"), DIGITS)
     angles = subspace_angles(fresh.decoder[1].weight.detach().numpy(), reference.components_.T)
     assert np.degrees(angles).max() > 10
 
@@ -121,7 +121,7 @@ def finite_difference_frobenius(f, x: torch.Tensor, eps: float = 1e-6) -> torch.
     return ((plus - minus) / (2 * eps)).pow(2).sum((1, 2))
 
 
-@pytest.mark.parametrize("hidden", ["", "12,7"])
+@pytest.mark.parametrize("hidden", ["[]", "12,7"])
 def test_contractive_penalty_matches_finite_differences(hidden):
     torch.manual_seed(0)
     config = model_config(name="contractive-ae", hidden=hidden, latent_dim=5,

@@ -53,7 +53,9 @@ def test_evaluate_with_k_and_max_points(run_dir, capsys):
     assert main(["evaluate", str(run_dir), "--k", "8", "--max-points", "40", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["is_samples"] == 8 and result["points"] == 40
-    assert json.loads((run_dir / "evaluation.json").read_text())["points"] == 40
+    # beside the run's own evaluation.json (all 250 test points), not over it
+    assert json.loads((run_dir / "evaluation-test-k8-n40.json").read_text())["points"] == 40
+    assert json.loads((run_dir / "evaluation.json").read_text())["points"] == 250
 
 
 def test_sample_plot_models_and_data(run_dir, tmp_path, capsys):

@@ -31,14 +31,18 @@ EXTRA: dict[str, dict[str, str]] = {
     "stacked-ae": {"pretrain_steps": "10"},
     "conv-ae": {"channels": "8,16"},
     "conv-vae": {"net.channels": "8,16"},
+    "hvae": {"latent_dims": "4,3", "layer_hidden": "16"},
 }
 STEPS = 60
 
 
 def config_for(name: str) -> Config:
-    overrides = {"dataset": "digits", "model": name, "latent_dim": "4", "epochs": "2",
-                 "is_samples": "8", **EXTRA.get(name, {})}
-    if any(key.endswith("hidden") for key in config_keys(MODELS[name].config_class)):
+    keys = config_keys(MODELS[name].config_class)
+    overrides = {"dataset": "digits", "model": name, "epochs": "2", "is_samples": "8"}
+    if "latent_dim" in keys:  # a hierarchical model sizes its layers in EXTRA instead
+        overrides["latent_dim"] = "4"
+    overrides.update(EXTRA.get(name, {}))
+    if any(key.endswith("hidden") for key in keys):
         overrides["hidden"] = "32"
     return apply_overrides(Config(), overrides)
 

@@ -516,7 +516,7 @@ def three(n=(8, 2, 2), shape=(3,), **extra) -> dict[str, np.ndarray]:
             "negative labels",
         ),
         (three(n=(8, 0, 2)), r"x_valid has shape \(0, 3\)"),
-        ({"x": np.array(["a"] * 20).reshape(10, 2)}, "dtype <U1; expected numbers"),
+        ({"x": np.array(["a"] * 20).reshape(10, 2)}, "dtype <U1; expected real numbers"),
     ],
 )
 def test_bad_user_arrays(tmp_path, arrays, message):

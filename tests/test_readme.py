@@ -23,3 +23,10 @@ def test_shipped_configs_load():
 
     for path in sorted((ROOT / "configs").glob("*.toml")):
         load_config(path)
+
+
+def test_readme_commands_are_one_per_line_not_a_pipe():
+    readme = (ROOT / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        for line in block.splitlines():
+            assert "| aevb" not in line.split("#")[0], line

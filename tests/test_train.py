@@ -255,3 +255,27 @@ def test_the_best_checkpoint_is_chosen_on_the_elbo_not_the_weighted_loss(tmp_pat
     _, header = read_checkpoint(checkpoint_path(tmp_path / "run", "best"))
     assert header["selection"] == ["elbo", "max"]
     assert header["best_value"] == max(elbos)
+
+
+def test_the_iwae_learning_rate_schedule_sets_each_steps_rate(tmp_path, monkeypatch):
+    """The loop hands the optimizer lr * factor(step) at every step, the step the model sees,
+    and Adam gets train.adam_eps."""
+    from aevb.schedules import iwae_learning_rate_factor
+
+    seen: list[tuple[int, float, float]] = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        group = self.param_groups[0]
+        seen.append((len(seen), group["lr"], group["eps"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(small_config(epochs=3, lr=0.01, lr_schedule="iwae", adam_eps=1e-4),
+          tmp_path / "run", progress=False)
+    total = 3 * 26
+    assert len(seen) == total
+    for index, lr, eps in seen:
+        assert lr == pytest.approx(0.01 * iwae_learning_rate_factor(Step(index, total)))
+        assert eps == 1e-4
+    assert seen[0][1] == 0.01 and seen[-1][1] == pytest.approx(0.01 * 10 ** (-7 / 7))

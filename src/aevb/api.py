@@ -23,9 +23,11 @@ import torch
 
 from .checkpoint import checkpoint_path, load_model
 from .config import Config, DataConfig, apply_overrides
+from .data import Dataset
 from .errors import AevbError, CheckpointError
-from .figures import read_history
+from .figures import draw_run_figures, read_history
 from .models import Batch, Conditional, Encoder, Generative, Likelihood, Model
+from .report import write_report
 from .training import train
 
 __all__ = ["Fitted", "fit", "load"]
@@ -65,6 +67,7 @@ def fit(
     binarized and a model with a likelihood gets ``gaussian-learned``; grey levels in [0, 1]
     that are not binarized get ``continuous-bernoulli``. Without ``run_dir`` the run lives in
     a temporary directory, removed when the result is garbage-collected (unless saved).
+    A run directory (``run_dir``, or ``save``) gets the run's pictures and ``report.md``.
     """
     base = config or Config()
     overrides = {"model": model or base.model.name, **overrides}
@@ -80,6 +83,8 @@ def fit(
             _write_arrays(path, x, _labels(y), None if c is None else _as_tensor(c))
         result = train(run_config, path, progress=progress)
         _, best, _ = load_model(path, "best", result.device)
+        if not temporary:
+            _write_pictures_and_report(path, result.dataset, result.device)
     except BaseException:
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
@@ -195,6 +200,8 @@ class Fitted:
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise AevbError(f"cannot save to {target}: it exists and is not an empty directory")
         shutil.copytree(self._run_dir, target, dirs_exist_ok=True)
+        if not (target / "report.md").exists():  # a temporary run has none yet
+            _write_pictures_and_report(target, None, self._device)
         if self._cleanup is not None:
             self._cleanup()
             self._cleanup, self._run_dir = None, target
@@ -263,6 +270,16 @@ class Fitted:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             yield
+
+
+def _write_pictures_and_report(run_dir: Path, dataset: Dataset | None,
+                               device: torch.device) -> None:
+    """A saved run as the CLI leaves one: its pictures (unless ``eval.plots`` is off) and
+    ``report.md`` (no test evaluation: ``aevb evaluate RUN`` adds it)."""
+    config, _, _ = load_model(run_dir, "best", device)
+    if config.eval.plots:
+        draw_run_figures(run_dir, dataset, device)
+    write_report(run_dir)
 
 
 def _as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:

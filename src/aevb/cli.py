@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Sequence
+import typing
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,39 @@ EXAMPLES = """examples:
   aevb compare --dataset digits --models ae,pca,denoising-ae --epochs 5 --out runs/ae-compare
   aevb sweep --beta 0.1,0.3,1,3,10 --dataset digits --binarize none --likelihood gaussian-fixed
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are ``aevb: error: ...`` on one line, exit status 2, as ours."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{message} (`{self.prog} --help` lists the options)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block (a command's ``--threads``)."""
+    if not count:
+        yield
+        return
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
@@ -112,10 +148,10 @@ def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     # First, so that a model or dataset it cannot judge fails before the long evaluation.
     quality = _sample_quality(args, config) if args.sample_quality else {}
     result = evaluate_run(args.run, eval_config, args.split, args.checkpoint,
-                          progress=not (args.json or args.quiet))
+                          progress=not (args.json or args.quiet), data_name=args.dataset)
     if quality:
         result.update(quality)
-        atomic_write_text(Path(args.run) / "evaluation.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(args.run) / result["file"], json.dumps(result, indent=2) + "\n")
     write_report(args.run)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -123,6 +159,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
         _print_evaluation(result)
         if quality:
             _print_quality(quality)
+        print(f"written to {Path(args.run) / result['file']}")
     return 0
 
 
@@ -136,8 +173,9 @@ def _sample_quality(args: argparse.Namespace, config: Any) -> dict[str, Any]:
 
     _, model, _ = load_model(args.run, args.checkpoint)
     # Grey levels, every training image: the classifier must not depend on the run's binarization.
-    data = load_dataset(replace(config.data, binarize="none", train_size=None,
-                                labelled=None), base_dir=args.run)
+    data = load_dataset(replace(config.data, name=args.dataset or config.data.name,
+                                binarize="none", train_size=None, labelled=None),
+                        base_dir=args.run)
     return sample_quality(model, data, n=args.quality_samples, seed=config.train.seed,
                           cache_dir=config.data.cache_dir)
 
@@ -170,23 +208,30 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
             raise AevbError(f"--label {args.label} is no class of this model"
                             f" (0..{model.classes - 1})")
         condition, source = model.condition_of(torch.tensor(args.label)), f"p(z|y={args.label})"
+    # Never over the run's own samples.png (training draws it): a file of its own by default.
+    label = "" if args.label is None else f"-label{args.label}"
+    last = "-last" if args.checkpoint == "last" else ""
+    out = Path(args.out or Path(args.run) / f"samples-n{args.n}-seed{args.seed}{label}{last}.png")
+    if not out.parent.is_dir():
+        raise AevbError(f"directory {out.parent} does not exist")
     torch.manual_seed(args.seed)
     with torch.no_grad():
         samples = model.sample(args.n, condition).numpy()
-    out = Path(args.out or Path(args.run) / "samples.png")
     if out.suffix == ".npy":
         np.save(out, samples)
     else:
         plots.image_grid(samples, out, title=f"{args.n} samples from {source}")
-    print(out)
+    print(f"{args.n} samples written to {out}")
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .report import write_report
+    from .rundir import locked
 
-    _draw(Path(args.run))
-    print(write_report(args.run))
+    with locked(args.run):  # one writer at a time: a training run may be drawing too
+        _draw(Path(args.run))
+        print(write_report(args.run))
     return 0
 
 
@@ -199,11 +244,26 @@ def _cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 0
     if not args.name:
         raise AevbError(f"aevb data {args.action} needs a dataset name")
+    # a folder of images is read as train reads it: --image-channels, --image-size H,W
+    size = _sizes(args.image_size)
     if args.action == "fetch":
-        print(data.fetch(args.name, args.cache_dir or ""))
+        print(data.fetch(args.name, args.cache_dir or "", channels=args.image_channels,
+                         image_size=size))
     else:
-        print(json.dumps(data.dataset_info(args.name, args.cache_dir or ""), indent=2, default=str))
+        info = data.dataset_info(args.name, args.cache_dir or "", args.image_channels, size)
+        print(json.dumps(info, indent=2, default=str))
     return 0
+
+
+def _sizes(text: str | None) -> tuple[int, ...]:
+    """``--image-size 32,32`` as a checked (H, W) (empty: each folder's first image's size)."""
+    from .config import DataConfig
+
+    try:
+        size = tuple(int(v) for v in (text or "").split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--image-size takes H,W, got {text!r}") from None
+    return DataConfig(image_size=size).image_size
 
 
 def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -212,7 +272,8 @@ def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     config = apply_overrides(load_config(args.config) if args.config else Config(),
                              _parse_overrides(extra))
-    models = [m for m in args.models.split(",") if m] if args.models else list(AUTOENCODERS)
+    models = [m for m in args.models.split(",") if m] if args.models is not None else list(
+        AUTOENCODERS)
     out = Path(args.out or f"runs/compare-{Path(config.data.name).stem}-"
                f"{time.strftime('%Y%m%d-%H%M%S')}")
     table = comparison_table(compare_models(config, models, out, progress=not args.quiet))
@@ -232,6 +293,9 @@ def _cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
         betas = [float(b) for b in args.beta.split(",") if b]
     except ValueError:
         raise ConfigError(f"--beta takes comma-separated numbers, got {args.beta!r}") from None
+    for beta in betas:  # each one checked before the first run trains
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"--beta takes finite numbers >= 0, got {beta}")
     out = Path(args.out or f"runs/sweep-{Path(config.data.name).stem}-"
                f"{time.strftime('%Y%m%d-%H%M%S')}")
     print(sweep_table(sweep(config, betas, out, progress=not args.quiet)), end="")
@@ -257,7 +321,7 @@ def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aevb", description="Autoencoders and variational autoencoders (AEVB) on PyTorch.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -276,39 +340,55 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(handler=_cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="test ELBO and importance-sampled log p(x)")
+    # --threads for the commands without config overrides (train, compare, sweep: a config key)
+    threads = _Parser(add_help=False)
+    threads.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test ELBO and importance-sampled log p(x)", parents=[threads],
+        description="Evaluate a run's checkpoint. The run's own evaluation (test split, its K"
+        " and points, best checkpoint) is RUN/evaluation.json, which the report shows; any other"
+        " is written beside it, named by what differs (RUN/evaluation-valid-k10.json).")
     evaluate.add_argument("run", help="a run directory")
-    evaluate.add_argument("--k", type=int, help="importance samples K (default: the run's eval.is_samples)")
+    evaluate.add_argument("--k", type=_positive_int,
+                          help="importance samples K (default: the run's eval.is_samples)")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    evaluate.add_argument("--max-points", type=int, help="evaluate only the first N points")
+    evaluate.add_argument("--max-points", type=_positive_int,
+                          help="evaluate only the first N points")
+    evaluate.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument("--sample-quality", action="store_true",
                           help="also a Fréchet distance of samples to the test set in the features"
                           " of a classifier trained (once, cached) on the dataset: labelled data")
-    evaluate.add_argument("--quality-samples", type=int, default=10_000,
+    evaluate.add_argument("--quality-samples", type=_positive_int, default=10_000,
                           help="samples drawn for --sample-quality (default 10000)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    sample = commands.add_parser("sample", help="decode samples from the prior")
+    sample = commands.add_parser("sample", help="decode samples from the prior", parents=[threads])
     sample.add_argument("run", help="a run directory")
-    sample.add_argument("--n", type=int, default=64, help="how many samples")
-    sample.add_argument("--out", help="a .png grid or a .npy array (default: RUN/samples.png)")
+    sample.add_argument("--n", type=_positive_int, default=64, help="how many samples")
+    sample.add_argument("--out", help="a .png grid or a .npy array in an existing directory"
+                        " (default: RUN/samples-nN-seedS.png)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--label", type=int,
                         help="draw samples of this class (a model conditioned on labels)")
     sample.add_argument("--checkpoint", default="best", choices=["best", "last"])
     sample.set_defaults(handler=_cmd_sample)
 
-    plot = commands.add_parser("plot", help="redraw a run's pictures and report")
+    plot = commands.add_parser("plot", help="redraw a run's pictures and report",
+                               parents=[threads])
     plot.add_argument("run", help="a run directory")
     plot.set_defaults(handler=_cmd_plot)
 
-    data = commands.add_parser("data", help="list, fetch or describe datasets")
+    data = commands.add_parser("data", help="list, fetch or describe datasets", parents=[threads])
     data.add_argument("action", choices=["list", "fetch", "info"])
     data.add_argument("name", nargs="?", help="a dataset name")
     data.add_argument("--cache-dir", help="where data is kept (default: $AEVB_CACHE or ~/.cache/aevb)")
+    data.add_argument("--image-channels", type=int, choices=[1, 3], default=1,
+                      help="a folder of images: 1 (grey) or 3 (RGB), as data.image_channels")
+    data.add_argument("--image-size", help="a folder of images: resize to H,W (data.image_size)")
     data.set_defaults(handler=_cmd_data)
 
     compare = commands.add_parser(
@@ -337,7 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=_cmd_sweep)
 
-    models = commands.add_parser("models", help="list the models, or one model's config keys")
+    models = commands.add_parser("models", help="list the models, or one model's config keys",
+                                 parents=[threads])
     models.add_argument("name", nargs="?", help="a model: print its keys, defaults and docs")
     models.set_defaults(handler=_cmd_models)
     return parser
@@ -382,9 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in flags:
         own, extra = _split_argv(argv[1:], flags[argv[0]])
         argv = [argv[0], *own]
-    args = parser.parse_args(argv)
     try:
-        return args.handler(args, extra)
+        args = parser.parse_args(argv)
+        with _threads(getattr(args, "threads", None)):
+            return int(args.handler(args, extra))
     except AevbError as error:
         print(f"aevb: error: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import Config, apply_overrides
 from .data import Dataset, load_dataset
+from .errors import ConfigError
 from .evaluate import evaluate_run
 from .figures import draw_run_figures
 from .models import MODELS, Likelihood
@@ -41,12 +42,17 @@ def compare_models(
     checkpoints included) and the test reconstruction errors (squared error per pixel and per
     image) of its best checkpoint.
     """
+    # Every name and config checked before anything is created or trained: each name is a
+    # registered model, so also a plain directory name under out_dir.
+    if not models or len(set(models)) != len(models):
+        raise ConfigError(f"compare needs one or more different models, got {list(models)}")
+    configs = [apply_overrides(config, {"model": name}) for name in models]
     out_dir = Path(out_dir)
     dataset = dataset or load_dataset(config.data)
     rows = []
-    for name in models:
+    for name, model_config in zip(models, configs, strict=True):
         result, evaluation, seconds = train_and_evaluate(
-            apply_overrides(config, {"model": name}), out_dir / name, progress, dataset)
+            model_config, out_dir / name, progress, dataset)
         rows.append({
             "model": name,
             "code_size": evaluation["latent_dim"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import math
 import sys
 import textwrap
 import types
@@ -51,6 +52,7 @@ __all__ = [
 BINARIZE_MODES = ("none", "static", "dynamic", "threshold")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 PRECISIONS = ("auto", "float32", "bfloat16")
+LR_SCHEDULES = ("constant", "iwae")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,11 @@ def model_config(name: str = "vae", **values: Any) -> Any:
 class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    """constant | iwae (Burda et al. 2016: 3^i passes at lr * 10^(-i/7), i = 0..7, the
+    stages scaled to the run's planned steps)."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon (the IWAE paper: 1e-4)."""
     weight_decay: float = 0.0
     """L2 decay; the paper's N(0, I) prior on the parameters."""
     batch_size: int = 100
@@ -118,6 +125,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.precision", self.precision, PRECISIONS)
+        check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_positive("train.adam_eps", self.adam_eps)
         check_positive("train.lr", self.lr)
         check_positive("train.batch_size", self.batch_size)
         check_positive("train.epochs", self.epochs)
@@ -179,6 +188,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if origin is tuple:
         (item_type, _) = typing.get_args(annotation)
         if isinstance(value, str):
+            if not value.strip():  # --hidden "" is a slip; no layers at all is said as []
+                raise ConfigError(f"{key} must be a comma-separated list such as 400,400; got"
+                                  " an empty string (write [] for an empty list)")
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # hidden=64 from Python means one layer of 64
@@ -192,34 +204,24 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
+        integer = _integer(value)
+        if integer is None:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    as_float = float(value)
-                except ValueError:
-                    as_float = None
-                if as_float is not None and as_float.is_integer():
-                    return int(as_float)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if abs(integer) >= 2**63:  # torch sizes and seeds are 64-bit
+            raise ConfigError(f"{key} is too large, got {value!r}")
+        return integer
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+                number = float(value)
+            except (ValueError, OverflowError):
+                number = math.inf if isinstance(value, int) else None
+        if number is None:
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):  # nan passes every range check; inf is no setting
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if isinstance(annotation, type) and is_dataclass(annotation):
         kind = getattr(annotation, "kind", None)
         if isinstance(value, str) and kind is not None:
@@ -233,6 +235,25 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     raise ConfigError(f"{key}: unsupported type {annotation}")  # pragma: no cover
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int where that is lossless (2, 2.0, "2", "2_000", "1e3"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _section_from_dict(cls: type, data: Any, prefix: str) -> Any:

@@ -330,14 +330,28 @@ def _read(
     return {**arrays, **as_float}, source, path
 
 
+NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")
+"""How a .npy file and a .npz (zip) file begin."""
+
+
 def _load_npz(path: Path) -> Arrays:
     try:
+        with path.open("rb") as handle:
+            head = handle.read(6)
+        if not head.startswith(NUMPY_MAGIC):
+            raise DataError(f"{path} is not a .npy/.npz array file (save arrays with numpy.save"
+                            " or numpy.savez)")
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return {"x": loaded}
         with loaded:
             return {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise DataError(f"cannot read {path} (corrupt?): {error}") from None
+        raise DataError(f"{path} holds Python objects, not arrays of numbers; aevb loads no"
+                        " pickles") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {path} (corrupt, or not a numpy file?): {error}") from None
 
 
@@ -374,6 +388,10 @@ def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
     return arrays
 
 
+REAL_KINDS = "biuf"
+"""numpy dtype kinds of data: bool, signed and unsigned integers, floats (not complex)."""
+
+
 def _check_arrays(name: str, arrays: Arrays) -> None:
     """Raise DataError for anything a model could not train on; see the messages."""
     event_shapes = set()
@@ -386,8 +404,8 @@ def _check_arrays(name: str, arrays: Arrays) -> None:
                 f"{name}: x_{s} has shape {x.shape}; expected (N, *event_shape) with N >= 1 "
                 "(one example per row)"
             )
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            raise DataError(f"{name}: x_{s} has dtype {x.dtype}; expected numbers")
+        if x.dtype.kind not in REAL_KINDS:
+            raise DataError(f"{name}: x_{s} has dtype {x.dtype}; expected real numbers")
         event_shapes.add(x.shape[1:])
         if np.issubdtype(x.dtype, np.inexact):
             nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
@@ -417,7 +435,7 @@ def _check_conditions(name: str, split: str, arrays: Arrays, n: int) -> None:
     if c is None or c_train is None:
         return
     if (c.ndim != 2 or c.shape[0] != n or c.shape[1] != c_train.shape[1] or c.shape[1] == 0
-            or not np.issubdtype(c.dtype, np.number)):
+            or c.dtype.kind not in REAL_KINDS):
         raise DataError(f"{name}: c_{split} has shape {c.shape} and dtype {c.dtype}; expected a"
                         f" number matrix ({n}, C), C as in c_train")
     if not np.isfinite(c).all():

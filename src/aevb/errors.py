@@ -37,6 +37,6 @@ def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
 
 
 def check_positive(key: str, value: float | None) -> None:
-    """Raise a ConfigError naming ``key`` if ``value`` is given and not above 0."""
-    if value is not None and value <= 0:
+    """Raise a ConfigError naming ``key`` if ``value`` is given and not above 0 (NaN too)."""
+    if value is not None and not value > 0:
         raise ConfigError(f"{key} must be positive, got {value}")

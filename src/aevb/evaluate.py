@@ -15,24 +15,28 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from . import rundir
 from .checkpoint import load_model
 from .config import EvalConfig
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError
 from .files import atomic_write_text
-from .models import Batch, Classifier, Encoder, Likelihood, Model, Step
+from .models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
+from .resume import check_same_data
 from .training import split_batch
 
 __all__ = [
     "active_units",
     "evaluate_model",
     "evaluate_run",
+    "evaluation_file",
     "log_likelihood",
     "mean_and_standard_error",
 ]
@@ -100,7 +104,8 @@ def evaluate_model(
     """Evaluate ``model`` on (the first ``config.max_points`` of) ``split``.
 
     A classifier gets its classification error on the labelled points; a model with an
-    encoder gets reconstruction errors and active units; a model with a
+    encoder gets reconstruction errors and active units (a hierarchical one, per layer too:
+    ``active_units_z1`` …); a model with a
     likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
     has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
     K = ``config.is_samples``. A model without a likelihood gets the means of its own training
@@ -124,6 +129,9 @@ def evaluate_model(
             batch = split_batch(split, index)
             for name, value in _batch_columns(model, batch, config.is_samples, step).items():
                 columns.setdefault(name, []).append(value.float().cpu())
+            if isinstance(model, Hierarchical):
+                for name, code in model.encode_layers(batch).items():
+                    columns.setdefault(f"layer:{name}", []).append(code.float().cpu())
     joined = {name: torch.cat(parts).double() for name, parts in columns.items()}
     result: dict[str, Any] = {"points": n}
     if likelihood:
@@ -152,10 +160,34 @@ def evaluate_model(
             recon_error_per_image=joined["sq_image"].mean().item(),
             active_units=active_units(joined["code"]),
         )
+    result.update({f"active_units_{name[6:]}": active_units(codes)
+                   for name, codes in joined.items() if name.startswith("layer:")})
     if "misclassified" in joined and len(joined["misclassified"]):
         result["classification_error"] = joined["misclassified"].mean().item()
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def evaluation_file(
+    run_eval: EvalConfig, config: EvalConfig, split: str = "test", which: str = "best",
+    data_name: str | None = None,
+) -> str:
+    """The file an evaluation is written to: ``evaluation.json`` for the run's own one (the
+    test split, the run's K and points, the best checkpoint, its own data), which the report
+    shows; any other beside it, named by what differs: ``evaluation-valid-k10-last.json``."""
+    differs = []
+    if config.is_samples != run_eval.is_samples:
+        differs.append(f"k{config.is_samples}")
+    if config.max_points != run_eval.max_points:
+        differs.append(f"n{config.max_points}")
+    if which != "best":
+        differs.append(which)
+    if data_name is not None:
+        differs.append("".join(c if c.isalnum() or c in "-_" else "_"
+                               for c in Path(data_name).stem))
+    if split == "test" and not differs:
+        return "evaluation.json"
+    return "-".join(["evaluation", split, *differs]) + ".json"
 
 
 def evaluate_run(
@@ -166,22 +198,33 @@ def evaluate_run(
     progress: bool = True,
     dataset: Dataset | None = None,
     device: str | torch.device = "cpu",
+    data_name: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint and write ``evaluation.json`` (the split's name in it)."""
+    """Evaluate a run's checkpoint and write it to ``evaluation_file(...)`` in the run
+    directory (the split's name and the file's in it). ``data_name``: evaluate on that dataset
+    (a name or a path) instead of the run's own."""
     run_config, model, header = load_model(run_dir, which, device)
     config = config or run_config.eval
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
-    dataset = (dataset or load_dataset(run_config.data, base_dir=run_dir)).to(device)
+    data_config = run_config.data if data_name is None else replace(run_config.data,
+                                                                      name=data_name)
+    dataset = (dataset or load_dataset(data_config, base_dir=run_dir)).to(device)
+    if data_name is None:  # the run's own data must be the data it trained on
+        check_same_data(header, dataset, data_config.name,
+                        "pass --dataset to evaluate this run on other data")
+    file = evaluation_file(run_config.eval, config, split, which, data_name)
     steps = int(header.get("step") or 1)
     # the schedule as at the step whose update gave these weights (as validation had it)
     step = Step(steps - 1, int(header.get("schedule_steps") or steps))
     result = {
         "split": split,
+        "file": file,
         "checkpoint": which,
         "epoch": header.get("epoch"),
         **evaluate_model(model, getattr(dataset, split), config, progress, run_config.train.seed,
                          step),
     }
-    atomic_write_text(Path(run_dir) / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    with rundir.locked(run_dir):
+        atomic_write_text(Path(run_dir) / file, json.dumps(result, indent=2) + "\n")
     return result

@@ -15,8 +15,17 @@ import torch
 
 from . import plots
 from .checkpoint import load_model
-from .data import Dataset, load_dataset
-from .models import Batch, Conditional, Corrupting, Encoder, Generative, Likelihood, Model
+from .data import Dataset, Split, load_dataset
+from .models import (
+    Batch,
+    Conditional,
+    Corrupting,
+    Encoder,
+    Generative,
+    Hierarchical,
+    Likelihood,
+    Model,
+)
 from .training import split_batch
 
 __all__ = ["draw_figures", "draw_run_figures", "read_history"]
@@ -63,6 +72,8 @@ def draw_figures(
     - a prior (generative): samples, and for a 2-D code the manifold (Kingma & Welling 2014,
       Fig. 4) over Gaussian quantiles;
     - a likelihood: the KL of each latent dimension (from ``evaluation.json``);
+    - stochastic layers (hierarchical): the scatter of each layer's test codes, and what each
+      layer holds: test images regenerated with the layers above one kept;
     - a condition that encodes class labels (generative): samples of each class; with an
       encoder, analogies (test images decoded with every class); for a 2-D code, the manifold
       of three classes side by side (Sohn et al. 2015; Kingma et al. 2014, fig. 1);
@@ -125,6 +136,8 @@ def draw_figures(
             _numpy(codes), labels, run_dir / "latent.png",
             title=f"Encoder means of {n} test points",
         ))
+        if isinstance(model, Hierarchical):
+            written += _layer_pictures(run_dir, model, test, n, labels, images)
         if images and isinstance(model, Generative) and codes.shape[1] == 2:
             grid = plots.manifold_quantiles(manifold_size)
             axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
@@ -170,6 +183,33 @@ def _class_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
             title="Analogies: input, then its code decoded with class "
                   f"0..{model.classes - 1}",
         ))
+    return written
+
+
+def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
+                    labels: np.ndarray | None, images: bool) -> list[Path]:
+    """latent_<layer>.png for each layer and, for images, layers.png: for 4 test images, one
+    row per layer l with the input, then decoder means with z_{l+1}..zn kept at the image's
+    posterior means and z_l..z1 drawn from the generative model."""
+    index = torch.arange(n, device=test.x.device)
+    parts = [model.encode_layers(split_batch(test, index[i : i + 500])) for i in range(0, n, 500)]
+    written = [plots.latent_scatter(
+        _numpy(torch.cat([part[name] for part in parts])), labels,
+        run_dir / f"latent_{name}.png", title=f"Posterior means of layer {name}, {n} test points",
+    ) for name in parts[0]]
+    if not images:
+        return written
+    batch = split_batch(test, index[:4])
+    layers = len(parts[0])
+    drawn = [model.resample_below(batch, layer, 8) for layer in range(1, layers + 1)]
+    kept = [f"z{layer + 1}" + (f"..z{layers}" if layer + 1 < layers else "") + " kept"
+            for layer in range(1, layers)] + ["nothing kept"]
+    rows = {f"#{i}: {kept[layer]}": _numpy(torch.cat([batch.x[i : i + 1], drawn[layer][:, i]]))
+            for i in range(len(batch.x)) for layer in range(layers)}
+    written.append(plots.comparison_grid(
+        rows, run_dir / "layers.png",
+        title="What each layer holds: input, then the layers below the kept ones redrawn",
+    ))
     return written
 
 

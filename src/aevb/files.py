@@ -11,9 +11,9 @@ import hashlib
 import http.client
 import os
 import pickle
+import secrets
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -33,7 +33,9 @@ except ImportError:  # pragma: no cover - numpy 1.x
 __all__ = [
     "atomic_file",
     "atomic_write_text",
+    "create_new",
     "download",
+    "fsync_dir",
     "pip_download",
     "read_idx",
     "save_verified",
@@ -41,23 +43,53 @@ __all__ = [
 ]
 
 
+def create_new(path: Path, exclusive: bool = True) -> int:
+    """Open ``path`` for writing with mode 0o666 less the umask, as ``open`` would.
+
+    ``tempfile.mkstemp`` makes files private (0o600) whatever the umask; run files and cached
+    data must get the permissions the user asked for (0o644 under umask 022, 0o600 under 077).
+    The kernel applies the umask, so it is never read or changed (it is process-wide).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    flags |= os.O_EXCL if exclusive else os.O_TRUNC
+    return os.open(path, flags, 0o666)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make renames and deletions in the directory ``path`` durable (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_file(dest: str | Path) -> Iterator[IO[bytes]]:
-    """A temp file beside ``dest``, flushed to disk and renamed over it on success, deleted on
-    any error (an interrupt included): readers see the old file or the new one, never half."""
+    """A temp file ``.NAME.RANDOM.part`` beside ``dest``, flushed to disk and renamed over it
+    on success, deleted on any error (an interrupt included): readers see the old file or the
+    new one, never half. The file gets the user's umask."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    while True:
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        try:
+            fd = create_new(tmp)
+            break
+        except FileExistsError:
+            continue
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files and cached data need not be
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, dest)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(dest.parent)
 
 
 def atomic_write_text(dest: str | Path, text: str) -> None:

@@ -1,8 +1,8 @@
 """A run directory as a Markdown report: key config, results, how to read them, and pictures.
 
 Reads only files (``config.toml``, ``metrics.csv``, ``evaluation.json``,
-``checkpoints/best.json``, ``*.png``), so it needs neither torch nor the model; every file but
-the config may be missing and its section is then left out.
+``checkpoints/best.json`` and ``last.json``, ``*.png``), so it needs neither torch nor the
+model; every file but the config may be missing and its section is then left out.
 """
 
 from __future__ import annotations
@@ -179,10 +179,24 @@ def _text(value: Any) -> str:
     return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
+def _changes_lines(changes: Any) -> list[str]:
+    """The settings changed when the run was resumed (``changes`` of its checkpoints), as
+    "lr 0.04 → 0.0001 at epoch 6"."""
+    if not isinstance(changes, list) or not changes:
+        return []
+    lines = ["Changed when the run was resumed (the table shows the values now):", ""]
+    for change in changes:
+        if isinstance(change, dict):
+            lines.append(f"- {change.get('key')} {_text(change.get('old'))} →"
+                         f" {_text(change.get('new'))} at epoch {change.get('epoch')}")
+    return [*lines, ""]
+
+
 def _config_section(
     config: dict[str, Any],
     metrics: list[dict[str, str]],
     best: dict[str, Any] | None = None,
+    last: dict[str, Any] | None = None,
 ) -> list[str]:
     rows = []
     for section, key, name in RUN_ROWS:
@@ -201,6 +215,7 @@ def _config_section(
         rows.append(["epochs run", text])
     model = [[f"`{key}`", _text(value)] for key, value in _flat(config.get("model", {}))]
     return ["## Configuration", "", *_table(["setting", "value"], rows), "",
+            *_changes_lines((last or best or {}).get("changes")),
             "The model, as `[model]` in `config.toml`:", "",
             *_table(["key", "value"], model), ""]
 
@@ -320,6 +335,7 @@ def write_report(run_dir: str | Path) -> Path:
     metrics = _read_metrics(run_dir / "metrics.csv")
     evaluation = _read_json(run_dir / "evaluation.json")
     best = _read_json(run_dir / "checkpoints" / "best.json")
+    last = _read_json(run_dir / "checkpoints" / "last.json")
 
     model = config.get("model", {}).get("name", "model")
     dataset = Path(str(config.get("data", {}).get("name", "data"))).name
@@ -328,7 +344,7 @@ def write_report(run_dir: str | Path) -> Path:
     likelihood = any("elbo" in key for row in metrics[:1] for key in row) or (
         "elbo_nats" in (evaluation or {})
     )
-    lines += _config_section(config, metrics, best)
+    lines += _config_section(config, metrics, best, last)
     results: list[str] = []
     if metrics or best is not None:
         results += _training_section(metrics, best)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Step", "linear_warmup"]
+__all__ = ["IWAE_STAGES", "Step", "iwae_learning_rate_factor", "linear_warmup"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +34,23 @@ def linear_warmup(step: Step, fraction: float) -> float:
     if fraction <= 0:
         return 1.0
     return min(1.0, step.fraction / fraction)
+
+
+IWAE_STAGES = 8
+"""Burda et al. (2016), sec. 5: stage i = 0..7 lasts 3^i passes, 3280 passes in all."""
+
+
+def iwae_learning_rate_factor(step: Step) -> float:
+    """The IWAE paper's learning-rate schedule as a factor on the base rate: 10^(-i/7) in
+    stage i, where stage i ends at the fraction sum_{j<=i} 3^j / 3280 of the run.
+
+    Burda et al. train 3^i passes at 1e-3 * 10^(-i/7) for i = 0..7; as a fraction of the run,
+    a shorter or longer budget keeps the stages' proportions.
+    """
+    total = sum(3**i for i in range(IWAE_STAGES))
+    passes = step.fraction * total
+    stage, end = 0, 1
+    while stage < IWAE_STAGES - 1 and passes >= end:
+        stage += 1
+        end += 3**stage
+    return 10 ** (-stage / 7)

@@ -2,10 +2,11 @@
 
 Minibatches are index slices of a device-resident tensor (no DataLoader, no per-example
 Python), metrics are summed on the device and read once per epoch, and each epoch ends with a
-validation pass at the current step and an atomic checkpoint. The model's ``selection`` metric
-picks the best checkpoint and drives early stopping. The run's planned number of steps is fixed
-when it starts and kept in its checkpoints, so schedules do not shift when a run is resumed or
-extended. This is the paper's minibatch AEVB algorithm (Algorithm 1) when the model is a VAE.
+validation pass at the current step and one atomic commit of its checkpoints and metrics
+(:mod:`aevb.rundir`). The model's ``selection`` metric picks the best checkpoint and drives
+early stopping. The run's planned number of steps is fixed when it starts and kept in its
+checkpoints, so schedules do not shift when a run is resumed or extended. This is the paper's
+minibatch AEVB algorithm (Algorithm 1) when the model is a VAE.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_path, save_checkpoint
+from . import rundir
+from .checkpoint import checkpoint_path, encode_checkpoint
 from .config import Config, TrainConfig, dump_toml
 from .data import Dataset, Split, load_dataset
 from .errors import AevbError, CheckpointError, ConfigError
-from .files import atomic_write_text
+from .memory import check_model_fits
 from .models import Batch, ClosedForm, DataSpec, Model, Step, build_model
-from .resume import restore_run
+from .resume import data_fingerprint, restore_run
+from .schedules import iwae_learning_rate_factor
 
 __all__ = [
     "TrainResult",
@@ -87,7 +90,7 @@ def make_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimize
     if parameters and all(p.device.type in ("cpu", "cuda") for p in parameters):
         kwargs["fused"] = True
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, **kwargs)
+        return torch.optim.Adam(parameters, eps=config.adam_eps, **kwargs)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(parameters, **kwargs)
     return torch.optim.SGD(parameters, **kwargs)
@@ -133,7 +136,12 @@ def validate(
     return {name: (total / len(split)).item() for name, total in sums.items()}
 
 
-def _write_metrics_csv(run_dir: Path, history: list[dict[str, float]]) -> None:
+RUN_FILES = ("config.toml", "metrics.csv", rundir.LOCK, rundir.JOURNAL,
+             *(f"checkpoints/{w}.{e}" for w in ("last", "best") for e in ("safetensors", "json")))
+"""Every file training writes, relative to the run directory."""
+
+
+def _write_metrics_csv(tx: rundir.Transaction, history: list[dict[str, float]]) -> None:
     if not history:
         return
     columns = list(dict.fromkeys(k for row in history for k in row))
@@ -141,24 +149,41 @@ def _write_metrics_csv(run_dir: Path, history: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
+    tx.write("metrics.csv", buffer.getvalue())
+
+
+def _write_checkpoint(tx: rundir.Transaction, which: str, model: Model,
+                      optimizer: torch.optim.Optimizer | None, config: Config,
+                      meta: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
+    data, readable = encode_checkpoint(model, optimizer, config, meta, rng)
+    path = checkpoint_path(tx.run_dir, which)
+    tx.write(path, data)
+    tx.write(path.with_suffix(".json"), readable)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Fail before any work unless the run can be written where it is asked to be."""
+    if resume and not run_dir.is_dir():
+        raise CheckpointError(f"cannot resume: there is no run directory {run_dir}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as error:
         raise CheckpointError(f"run directory {run_dir} is not writable: {error.strerror}") from None
+    rundir.check_writable(run_dir, RUN_FILES)
+
+
+def _restorable(run_dir: Path, resume: bool) -> bool:
+    """Whether the loop continues a committed epoch; called holding the lock, once recovered.
+
+    ``resume`` with no committed epoch starts the run from scratch: a run killed before its
+    first epoch ended has nothing to continue, and a resumed run is then the same as a new one.
+    """
     has_run = checkpoint_path(run_dir, "last").exists()
-    if resume and not has_run:
-        raise CheckpointError(f"cannot resume: no checkpoint in {run_dir / 'checkpoints'}")
     if not resume and has_run:
         raise CheckpointError(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
         )
+    return has_run
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -207,27 +232,33 @@ def train(
     """Train ``config.model`` on ``config.data``, writing checkpoints and metrics to ``run_dir``.
 
     With ``resume`` the run continues from ``checkpoints/last``: same seed ⇒ the same weights as
-    a run that was never interrupted. The process-wide settings training changes (threads,
-    flush-denormal, the global seed) are restored when it returns.
+    a run that was never interrupted, however it was interrupted (each epoch's checkpoints and
+    metrics are committed together; see :mod:`aevb.rundir`); a run directory with no finished
+    epoch starts from scratch. The run directory is locked while training: a second process
+    writing into it fails at once with :class:`aevb.rundir.RunDirInUse`. The process-wide
+    settings training changes (threads, flush-denormal, the global seed) are restored when it
+    returns.
     """
-    with _process_settings(config.train.threads):
-        return _train(config, Path(run_dir), resume, progress, dataset)
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, resume)
+    with _process_settings(config.train.threads), rundir.locked(run_dir):
+        return _train(config, run_dir, _restorable(run_dir, resume), progress, dataset)
 
 
 def _train(
     config: Config,
     run_dir: Path,
-    resume: bool,
+    restore: bool,
     progress: bool,
     dataset: Dataset | None,
 ) -> TrainResult:
-    _prepare_run_dir(run_dir, resume)
     tc = config.train
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
 
     dataset = (dataset or load_dataset(config.data, base_dir=run_dir)).to(device)
     spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim)
+    check_model_fits(config, spec, device)
     model = build_model(config.model, spec).to(device)
     metric, mode = model.selection
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -247,12 +278,14 @@ def _train(
         total_steps = min(total_steps, steps_per_epoch)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "schedule_steps": total_steps,
                              "best_value": -math.inf if mode == "max" else math.inf,
-                             "best_epoch": 0, "history": []}
-    if resume:
+                             "best_epoch": 0, "history": [], "changes": [],
+                             "data_fingerprint": data_fingerprint(dataset)}
+    if restore:
         state.update(restore_run(run_dir, config, model, optimizer, generator, state))
-    atomic_write_text(run_dir / "config.toml", dump_toml(config))
+    with rundir.transaction(run_dir) as tx:
+        tx.write("config.toml", dump_toml(config))
 
-    if isinstance(model, ClosedForm) and not resume:
+    if isinstance(model, ClosedForm) and not restore:
         model.fit_data(train_split.x)
     bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), unit="batch",
                disable=not progress, dynamic_ncols=True, desc=f"train {config.model.name}")
@@ -271,6 +304,9 @@ def _train(
             with torch.autocast(device.type, precision, enabled=precision != torch.float32):
                 loss, metrics = model(batch, step)
             if optimizer is not None:
+                if tc.lr_schedule == "iwae":
+                    for group in optimizer.param_groups:
+                        group["lr"] = tc.lr * iwae_learning_rate_factor(step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -303,11 +339,11 @@ def _train(
         meta = {**state, "metrics": row, "selection": [metric, mode],
                 "metric_names": {k: list(v) for k, v in model.metric_names.items()},
                 "precision": str(precision).removeprefix("torch.")}
-        save_checkpoint(checkpoint_path(run_dir, "last"), model, optimizer, config, meta,
-                        _rng_state(generator))
-        if improved:
-            save_checkpoint(checkpoint_path(run_dir, "best"), model, None, config, meta)
-        _write_metrics_csv(run_dir, state["history"])
+        with rundir.transaction(run_dir) as tx:  # the epoch's files, all or none
+            _write_checkpoint(tx, "last", model, optimizer, config, meta, _rng_state(generator))
+            if improved:
+                _write_checkpoint(tx, "best", model, None, config, meta)
+            _write_metrics_csv(tx, state["history"])
         bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith("valid_")})
     bar.close()
     return TrainResult(run_dir, model, dataset, state["history"], state["best_epoch"], device)

@@ -26,6 +26,7 @@ from .base import (
     DataSpec,
     Encoder,
     Generative,
+    Hierarchical,
     Likelihood,
     Metrics,
     Model,
@@ -33,6 +34,7 @@ from .base import (
 )
 from .conv_vae import ConvVAE
 from .cvae import CVAE
+from .hvae import HVAE
 from .m2 import M2
 from .pca import PCA
 from .stacked import StackedAutoencoder
@@ -49,6 +51,7 @@ __all__ = [
     "DataSpec",
     "Encoder",
     "Generative",
+    "Hierarchical",
     "Likelihood",
     "Metrics",
     "Model",
@@ -61,6 +64,7 @@ MODELS: dict[str, type[Model]] = {
     "vae": VAE,
     "cvae": CVAE,
     "m2": M2,
+    "hvae": HVAE,
     "ae": Autoencoder,
     "linear-ae": LinearAutoencoder,
     "pca": PCA,

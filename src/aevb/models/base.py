@@ -8,6 +8,8 @@ the report ask ``isinstance(model, Ability)``, never the model's name:
 - ``Encoder``: ``encode(batch)`` → codes, ``reconstruct(batch)`` → x on the data's scale;
 - ``Generative``: ``sample(n, condition)``, ``decode(z, condition)``;
 - ``Likelihood``: per-example ELBO terms with named KL parts, and ``log_marginal(batch, K)``;
+- ``Hierarchical``: several stochastic layers z1 (next to x) … zn: each layer's codes, and
+  images generated with the layers above one fixed;
 - ``ClosedForm``: fitted to the whole training split before the first step (PCA);
 - ``Corrupting``: trains on a corrupted input (``self.corruption``);
 - ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data);
@@ -35,6 +37,7 @@ __all__ = [
     "DataSpec",
     "Encoder",
     "Generative",
+    "Hierarchical",
     "Likelihood",
     "Metrics",
     "Model",
@@ -79,9 +82,10 @@ class Model(nn.Module, ABC):
     description: ClassVar[str] = ""
     config_class: ClassVar[type]
     selection: ClassVar[tuple[str, str]] = ("loss", "min")
-    metric_names: ClassVar[dict[str, tuple[str, str]]] = {"loss": ("loss (minimised)", "")}
+    metric_names: dict[str, tuple[str, str]] = {"loss": ("loss (minimised)", "")}
     """Readable name and unit ("nats" per example, or "") of every metric ``loss`` returns;
-    the loop keeps them in the run's checkpoints for the report and the curves."""
+    the loop keeps them in the run's checkpoints for the report and the curves. A class
+    table, or set per instance where the metrics depend on the config (one per layer)."""
 
     def __init__(self, config: Any, data: DataSpec) -> None:
         super().__init__()
@@ -133,6 +137,22 @@ class Likelihood(ABC):
     @abstractmethod
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
         """An estimate of log p(x) per example (B,) in nats from ``samples`` = K draws."""
+
+
+class Hierarchical(ABC):
+    """Has stochastic layers z1 (next to x) … zn (the top), named "z1" … "zn" as the KL parts
+    of its ``elbo_terms`` are."""
+
+    @abstractmethod
+    def encode_layers(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Each layer's posterior mean (B, D_l), by name, z1 first: the means of one
+        deterministic pass through the inference network, each layer's parent at its mean."""
+
+    @abstractmethod
+    def resample_below(self, batch: Batch, layer: int, samples: int) -> torch.Tensor:
+        """Decoder means (samples, B, *event_shape) with z_{layer+1} … zn fixed at the
+        posterior means of ``batch`` and z_layer … z1 drawn from the generative model;
+        ``layer`` in 1..n (n: nothing is kept, plain samples)."""
 
 
 class ClosedForm(ABC):

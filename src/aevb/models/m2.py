@@ -61,6 +61,8 @@ class M2Config:
         check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
         check_choice("model.estimator", self.estimator, ("analytic", "mc"))
         check_positive("model.samples", self.samples)
+        check_positive("model.sigma", self.sigma)
+        check_positive("model.min_sigma", self.min_sigma)
         if self.alpha < 0:
             raise ConfigError(f"model.alpha must be >= 0, got {self.alpha}")
 

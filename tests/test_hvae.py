@@ -1,0 +1,257 @@
+"""The hierarchical VAE: one layer is the vae, its KL parts are unbiased per layer, its
+importance-sampled log p(x) bounds the ELBO and finds the exact marginal of a linear-Gaussian
+hierarchy, and both inference orders train."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal
+
+from aevb.checkpoint import load_model
+from aevb.config import Config, EvalConfig, apply_overrides, load_config, model_config
+from aevb.data import load_dataset
+from aevb.evaluate import evaluate_model
+from aevb.figures import draw_figures
+from aevb.models import Batch, DataSpec, Hierarchical, Step, build_model
+from aevb.nets import MLPConfig
+from aevb.objectives import iwae_bound
+from aevb.schedules import iwae_learning_rate_factor
+from aevb.training import train
+
+SPEC = DataSpec((1, 8, 8), "binary", 10)
+ORDERS = ("bottom-up", "top-down")
+
+pytestmark = pytest.mark.usefixtures("validate_distributions")
+
+
+def hvae(seed=0, spec=SPEC, **values):
+    torch.manual_seed(seed)
+    values = {"latent_dims": (4, 3), "net": MLPConfig((16,)), "layer_hidden": (8,), **values}
+    return build_model(model_config("hvae", **values), spec)
+
+
+@pytest.fixture
+def x():
+    generator = torch.Generator().manual_seed(1)
+    return (torch.rand(6, 1, 8, 8, generator=generator) < 0.3).float()
+
+
+def seeded(fn, *args, seed=2):
+    torch.manual_seed(seed)
+    return fn(*args)
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+@pytest.mark.parametrize("estimator", ("analytic", "mc"))
+def test_one_layer_is_the_vae_on_the_same_weights(x, inference, estimator):
+    torch.manual_seed(0)
+    vae = build_model(model_config("vae", latent_dim=4, net=MLPConfig((16,)),
+                                   estimator=estimator), SPEC)
+    model = hvae(seed=1, latent_dims=(4,), inference=inference, estimator=estimator)
+    batch = Batch(x)
+    assert not torch.allclose(seeded(model.elbo_terms, batch, 3).rec,
+                              seeded(vae.elbo_terms, batch, 3).rec)  # seeds 0, 1 differ
+    renamed = {k.replace("posterior_head.", "up_heads.0."): v for k, v in vae.state_dict().items()}
+    model.load_state_dict(renamed)
+    expected, got = seeded(vae.elbo_terms, batch, 3), seeded(model.elbo_terms, batch, 3)
+    torch.testing.assert_close(got.rec, expected.rec)
+    torch.testing.assert_close(got.kl["z1"], expected.kl["z"])
+    torch.testing.assert_close(seeded(model.log_weights, batch, 5),
+                               seeded(vae.log_weights, batch, 5))
+    torch.testing.assert_close(seeded(model.log_marginal, batch, 50),
+                               seeded(vae.log_marginal, batch, 50))
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_layer_kls_sum_to_the_total_and_the_metrics_name_each(x, inference):
+    model = hvae(latent_dims=(4, 3, 2), inference=inference)
+    loss, metrics = seeded(model.loss, Batch(x), Step(0, 1))
+    parts = [metrics[f"kl_z{i}"] for i in (1, 2, 3)]
+    torch.testing.assert_close(metrics["kl"], sum(parts))
+    torch.testing.assert_close(metrics["elbo"], metrics["rec"] - metrics["kl"])
+    torch.testing.assert_close(loss, -metrics["elbo"])  # beta 1, no warm-up: the bound itself
+    terms = seeded(model.elbo_terms, Batch(x))
+    assert [tuple(part.shape) for part in terms.kl.values()] == [(6, 4), (6, 3), (6, 2)]
+    assert set(metrics) <= set(model.metric_names)
+
+
+def test_free_bits_floor_every_dimension_of_every_layer(x):
+    # a floor of 10 nats lies above every dimension's KL at initialisation, so each of the
+    # 4 + 3 dimensions costs exactly 10 nats and the KL gets no gradient
+    loss, metrics = seeded(hvae(free_bits=10.0).loss, Batch(x), Step(0, 1))
+    torch.testing.assert_close(loss, -metrics["rec"] + 70.0)
+    assert metrics["elbo"] > -loss  # the metrics report the bound, not the floored loss
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_each_analytic_kl_matches_its_monte_carlo_estimate(x, inference):
+    # N copies of 3 images: each copy's single-sample KL is an independent draw, so the batch
+    # gives a mean and its standard error; both estimators have the same expectation per layer.
+    n = 4000
+    batch = Batch(x[:3].repeat_interleave(n, 0))
+    analytic = hvae(inference=inference, estimator="analytic")
+    sampled = hvae(inference=inference, estimator="mc")
+    with torch.no_grad():  # strong couplings between the layers, so that a biased KL shows
+        for model in (analytic, sampled):
+            for weight in [*model.up.parameters(), *model.down.parameters()]:
+                weight.mul_(4)
+    with torch.no_grad():
+        a = seeded(analytic.elbo_terms, batch, seed=3)
+        m = seeded(sampled.elbo_terms, batch, seed=4)
+    for name in ("z1", "z2"):
+        ka, km = a.kl[name].sum(-1).view(3, n), m.kl[name].sum(-1).view(3, n)
+        se = (ka.var(1) / n + km.var(1) / n).sqrt()
+        assert ((ka.mean(1) - km.mean(1)).abs() < 4 * se).all(), name
+        assert (km.var(1) > 0).all()
+    # the top layer's KL is in closed form, the top-down layers' too: less variance than mc
+    assert (a.kl["z2"].sum(-1).var() < m.kl["z2"].sum(-1).var())
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_log_marginal_lies_above_the_elbo(x, inference):
+    model = hvae(inference=inference)
+    with torch.no_grad():
+        terms = seeded(model.elbo_terms, Batch(x), 2000)  # L = 2000: a precise ELBO
+        log_px = seeded(model.log_marginal, Batch(x), 2000, seed=5)
+        # the standard error of one per-example ELBO estimate, from the spread of log-weights
+        elbo_se = seeded(model.log_weights, Batch(x), 2000).std(0) / math.sqrt(2000)
+    assert log_px.shape == (6,)
+    assert log_px.mean() > terms.elbo.mean() + 4 * elbo_se.mean()
+    assert (log_px > terms.elbo - 4 * elbo_se).all()
+
+
+def linear_gaussian(inference):
+    """x = A z1 + a + N(0, s^2 I), z1 = B z2 + b + N(0, diag v), z2 ~ N(0, I): an hvae with no
+    hidden layers and the variance rows of p(z1|z2) zeroed, so every conditional is linear."""
+    spec = DataSpec((5,), "real")
+    model = hvae(spec=spec, latent_dims=(3, 2), net=MLPConfig(()), layer_hidden=(),
+                 likelihood="gaussian-fixed", sigma=0.5, inference=inference)
+    with torch.no_grad():
+        head = model.down[0][1].linear
+        head.weight[3:] = 0
+        head.bias[3:] = torch.tensor([-1.0, 0.0, 0.5])  # log v
+    decoder = model.likelihood_head.linear
+    A, a = decoder.weight.detach(), decoder.bias.detach()
+    B, b = head.weight[:3].detach(), head.bias[:3].detach()
+    v = head.bias[3:].detach().exp()
+    mean = A @ b + a
+    covariance = A @ (B @ B.T + torch.diag(v)) @ A.T + 0.25 * torch.eye(5)
+    return model, MultivariateNormal(mean, covariance)
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_importance_sampled_log_px_finds_the_exact_linear_gaussian_marginal(inference):
+    model, marginal = linear_gaussian(inference)
+    torch.manual_seed(7)
+    x = marginal.sample((8,))
+    exact = marginal.log_prob(x)
+    # IS converges for any proposal; fitting the inference nets (the generative model held
+    # fixed), then doubling their variances (the ELBO fits an underdispersed proposal, whose
+    # heavy-tailed weights make rare large errors), gives a small standard error at K = 20000
+    inference_nets = [*model.encoder.parameters(), *model.up.parameters(),
+                      *model.up_heads.parameters()]
+    optimizer = torch.optim.Adam(inference_nets, lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        (-model.elbo_terms(Batch(x), 4).elbo.mean()).backward()
+        optimizer.step()
+    k = 20000
+    with torch.no_grad():
+        for head in model.up_heads:
+            head.linear.bias[head.linear.out_features // 2:] += math.log(2)  # log sigma^2
+        estimate = seeded(model.log_marginal, Batch(x), k)
+        w = seeded(model.log_weights, Batch(x), k, seed=9)
+    # delta method: the s.e. of log mean w is the relative s.e. of mean w
+    w = (w - w.max(0).values).exp()
+    se = w.std(0) / (math.sqrt(k) * w.mean(0))
+    assert (se < 0.1).all()  # the proposal is good enough for the comparison to be sharp
+    assert ((estimate - exact).abs() < 4 * se).all(), (estimate - exact, se)
+    assert (seeded(model.elbo_terms, Batch(x), 100).elbo < exact - 0.05).all()  # not the ELBO
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_iwae_with_one_sample_trains_on_the_estimator_a_elbo(x, inference):
+    model = hvae(inference=inference, objective="iwae", iw_samples=1)
+    loss, metrics = seeded(model.loss, Batch(x), Step(0, 1))
+    torch.testing.assert_close(loss, -seeded(model.log_weights, Batch(x), 1).mean())
+    torch.testing.assert_close(metrics["bound"], -loss.detach())
+    loss5, _ = seeded(hvae(inference=inference, objective="iwae", iw_samples=5).loss,
+                      Batch(x), Step(0, 1))
+    torch.testing.assert_close(loss5, -iwae_bound(seeded(hvae(inference=inference).log_weights,
+                                                         Batch(x), 5)).mean())
+
+
+def test_hierarchy_gives_each_layer_and_resamples_below_a_kept_layer(x):
+    model = hvae(latent_dims=(4, 3, 2))
+    assert isinstance(model, Hierarchical)
+    with torch.no_grad():
+        codes = model.encode_layers(Batch(x))
+        assert {k: tuple(v.shape) for k, v in codes.items()} == {
+            "z1": (6, 4), "z2": (6, 3), "z3": (6, 2)}
+        torch.testing.assert_close(model.encode(Batch(x)), codes["z1"])
+        other = Batch(1 - x)
+        for layer in (1, 2, 3):
+            images = seeded(model.resample_below, Batch(x), layer, 5)
+            assert images.shape == (5, 6, 1, 8, 8)
+            assert not torch.allclose(images[0], images[1])  # the resampled layers vary
+            same = torch.allclose(images, seeded(model.resample_below, other, layer, 5))
+            assert same == (layer == 3)  # below the top a kept layer carries the image
+        with pytest.raises(ValueError):
+            model.resample_below(Batch(x), 4, 2)
+
+
+def test_iwae_learning_rate_schedule_has_the_papers_stages():
+    total = 3280  # passes: 3^0 + ... + 3^7
+    ends = [1, 4, 13, 40, 121, 364, 1093]
+    for i, end in enumerate(ends):
+        assert iwae_learning_rate_factor(Step(end - 1, total)) == pytest.approx(10 ** (-i / 7))
+        assert iwae_learning_rate_factor(Step(end, total)) == pytest.approx(10 ** (-(i + 1) / 7))
+    assert iwae_learning_rate_factor(Step(total, total)) == pytest.approx(0.1)
+    # a budget 7 times as long keeps the proportions
+    assert [iwae_learning_rate_factor(Step(7 * s, 7 * total)) for s in range(0, total, 37)] == [
+        iwae_learning_rate_factor(Step(s, total)) for s in range(0, total, 37)]
+
+
+@pytest.mark.parametrize("inference", ORDERS)
+def test_each_order_trains_on_digits_and_round_trips_its_checkpoint(inference, tmp_path):
+    config = apply_overrides(Config(), {
+        "dataset": "digits", "model": "hvae", "latent_dims": "4,2", "hidden": "32",
+        "layer_hidden": "16", "inference": inference, "epochs": "3", "batch_size": "50",
+        "is_samples": "8"})
+    dataset = load_dataset(config.data)
+    result = train(config, tmp_path, dataset=dataset, progress=False)
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < first["train_loss"]
+    assert last["valid_elbo"] > first["valid_elbo"]
+    _, loaded, _ = load_model(tmp_path, "last")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    evaluation = evaluate_model(result.model, dataset.test, EvalConfig(is_samples=4,
+                                                                       max_points=100), False)
+    assert evaluation["active_units_z1"] == evaluation["active_units"]  # encode gives z1
+    assert 0 <= evaluation["active_units_z2"] <= 2
+    assert evaluation["rate_nats"] == pytest.approx(evaluation["rate_z1_nats"]
+                                                    + evaluation["rate_z2_nats"])
+    written = {path.name for path in draw_figures(tmp_path, result.model, dataset)}
+    assert {"latent_z1.png", "latent_z2.png", "layers.png"} <= written
+
+
+def test_iwae_table1_configs_build_the_papers_architectures():
+    expected = {"vae": ("elbo", 1), "iwae-k5": ("iwae", 5), "iwae-k50": ("iwae", 50)}
+    paths = sorted((Path(__file__).parents[1] / "configs" / "iwae-table1").glob("*.toml"))
+    assert len(paths) == 2 * len(expected)
+    for path in paths:
+        objective, layers = path.stem.rsplit("-", 1)
+        config = load_config(path).model
+        k = config.iw_samples if config.objective == "iwae" else 1
+        assert (config.objective, k) == expected[objective]
+        dims = {"1layer": (50,), "2layer": (100, 50)}[layers]
+        model = build_model(config, DataSpec((1, 28, 28), "binary", 10))
+        # 784-200-200 -> z1 (-> 100-100 -> z2), each layer's Gaussian head on its last layer
+        assert [m.out_features for m in model.encoder.modules()
+                if isinstance(m, torch.nn.Linear)] == [200, 200]
+        assert [[m.out_features for m in up.modules() if isinstance(m, torch.nn.Linear)]
+                for up in model.up] == [[100, 100]] * (len(dims) - 1)
+        assert [head.linear.out_features // 2 for head in model.up_heads] == list(dims)
