@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, kl_divergence
 
+from aevb.checkpoint import load_model
 from aevb.cli import main
 from aevb.config import Config, apply_overrides
 from aevb.data import UNLABELLED, load_dataset
@@ -107,16 +108,86 @@ def test_labelled_keeps_n_balanced_labels_chosen_by_the_split_seed(digits):
     assert data.test.y is not None and (data.test.y >= 0).all()
 
 
-def test_minibatches_of_a_random_order_mix_labelled_and_unlabelled():
-    """The design: no oversampling; the loop's random order spreads the N labelled examples,
-    so a batch of M holds M N / n of them on average (here 100 * 100 / 1297 ≈ 7.7)."""
-    train_split = load_dataset(digits_config(labelled="100").data).train
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(train_split), generator=generator)
-    counts = [int((split_batch(train_split, order[s : s + 100]).y >= 0).sum())
-              for s in range(0, 1200, 100)]
-    assert all(0 < c < 100 for c in counts), counts
-    assert 4 < sum(counts) / len(counts) < 12
+def test_splits_without_hidden_labels_keep_the_plain_random_order(digits):
+    """Every run without hidden labels draws the order it always drew (bit-identical runs)."""
+    every = load_dataset(digits_config(labelled=str(len(digits.train))).data).train
+    for split in (digits.train, every, digits.valid):
+        order = split.epoch_order(torch.Generator().manual_seed(3), 100)
+        assert torch.equal(order, torch.randperm(len(split), generator=torch.Generator()
+                                                 .manual_seed(3)))
+        assert split.steps_per_epoch(100) == math.ceil(len(split) / 100)
+
+
+def test_an_epoch_order_puts_m_labelled_examples_in_every_minibatch():
+    train_split = load_dataset(digits_config(labelled="50", labelled_per_batch="5").data).train
+    assert train_split.y is not None
+    order = train_split.epoch_order(torch.Generator().manual_seed(0), 20)
+    batches = order.split(20)
+    assert len(batches) == train_split.steps_per_epoch(20) == math.ceil(1247 / 15)
+    assert all(int((train_split.y[b] >= 0).sum()) == 5 for b in batches)
+    unlabelled = order[train_split.y[order] < 0]
+    assert torch.equal(unlabelled.sort().values, torch.nonzero(train_split.y < 0).flatten())
+    with pytest.raises(ConfigError, match="labelled_per_batch"):
+        train_split.epoch_order(torch.Generator(), 5)  # m = 5 leaves no unlabelled place
+
+
+def test_every_minibatch_of_an_m2_run_holds_m_labelled_examples(tmp_path, monkeypatch):
+    """M = 100, 50 of 1297 digits labelled: m = 10 (at least M / 10), 14 batches an epoch,
+    each unlabelled digit once and each labelled one 140 / 50 = 2.8 times (2 or 3)."""
+    seen: list[torch.Tensor] = []
+
+    def spy(split, index, generator=None):
+        if generator is not None:  # the training loop's batches, not validation's
+            seen.append(index.clone())
+        return split_batch(split, index, generator)
+
+    monkeypatch.setattr("aevb.training.split_batch", spy)
+    config = digits_config(labelled="50", epochs="2", hidden="16", latent_dim="2")
+    result = train(config, tmp_path, progress=False)
+    y = result.dataset.train.y
+    assert y is not None and len(seen) == 28 and result.history[-1]["step"] == 28
+    assert [int((y[index] >= 0).sum()) for index in seen] == [10] * 28
+    for epoch in (seen[:14], seen[14:]):
+        counts = torch.bincount(torch.cat(epoch), minlength=len(y))
+        assert (counts[y < 0] == 1).all()
+        assert set(counts[y >= 0].tolist()) == {2, 3}
+    assert not torch.equal(torch.cat(seen[:14]), torch.cat(seen[14:]))
+
+
+def test_an_m2_run_with_labelled_minibatches_resumes_exactly(tmp_path):
+    config = digits_config(labelled="50", hidden="16", latent_dim="2", epochs="3")
+    straight = train(config, tmp_path / "straight", progress=False)
+    train(digits_config(labelled="50", hidden="16", latent_dim="2", epochs="1"),
+          tmp_path / "split", progress=False)
+    resumed = train(config, tmp_path / "split", resume=True, progress=False)
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in straight.history]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in resumed.history]
+
+
+def test_m1_plus_m2_trains_on_the_codes_of_a_vae(tmp_path, capsys):
+    vae = ["--dataset", "digits", "--hidden", "16", "--latent_dim", "4", "--epochs", "2",
+           "--is_samples", "4", "--threads", "1", "--quiet"]
+    assert main(["train", *vae, "--out", str(tmp_path / "vae")]) == 0
+    out = tmp_path / "m2"
+    # relative to the run directory first, like a data file
+    assert main(["train", *vae, "--model", "m2", "--labelled", "50", "--features", "../vae",
+                 "--likelihood", "gaussian-learned", "--out", str(out)]) == 0
+    assert "classification error" in capsys.readouterr().out
+    trained = json.loads((out / "evaluation.json").read_text())
+    assert 0 <= trained["classification_error"] <= 1
+    assert "latent.png" in {p.name for p in out.iterdir()}  # codes are no images: no grids
+    assert not (out / "samples.png").exists()
+    _, model, _ = load_model(out)
+    assert model.data.event_shape == (4,) and model.data.kind == "real"
+    assert main(["evaluate", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["classification_error"] == trained["classification_error"]
+    assert again["log_px_nats"] == trained["log_px_nats"]
+    assert main(["evaluate", str(out), "--sample-quality"]) != 0
+    assert "compares images" in capsys.readouterr().err
 
 
 def test_m2_learns_to_classify_from_100_labels(tmp_path):

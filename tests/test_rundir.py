@@ -159,7 +159,7 @@ def test_a_path_of_the_wrong_kind_fails_before_training(tmp_path, monkeypatch, m
         (run / "metrics.csv").mkdir()
     else:
         (run / "checkpoints" / "last.safetensors").mkdir(parents=True)
-    monkeypatch.setattr(training, "load_dataset", lambda *a, **k: pytest.fail("too late"))
+    monkeypatch.setattr(training, "load_run_data", lambda *a, **k: pytest.fail("too late"))
     kind = "a file, not a directory" if make == "checkpoints-file" else "a directory, not a file"
     with pytest.raises(CheckpointError, match=kind):
         training.train(tiny_config(), run, progress=False)

@@ -271,11 +271,15 @@ def test_the_iwae_learning_rate_schedule_sets_each_steps_rate(tmp_path, monkeypa
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    train(small_config(epochs=3, lr=0.01, lr_schedule="iwae", adam_eps=1e-4),
+    train(small_config(epochs=5, lr=0.01, lr_schedule="iwae", adam_eps=1e-4),
           tmp_path / "run", progress=False)
-    total = 3 * 26
-    assert len(seen) == total
+    per_epoch = 26
+    assert len(seen) == 5 * per_epoch
     for index, lr, eps in seen:
-        assert lr == pytest.approx(0.01 * iwae_learning_rate_factor(Step(index, total)))
+        assert lr == pytest.approx(0.01 * iwae_learning_rate_factor(index / per_epoch))
         assert eps == 1e-4
-    assert seen[0][1] == 0.01 and seen[-1][1] == pytest.approx(0.01 * 10 ** (-7 / 7))
+    # stage 0 is the first pass, stage 1 the next three, stage 2 from the fifth
+    rates = [lr for _, lr, _ in seen]
+    assert rates[0] == rates[per_epoch - 1] == 0.01
+    assert rates[per_epoch] == rates[4 * per_epoch - 1] == pytest.approx(0.01 * 10 ** (-1 / 7))
+    assert rates[4 * per_epoch] == pytest.approx(0.01 * 10 ** (-2 / 7))

@@ -131,6 +131,12 @@ def _print_evaluation(result: dict[str, Any]) -> None:
     if "recon_error_per_image" in result:
         parts.append(f"squared error {result['recon_error_per_image']:.2f} per image")
         parts.append(f"active units {result['active_units']}/{result['latent_dim']}")
+    metrics = [f"{key.removeprefix('test_')} {value:.4g}" for key, value in result.items()
+               if key.startswith("test_")]  # a model without a likelihood: its own metrics
+    if metrics:
+        parts.append(", ".join(metrics))
+    if "classification_error" in result:
+        parts.append(f"classification error {100 * result['classification_error']:.2f} %")
     print("; ".join(parts))
 
 
@@ -171,6 +177,9 @@ def _sample_quality(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     from .data import load_dataset
     from .quality import sample_quality
 
+    if config.data.features is not None:
+        raise ConfigError(f"--sample-quality compares images, and {args.run} models codes"
+                          f" (data.features = {config.data.features}), not images")
     _, model, _ = load_model(args.run, args.checkpoint)
     # Grey levels, every training image: the classifier must not depend on the run's binarization.
     data = load_dataset(replace(config.data, name=args.dataset or config.data.name,

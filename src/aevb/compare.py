@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, apply_overrides
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .errors import ConfigError
 from .evaluate import evaluate_run
+from .features import load_run_data
 from .figures import draw_run_figures
 from .models import MODELS, Likelihood
 from .report import write_report
@@ -48,7 +49,7 @@ def compare_models(
         raise ConfigError(f"compare needs one or more different models, got {list(models)}")
     configs = [apply_overrides(config, {"model": name}) for name in models]
     out_dir = Path(out_dir)
-    dataset = dataset or load_dataset(config.data)
+    dataset = dataset or load_run_data(config.data)
     rows = []
     for name, model_config in zip(models, configs, strict=True):
         result, evaluation, seconds = train_and_evaluate(

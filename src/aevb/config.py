@@ -68,6 +68,14 @@ class DataConfig:
     labelled: int | None = None
     """Keep labels for only N training examples, balanced over classes, chosen with
     split_seed; the rest of train is unlabelled (its y is -1). Valid and test keep theirs."""
+    labelled_per_batch: int | None = None
+    """m: labelled examples in every training minibatch of a run with ``labelled``, cycled
+    through (oversampled) while the other M - m go once through the unlabelled ones per epoch.
+    Default: M N / n, at least M / 10 (10 of 100 for 100 labels of MNIST)."""
+    features: str | None = None
+    """A run directory whose model has an encoder (a vae): train and evaluate on its codes,
+    the encoder means of the data, instead of the data (M1+M2). Relative paths are looked up
+    in the run directory first, like data files."""
     split_seed: int = 0
     """Seed of the fixed binarization and of splitting a user's array."""
     image_channels: int = 1
@@ -80,6 +88,7 @@ class DataConfig:
         check_choice("data.binarize", self.binarize, BINARIZE_MODES)
         check_positive("data.train_size", self.train_size)
         check_positive("data.labelled", self.labelled)
+        check_positive("data.labelled_per_batch", self.labelled_per_batch)
         if self.image_channels not in (1, 3):
             raise ConfigError("data.image_channels must be 1 (grey) or 3 (RGB),"
                               f" got {self.image_channels}")
@@ -99,8 +108,8 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "constant"
-    """constant | iwae (Burda et al. 2016: 3^i passes at lr * 10^(-i/7), i = 0..7, the
-    stages scaled to the run's planned steps)."""
+    """constant | iwae (Burda et al. 2016: 3^i passes at lr * 10^(-i/7) for i = 0..7, then
+    lr / 10; a shorter run is theirs stopped early)."""
     adam_eps: float = 1e-8
     """Adam's epsilon (the IWAE paper: 1e-4)."""
     weight_decay: float = 0.0

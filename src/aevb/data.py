@@ -18,8 +18,8 @@ A cached file is used as is: delete it to fetch again (``dataset_info`` says whe
 
 Semi-supervised runs (``DataConfig.labelled`` = N) keep the labels of N training examples,
 balanced over classes and chosen with ``split_seed``; the others' y is ``UNLABELLED`` (-1).
-Minibatches are the loop's random slices, so each mixes the two kinds in proportion (on
-average M N / n labelled examples in a batch of M); no batch is promised one.
+Such a split's :meth:`Split.epoch_order` puts ``labelled_per_batch`` labelled examples in
+every minibatch (:mod:`aevb.batching`); any other split's order is a random permutation.
 
 A folder of PNG/JPEG files (flat, or one subfolder per class) is read by :mod:`aevb.images` as
 ``DataConfig.image_channels`` and ``image_size`` say, cached as one uint8 array (read again when its
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import images
+from . import batching, images
 from .config import DataConfig
 from .errors import DataError
 from .files import atomic_file, download, pip_download, read_idx, save_verified, unpickle_arrays
@@ -92,13 +92,15 @@ class Split:
 
     ``binarize`` says how ``x`` became what the model sees: "dynamic" means x holds
     probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
-    value ("none", "static", "threshold") means x is used as stored.
+    value ("none", "static", "threshold") means x is used as stored. ``labelled_per_batch``
+    is m of :meth:`epoch_order` (None: :func:`aevb.batching.default_labelled_per_batch`).
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     binarize: str = "none"
     c: torch.Tensor | None = None
+    labelled_per_batch: int | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -113,10 +115,21 @@ class Split:
             return torch.bernoulli(x, generator=generator)
         return x
 
+    def epoch_order(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+        """One epoch's indices, to be cut into minibatches of ``batch_size`` in order: a
+        random permutation, or, where y mixes labelled and ``UNLABELLED`` examples, m labelled
+        ones in every minibatch (:func:`aevb.batching.epoch_order`)."""
+        return batching.epoch_order(self.y, len(self), batch_size, generator,
+                                    self.labelled_per_batch)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """The minibatches of :meth:`epoch_order`."""
+        return batching.steps_per_epoch(self.y, len(self), batch_size, self.labelled_per_batch)
+
     def to(self, device: str | torch.device) -> Split:
         y = None if self.y is None else self.y.to(device)
         c = None if self.c is None else self.c.to(device)
-        return Split(self.x.to(device), y, self.binarize, c)
+        return replace(self, x=self.x.to(device), y=y, c=c)
 
 
 @dataclass(frozen=True)
@@ -255,7 +268,7 @@ def load_dataset(
             c = None if c is None else c[:size].clone()
         if s == "train" and config.labelled is not None:
             y = _hide_labels(config.name, y, config.labelled, config.split_seed)
-        splits[s] = Split(x, y, split_mode, c).to(device)
+        splits[s] = Split(x, y, split_mode, c, config.labelled_per_batch).to(device)
     return Dataset(
         name=config.name,
         **splits,

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from . import rundir
 from .checkpoint import load_model
 from .config import EvalConfig
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, Split
 from .errors import AevbError
+from .features import load_run_data
 from .files import atomic_write_text
 from .models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
 from .resume import check_same_data
@@ -209,7 +210,7 @@ def evaluate_run(
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
     data_config = run_config.data if data_name is None else replace(run_config.data,
                                                                       name=data_name)
-    dataset = (dataset or load_dataset(data_config, base_dir=run_dir)).to(device)
+    dataset = (dataset or load_run_data(data_config, run_dir, device)).to(device)
     if data_name is None:  # the run's own data must be the data it trained on
         check_same_data(header, dataset, data_config.name,
                         "pass --dataset to evaluate this run on other data")

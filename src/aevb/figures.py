@@ -15,7 +15,8 @@ import torch
 
 from . import plots
 from .checkpoint import load_model
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, Split
+from .features import load_run_data
 from .models import (
     Batch,
     Conditional,
@@ -218,5 +219,5 @@ def draw_run_figures(
 ) -> list[Path]:
     """The pictures of a run directory, drawn from its best checkpoint."""
     config, model, _ = load_model(run_dir, "best", device)
-    dataset = dataset or load_dataset(config.data, base_dir=run_dir).to(device)
+    dataset = dataset or load_run_data(config.data, run_dir, device)
     return draw_figures(run_dir, model, dataset, seed=config.train.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ RUN_ROWS = [
     ("data", "binarize", "binarization"),
     ("train", "optimizer", "optimizer"),
     ("train", "lr", "learning rate"),
+    ("train", "lr_schedule", "learning-rate schedule"),
     ("train", "batch_size", "minibatch size (M)"),
     ("train", "precision", "training matmul precision"),
 ]
@@ -72,6 +74,12 @@ EVAL_NAMES = {
 }
 """Known ``evaluation.json`` keys: readable name and unit. Other numeric keys print as named."""
 
+LAYER_EVAL_NAMES = [
+    (re.compile(r"active_units_(\w+)"), "active units of layer {}", ""),
+    (re.compile(r"rate_(\w+)_nats"), "rate of layer {}: its KL", "nats"),
+]
+"""Per-layer ``evaluation.json`` keys of hierarchical models, by pattern."""
+
 PICTURES = {
     "reconstructions.png": "Test inputs (top) and the decoder means of their reconstructions "
     "(bottom).",
@@ -90,6 +98,9 @@ PICTURES = {
     "denoising.png": "Noisy test inputs, their denoised reconstructions and the clean images.",
     "kl_per_dimension.png": "The KL of each latent dimension on the test set: the rate, spread"
     " over the code (a dimension near 0 is inactive).",
+    "layers.png": "What each layer holds: for each test input (first column), the layers above"
+    " one layer kept at their posterior means and that layer and those below it redrawn from the"
+    " model, one row per layer.",
 }
 """Captions of the pictures other commands write, in the order the report shows them."""
 
@@ -278,6 +289,16 @@ def _best(metrics: list[dict[str, str]], best: dict[str, Any] | None) -> tuple[A
     return row.get("epoch"), row
 
 
+def _eval_name(key: str) -> tuple[str, str]:
+    """Readable name and unit of an ``evaluation.json`` key."""
+    if key in EVAL_NAMES:
+        return EVAL_NAMES[key]
+    for pattern, name, unit in LAYER_EVAL_NAMES:
+        if match := pattern.fullmatch(key):
+            return name.format(match.group(1)), unit
+    return key, "nats" if key.endswith("_nats") else ""
+
+
 def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
     lines = ["### Evaluation", ""]
     split, points = evaluation.get("split"), _number(evaluation.get("points"))
@@ -288,7 +309,7 @@ def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
         value = _number(raw)
         if value is None or key.endswith("_se"):
             continue
-        name, unit = EVAL_NAMES.get(key, (key, "nats" if key.endswith("_nats") else ""))
+        name, unit = _eval_name(key)
         text = _fmt(value, unit)
         # elbo_nats pairs with elbo_se, log_px_nats with log_px_se.
         stem = key.removesuffix("_nats")
@@ -306,6 +327,14 @@ def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _layer_caption(name: str) -> str:
+    match = re.fullmatch(r"latent_(\w+)\.png", name)
+    if match is None:
+        return name
+    return (f"Posterior means of layer {match.group(1)} for test points, coloured by class"
+            " (projected by PCA when the layer has more than two dimensions).")
+
+
 def _pictures_section(run_dir: Path) -> list[str]:
     present = {path.name for path in run_dir.glob("*.png") if path.is_file()}
     names = [name for name in PICTURES if name in present] + sorted(present - PICTURES.keys())
@@ -313,7 +342,7 @@ def _pictures_section(run_dir: Path) -> list[str]:
         return []
     lines = ["## Pictures", ""]
     for name in names:
-        caption = PICTURES.get(name, name)
+        caption = PICTURES.get(name, _layer_caption(name))
         lines += [f"![{caption}]({quote(name)})", "", f"*{caption}*", ""]
     return lines
 

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from . import rundir
 from .checkpoint import checkpoint_path, encode_checkpoint
 from .config import Config, TrainConfig, dump_toml
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, Split
 from .errors import AevbError, CheckpointError, ConfigError
+from .features import load_run_data
 from .memory import check_model_fits
 from .models import Batch, ClosedForm, DataSpec, Model, Step, build_model
 from .resume import data_fingerprint, restore_run
@@ -256,7 +257,7 @@ def _train(
     device = resolve_device(tc.device)
     torch.manual_seed(tc.seed)
 
-    dataset = (dataset or load_dataset(config.data, base_dir=run_dir)).to(device)
+    dataset = (dataset or load_run_data(config.data, run_dir, device)).to(device)
     spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim)
     check_model_fits(config, spec, device)
     model = build_model(config.model, spec).to(device)
@@ -269,7 +270,7 @@ def _train(
     generator.manual_seed(tc.seed + 1)
 
     train_split = dataset.train
-    steps_per_epoch = math.ceil(len(train_split) / tc.batch_size)
+    steps_per_epoch = train_split.steps_per_epoch(tc.batch_size)
     total_steps = (
         math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
         else tc.epochs * steps_per_epoch
@@ -293,10 +294,10 @@ def _train(
     stale = state["epoch"] - state["best_epoch"]
     while state["step"] < total_steps and not (tc.patience and stale >= tc.patience):
         started = time.perf_counter()
-        order = torch.randperm(len(train_split), generator=generator, device=device)
+        order = train_split.epoch_order(generator, tc.batch_size)
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        for start in range(0, len(train_split), tc.batch_size):
+        for start in range(0, len(order), tc.batch_size):
             if state["step"] >= total_steps:
                 break
             batch = split_batch(train_split, order[start : start + tc.batch_size], generator)
@@ -306,7 +307,7 @@ def _train(
             if optimizer is not None:
                 if tc.lr_schedule == "iwae":
                     for group in optimizer.param_groups:
-                        group["lr"] = tc.lr * iwae_learning_rate_factor(step)
+                        group["lr"] = tc.lr * iwae_learning_rate_factor(step.index / steps_per_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -52,9 +52,11 @@ class M2Config:
     samples: int = 1
     """L, the z samples per datapoint and class."""
     alpha: float = 50.0
-    """Weight on log q(y|x) of each labelled example in the per-example loss. The paper's
-    alpha = 0.1 N on a sum over the data is 0.1 N / N_labelled here: 50 for 100 labels of
-    MNIST's 50,000."""
+    """Weight on log q(y|x) of each labelled example in the minibatch's mean loss. The paper's
+    alpha = 0.1 N on a sum over the data weighs the mean over labelled examples by 0.1; with m
+    labelled examples in a minibatch of M (``data.labelled_per_batch``) this weight is
+    alpha m / M: 5 for the default 10 of 100, the classifier weighted up as is common practice
+    for 100 labels."""
 
     def __post_init__(self) -> None:
         check_positive("model.latent_dim", self.latent_dim)
