@@ -261,3 +261,22 @@ def test_every_models_scales_are_checked():
         apply_overrides(Config(), {"model": "swae", "p": 0.5})
     with pytest.raises(ConfigError, match="sparsity_target must be in"):
         apply_overrides(Config(), {"model": "sparse-ae", "sparsity_target": 1.5})
+
+
+def test_a_run_on_vectors_samples_to_an_array_and_its_changed_data_is_refused(capsys, tmp_path):
+    """Samples of a run on non-image data need --out FILE.npy; once its data file changes,
+    evaluate, plot and --resume each refuse it in one line."""
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((200, 6)).astype(np.float32))
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", str(data), "--binarize", "none", "--likelihood",
+                 "gaussian-fixed", "--epochs", "1", "--hidden", "8", "--latent_dim", "2",
+                 "--no-eval", "--plots", "false", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert "not images" in one_error(capsys, ["sample", str(out), "--n", "4"])
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (4, 6)
+    np.save(data, np.random.default_rng(0).random((200, 7)).astype(np.float32))
+    for argv in (["evaluate", str(out), "--k", "2"], ["plot", str(out)],
+                 ["train", "--out", str(out), "--resume", "--epochs", "2", "--quiet"]):
+        assert "not the data this run was trained on" in one_error(capsys, argv)

@@ -223,6 +223,10 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
     out = Path(args.out or Path(args.run) / f"samples-n{args.n}-seed{args.seed}{label}{last}.png")
     if not out.parent.is_dir():
         raise AevbError(f"directory {out.parent} does not exist")
+    shape = tuple(model.data.event_shape)
+    if out.suffix != ".npy" and len(shape) not in (2, 3):
+        raise AevbError(f"this run's examples have shape {shape}, not images: write the samples"
+                        " as an array with --out FILE.npy")
     torch.manual_seed(args.seed)
     with torch.no_grad():
         samples = model.sample(args.n, condition).numpy()

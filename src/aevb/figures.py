@@ -27,6 +27,7 @@ from .models import (
     Likelihood,
     Model,
 )
+from .resume import check_same_data
 from .training import split_batch
 
 __all__ = ["draw_figures", "draw_run_figures", "read_history"]
@@ -218,6 +219,8 @@ def draw_run_figures(
     run_dir: str | Path, dataset: Dataset | None = None, device: str | torch.device = "cpu"
 ) -> list[Path]:
     """The pictures of a run directory, drawn from its best checkpoint."""
-    config, model, _ = load_model(run_dir, "best", device)
-    dataset = dataset or load_run_data(config.data, run_dir, device)
+    config, model, header = load_model(run_dir, "best", device)
+    if dataset is None:
+        dataset = load_run_data(config.data, run_dir, device)
+        check_same_data(header, dataset, config.data.name)
     return draw_figures(run_dir, model, dataset, seed=config.train.seed)
