@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch.distributions import Distribution
 
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS
 from ..nets import ConvNetConfig, MLPConfig
 from ..objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
 from ..priors import LearnedConditionalPrior, StandardNormal
@@ -25,7 +24,7 @@ from .base import (
     Metrics,
     Model,
 )
-from .vae import vae_nets, weighted_bound_loss
+from .vae import check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
 
 __all__ = ["CVAE", "CVAEConfig"]
 
@@ -63,19 +62,9 @@ class CVAEConfig:
 
     def __post_init__(self) -> None:
         check_positive("model.latent_dim", self.latent_dim)
-        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
         check_choice("model.prior", self.prior, ("standard", "learned"))
-        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
-        check_positive("model.samples", self.samples)
-        if any(h <= 0 for h in self.prior_hidden):
-            raise ConfigError(f"model.prior_hidden must hold positive sizes, got "
-                              f"{list(self.prior_hidden)}")
-        if self.sigma <= 0 or self.min_sigma <= 0:
-            raise ConfigError("model.sigma and model.min_sigma must be positive")
-        if self.beta < 0 or self.free_bits < 0:
-            raise ConfigError("model.beta and model.free_bits must be >= 0")
-        if not 0 <= self.kl_warmup <= 1:
-            raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
+        check_sizes("prior_hidden", self.prior_hidden)
+        check_bound_keys(self)
 
 
 class CVAE(Model, Encoder, Generative, Likelihood, Conditional):

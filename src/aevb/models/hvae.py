@@ -16,13 +16,13 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS, DiagonalGaussianHead
+from ..heads import DiagonalGaussianHead
 from ..nets import MLPConfig, mlp
 from ..objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
 from ..priors import StandardNormal
 from ..schedules import Step, linear_warmup
 from .base import Batch, DataSpec, Encoder, Generative, Hierarchical, Likelihood, Metrics, Model
-from .vae import VAE, VAEConfig, vae_nets, weighted_bound_loss
+from .vae import VAE, VAEConfig, check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
 
 __all__ = ["HVAE", "HVAEConfig"]
 
@@ -63,24 +63,14 @@ class HVAEConfig:
     """lambda: each latent dimension's (of every layer) minibatch KL costs at least this."""
 
     def __post_init__(self) -> None:
-        if not self.latent_dims or any(d <= 0 for d in self.latent_dims):
-            raise ConfigError(f"model.latent_dims must hold positive sizes, got "
-                              f"{list(self.latent_dims)}")
-        if any(h <= 0 for h in self.layer_hidden):
-            raise ConfigError(f"model.layer_hidden must hold positive sizes, got "
-                              f"{list(self.layer_hidden)}")
+        if not self.latent_dims:
+            raise ConfigError("model.latent_dims must name at least one layer's size")
+        check_sizes("latent_dims", self.latent_dims)
+        check_sizes("layer_hidden", self.layer_hidden)
         check_choice("model.inference", self.inference, ("bottom-up", "top-down"))
-        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
         check_choice("model.objective", self.objective, ("elbo", "iwae"))
-        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
-        check_positive("model.samples", self.samples)
         check_positive("model.iw_samples", self.iw_samples)
-        if self.sigma <= 0 or self.min_sigma <= 0:
-            raise ConfigError("model.sigma and model.min_sigma must be positive")
-        if self.beta < 0 or self.free_bits < 0:
-            raise ConfigError("model.beta and model.free_bits must be >= 0")
-        if not 0 <= self.kl_warmup <= 1:
-            raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
+        check_bound_keys(self)
 
     @property
     def latent_dim(self) -> int:

@@ -29,7 +29,8 @@ from ..priors import StandardNormal
 from ..schedules import Step, linear_warmup
 from .base import Batch, Corrupting, DataSpec, Encoder, Generative, Likelihood, Metrics, Model
 
-__all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "vae_nets"]
+__all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_bound_keys", "check_sizes",
+           "vae_nets"]
 
 
 @dataclass(frozen=True)
@@ -66,17 +67,49 @@ class BaseVAEConfig:
 
     def __post_init__(self) -> None:
         check_positive("model.latent_dim", self.latent_dim)
-        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
         check_choice("model.objective", self.objective, ("elbo", "iwae"))
-        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
-        check_positive("model.samples", self.samples)
         check_positive("model.iw_samples", self.iw_samples)
-        if self.sigma <= 0 or self.min_sigma <= 0:
-            raise ConfigError("model.sigma and model.min_sigma must be positive")
-        if self.beta < 0 or self.free_bits < 0:
-            raise ConfigError("model.beta and model.free_bits must be >= 0")
-        if not 0 <= self.kl_warmup <= 1:
-            raise ConfigError(f"model.kl_warmup is a fraction of the run, got {self.kl_warmup}")
+        check_bound_keys(self)
+
+
+class BoundKeys(Protocol):
+    """The keys of a model trained on a variational bound, checked by ``check_bound_keys``."""
+
+    @property
+    def likelihood(self) -> str: ...
+    @property
+    def estimator(self) -> str: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def min_sigma(self) -> float: ...
+    @property
+    def beta(self) -> float: ...
+    @property
+    def free_bits(self) -> float: ...
+    @property
+    def kl_warmup(self) -> float: ...
+
+
+def check_bound_keys(config: BoundKeys) -> None:
+    """The likelihood, estimator and KL-weighting keys every VAE-family config shares."""
+    check_choice("model.likelihood", config.likelihood, tuple(LIKELIHOODS))
+    check_choice("model.estimator", config.estimator, ("analytic", "mc"))
+    check_positive("model.samples", config.samples)
+    if config.sigma <= 0 or config.min_sigma <= 0:
+        raise ConfigError("model.sigma and model.min_sigma must be positive")
+    if config.beta < 0 or config.free_bits < 0:
+        raise ConfigError("model.beta and model.free_bits must be >= 0")
+    if not 0 <= config.kl_warmup <= 1:
+        raise ConfigError(f"model.kl_warmup is a fraction of the run, got {config.kl_warmup}")
+
+
+def check_sizes(name: str, sizes: tuple[int, ...]) -> None:
+    """Layer sizes must be positive."""
+    if any(size <= 0 for size in sizes):
+        raise ConfigError(f"model.{name} must hold positive sizes, got {list(sizes)}")
 
 
 @dataclass(frozen=True)
