@@ -190,11 +190,13 @@ def _class_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
 
 def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
                     labels: np.ndarray | None, images: bool) -> list[Path]:
-    """latent_<layer>.png for each layer and, for images, layers.png: for 4 test images, one
-    row per layer l with the input, then decoder means with z_{l+1}..zn kept at the image's
-    posterior means and z_l..z1 drawn from the generative model."""
+    """With two layers or more, latent_<layer>.png for each layer and, for images, layers.png:
+    for 4 test images, one row per layer l with the input, then decoder means with
+    z_{l+1}..zn kept at the image's posterior means and z_l..z1 drawn from the model."""
     index = torch.arange(n, device=test.x.device)
     parts = [model.encode_layers(split_batch(test, index[i : i + 500])) for i in range(0, n, 500)]
+    if len(parts[0]) < 2:  # one layer: latent.png is its picture, and nothing is kept above it
+        return []
     written = [plots.latent_scatter(
         _numpy(torch.cat([part[name] for part in parts])), labels,
         run_dir / f"latent_{name}.png", title=f"Posterior means of layer {name}, {n} test points",

@@ -305,9 +305,10 @@ def _train(
             with torch.autocast(device.type, precision, enabled=precision != torch.float32):
                 loss, metrics = model(batch, step)
             if optimizer is not None:
-                if tc.lr_schedule == "iwae":
+                if tc.lr_schedule == "iwae":  # by passes: a shorter run is theirs stopped early
+                    rate = tc.lr * iwae_learning_rate_factor(step.index / steps_per_epoch)
                     for group in optimizer.param_groups:
-                        group["lr"] = tc.lr * iwae_learning_rate_factor(step.index / steps_per_epoch)
+                        group["lr"] = rate
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
