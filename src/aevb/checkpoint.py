@@ -1,10 +1,11 @@
-"""Checkpoints that describe themselves: safetensors tensors + JSON metadata, written atomically.
+"""Checkpoints that describe themselves: safetensors tensors + JSON metadata.
 
 One file holds the model weights (``model.*``), the optimizer's tensors (``optim.*``) and the
 RNG states (``rng.*``); its safetensors header carries the JSON metadata (config, data spec,
 epoch, step, the run's planned steps, history, the optimizer's non-tensor state). A readable
-copy of the metadata (less the optimizer) is written beside it as ``NAME.json``. Nothing is
-ever unpickled.
+copy of the metadata (less the optimizer) goes beside it as ``NAME.json``
+(:func:`encode_checkpoint` gives both; the training loop commits them with the epoch's other
+files through :mod:`aevb.rundir`). Nothing is ever unpickled.
 
 Reading checks everything against what aevb writes: the metadata against :data:`SCHEMA`, each
 model tensor's shape and dtype against the model's, each optimizer tensor against its parameter,
@@ -28,7 +29,6 @@ from safetensors.torch import save as safetensors_bytes
 
 from .config import Config, config_from_dict, config_to_dict
 from .errors import AevbError, CheckpointError
-from .files import atomic_file, atomic_write_text
 from .models import DataSpec, Model, build_model
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "read_checkpoint",
     "restore_optimizer",
     "run_config",
-    "save_checkpoint",
 ]
 
 FORMAT = "aevb-checkpoint-2"
@@ -223,23 +222,6 @@ def encode_checkpoint(
     metadata = {"aevb": json.dumps(header), "optimizer": json.dumps(optim_plain)}
     readable = {k: v for k, v in header.items() if k != "history"}
     return safetensors_bytes(tensors, metadata=metadata), json.dumps(readable, indent=2) + "\n"
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: Model,
-    optimizer: torch.optim.Optimizer | None,
-    config: Config,
-    meta: dict[str, Any],
-    rng: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """Write model, optimizer, RNG states and ``meta`` (JSON-able) to ``path`` atomically,
-    and the metadata (less history and optimizer) to ``path`` with suffix ``.json``."""
-    path = Path(path)
-    data, readable = encode_checkpoint(model, optimizer, config, meta, rng)
-    with atomic_file(path) as handle:
-        handle.write(data)
-    atomic_write_text(path.with_suffix(".json"), readable)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -224,7 +224,7 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if not out.parent.is_dir():
         raise AevbError(f"directory {out.parent} does not exist")
     shape = tuple(model.data.event_shape)
-    if out.suffix != ".npy" and len(shape) not in (2, 3):
+    if out.suffix != ".npy" and not plots.is_image_shape(shape):
         raise AevbError(f"this run's examples have shape {shape}, not images: write the samples"
                         " as an array with --out FILE.npy")
     torch.manual_seed(args.seed)

@@ -210,10 +210,12 @@ def evaluate_run(
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
     data_config = run_config.data if data_name is None else replace(run_config.data,
                                                                       name=data_name)
-    dataset = (dataset or load_run_data(data_config, run_dir, device)).to(device)
-    if data_name is None:  # the run's own data must be the data it trained on
-        check_same_data(header, dataset, data_config.name,
-                        "pass --dataset to evaluate this run on other data")
+    if dataset is None:
+        dataset = load_run_data(data_config, run_dir, device)
+        if data_name is None:  # the run's own data must be the data it trained on
+            check_same_data(header, dataset, data_config.name,
+                            "pass --dataset to evaluate this run on other data")
+    dataset = dataset.to(device)
     file = evaluation_file(run_config.eval, config, split, which, data_name)
     steps = int(header.get("step") or 1)
     # the schedule as at the step whose update gave these weights (as validation had it)

@@ -87,7 +87,7 @@ def draw_figures(
     model.eval()
     test = dataset.test
     device = test.x.device  # the model's too; a PCA has buffers but no parameters
-    images = len(dataset.event_shape) in (2, 3)
+    images = plots.is_image_shape(dataset.event_shape)
     written = []
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -28,6 +28,7 @@ __all__ = [
     "bar_chart",
     "comparison_grid",
     "image_grid",
+    "is_image_shape",
     "latent_scatter",
     "manifold_grid",
     "manifold_panels",
@@ -51,15 +52,21 @@ SKIPPED_COLUMNS = {"epoch", "step", "seconds"}
 # helpers
 
 
+def is_image_shape(event_shape: Sequence[int]) -> bool:
+    """Whether examples of ``event_shape`` can be drawn as pictures: (H, W) or (C, H, W) with
+    C in {1, 3}."""
+    return len(event_shape) == 2 or (len(event_shape) == 3 and event_shape[0] in (1, 3))
+
+
 def _as_nhwc(images: np.ndarray) -> np.ndarray:
     """(N, H, W) or (N, C, H, W) with C in {1, 3} -> float (N, H, W, C), clipped to [0, 1]."""
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
+    if not is_image_shape(images.shape[1:]):
         raise ValueError(
             f"images must be (N, H, W) or (N, C, H, W) with C in {{1, 3}}; got {images.shape}"
         )
+    if images.ndim == 3:
+        images = images[:, None]
     return np.clip(images, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
