@@ -100,4 +100,5 @@ def test_configs_of_the_first_format_are_read_as_their_model_nests_them():
                                         corruption=NoiseConfig("masking", 0.4))
     with pytest.raises(ConfigError, match="model 'denoising-ae'"):
         config_from_dict({"model": flat})  # today, those keys are errors
-    assert config_to_dict(config)["model"]["net"] == {"hidden": [16], "activation": "relu"}
+    assert config_to_dict(config)["model"]["net"] == {"hidden": [16], "activation": "relu",
+                                                       "init_std": None}

@@ -67,7 +67,7 @@ def write_idx_dir(folder: Path, n_train: int = 12, n_test: int = 4, side: int = 
 
 def test_list_datasets_names_the_builtins():
     names = [name for name, _ in data.list_datasets()]
-    assert names == ["mnist", "fashion-mnist", "digits"]
+    assert names == ["mnist", "fashion-mnist", "digits", "frey-face"]
     assert all(description for _, description in data.list_datasets())
 
 

@@ -89,7 +89,8 @@ def _data_spec(value: Any) -> bool:
     return (isinstance(value, dict) and isinstance(value.get("kind"), str)
             and _list_of(value.get("event_shape"), lambda n: _count(n) and n > 0)
             and bool(value["event_shape"]) and _optional_size(value.get("num_classes"))
-            and _optional_size(value.get("condition_dim")))
+            and _optional_size(value.get("condition_dim"))
+            and _optional_size(value.get("train_size")))
 
 
 def _array_print(value: Any) -> bool:
@@ -216,6 +217,7 @@ def encode_checkpoint(
             "kind": model.data.kind,
             "num_classes": model.data.num_classes,
             "condition_dim": model.data.condition_dim,
+            "train_size": model.data.train_size,
         },
         **meta,
     }
@@ -253,10 +255,11 @@ def header_config(header: dict[str, Any]) -> Config:
 
 
 def header_spec(header: dict[str, Any]) -> DataSpec:
-    """The data spec (event shape, kind, classes, condition size) a checkpoint's model was built for."""
+    """The data spec (event shape, kind, classes, condition size, training-set size) a
+    checkpoint's model was built for; checkpoints written before ``train_size`` have None."""
     spec = header["data_spec"]
     return DataSpec(tuple(spec["event_shape"]), spec["kind"], spec.get("num_classes"),
-                    spec.get("condition_dim"))
+                    spec.get("condition_dim"), spec.get("train_size"))
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

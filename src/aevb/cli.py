@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   aevb models vae
   aevb compare --dataset digits --models ae,pca,denoising-ae --epochs 5 --out runs/ae-compare
   aevb sweep --beta 0.1,0.3,1,3,10 --dataset digits --binarize none --likelihood gaussian-fixed
+  aevb reproduce fig2 --budget 1e6
 """
 
 
@@ -82,6 +83,7 @@ def _parse_overrides(tokens: Sequence[str]) -> dict[str, str]:
 def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .checkpoint import run_config
     from .config import Config, apply_overrides, load_config
+    from .distributed import is_main
     from .evaluate import evaluate_run
     from .report import write_report
     from .training import train
@@ -97,6 +99,8 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     out = Path(args.out or f"runs/{Path(config.data.name).stem}-{config.model.name}-"
                f"{time.strftime('%Y%m%d-%H%M%S')}")
     result = train(config, out, resume=args.resume, progress=not args.quiet)
+    if not is_main():  # under torchrun rank 0 alone evaluates, draws and reports
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"trained {config.model.name} on {config.data.name}: {len(result.history)} epochs,"
           f" best valid {result.model.selection[0]} at epoch {result.best_epoch};"
@@ -316,6 +320,28 @@ def _cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .reproduce import Budget, Settings, reproduce
+
+    try:
+        sizes = tuple(int(v) for v in (args.sizes or "").split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--sizes takes comma-separated latent sizes, got {args.sizes!r}") from None
+    if any(size <= 0 for size in sizes):
+        raise ConfigError(f"--sizes takes positive latent sizes, got {args.sizes!r}")
+    try:
+        train_sizes = tuple(int(v) for v in args.train_sizes.split(",") if v.strip())
+    except ValueError:
+        train_sizes = ()
+    if not train_sizes or min(train_sizes) <= 0:
+        raise ConfigError(f"--train-sizes takes positive sizes, got {args.train_sizes!r}")
+    settings = Settings(out=Path(args.out), budget=Budget.parse(args.budget), dataset=args.dataset,
+                        sizes=sizes or None, train_sizes=train_sizes, threads=args.threads,
+                        progress=not args.quiet)
+    print(f"report: {reproduce(args.experiment, settings)}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .config import model_keys
     from .models import MODELS, model_class
@@ -429,6 +455,28 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="the directory of the runs (default: runs/sweep-DATASET-TIME)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(handler=_cmd_sweep)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="the experiments of Kingma & Welling (2014): fig2, fig3, fig4, fig5",
+        parents=[threads],
+        description="Train and measure the paper's experiments: fig2 (lower bound against"
+        " training samples, AEVB against wake-sleep), fig3 (marginal likelihood of AEVB,"
+        " wake-sleep and Monte Carlo EM, appendix D estimator and importance sampling), fig4"
+        " (2-D manifolds), fig5 (samples). Writes CSV, PNG and OUT/report.md; run it again to"
+        " continue an interrupted run or to extend the budget.")
+    reproduce.add_argument("experiment", choices=["fig2", "fig3", "fig4", "fig5", "all"])
+    reproduce.add_argument("--budget", default="1e6",
+                           help="training samples per run (1e6, the default) or minutes for the"
+                           " whole command (60m); the paper's runs go to 1e8")
+    reproduce.add_argument("--out", default="runs/reproduce", help="where the runs and the"
+                           " report go (default: runs/reproduce)")
+    reproduce.add_argument("--dataset", default="mnist",
+                           help="the binary-image dataset in MNIST's place (tests use digits)")
+    reproduce.add_argument("--sizes", help="latent sizes for fig2 and fig5 (default: the paper's)")
+    reproduce.add_argument("--train-sizes", default="1000,50000",
+                           help="fig3's training-set sizes (default: the paper's 1000,50000)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+    reproduce.set_defaults(handler=_cmd_reproduce)
 
     models = commands.add_parser("models", help="list the models, or one model's config keys",
                                  parents=[threads])

@@ -319,7 +319,8 @@ def _key_rows(config: Any, prefix: str) -> list[tuple[str, str, str]]:
         if is_dataclass(value):
             rows += _key_rows(value, f"{prefix}{f.name}.")
         else:
-            rows.append((f"{prefix}{f.name}", _toml_value(_plain(value)), docs.get(f.name, "")))
+            default = "(unset)" if value is None else _toml_value(_plain(value))
+            rows.append((f"{prefix}{f.name}", default, docs.get(f.name, "")))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Datasets as tensors on one device: MNIST, Fashion-MNIST, scikit-learn digits, or your arrays.
+"""Datasets as tensors on one device: MNIST, Fashion-MNIST, scikit-learn digits, Frey Face
+(:mod:`aevb.frey`), or your arrays.
 
 Each split is a single float32 tensor ``x`` of shape (N, *event_shape) (images are (N, 1, H, W)
 in [0, 1]) and optional int64 labels ``y`` (N,); a minibatch is an index slice, never a Python
@@ -585,6 +586,12 @@ def _build_digits(root: Path) -> tuple[Arrays, str]:
     return {**arrays, "scale": np.array(16)}, "sklearn.datasets.load_digits"
 
 
+def _build_frey(root: Path) -> tuple[Arrays, str]:
+    from . import frey  # imports scipy.io; frey imports this module, so not at the top
+
+    return frey.build(root)
+
+
 @dataclass(frozen=True)
 class _Spec:
     description: str
@@ -599,5 +606,8 @@ _DATASETS: dict[str, _Spec] = {
     ),
     "digits": _Spec(
         "scikit-learn 8x8 digits, 17 grey levels, 1297/250/250, 10 classes", _build_digits
+    ),
+    "frey-face": _Spec(
+        "Brendan Frey's face video frames, 28x20 grey, 1573/196/196, no labels", _build_frey
     ),
 }

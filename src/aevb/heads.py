@@ -107,9 +107,10 @@ class ContinuousBernoulliHead(DecoderHead):
 class GaussianHead(DecoderHead):
     """p(x|z) = N(mu(z), sigma^2) with sigma fixed, one learned scalar, or one per pixel.
 
-    ``fixed`` is the squared-error (rate-distortion) view; ``pixel`` is the paper's Frey Face
-    decoder, whose network outputs log sigma^2 too. Learned sigmas are kept above ``min_sigma``
-    so the density stays bounded on data with constant pixels.
+    ``fixed`` is the squared-error (rate-distortion) view; with ``pixel`` the network outputs
+    log sigma^2 too. With ``sigmoid_mean`` mu = sigmoid(output), in (0, 1): with ``pixel``
+    that is the paper's Frey Face decoder (appendix C.2, "gaussian-sigmoid"). Learned sigmas
+    are kept above ``min_sigma`` so the density stays bounded on data with constant pixels.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class GaussianHead(DecoderHead):
         variance: str,
         sigma: float,
         min_sigma: float,
+        sigmoid_mean: bool = False,
     ) -> None:
         if variance not in ("fixed", "learned", "pixel"):
             raise ConfigError(f"unknown Gaussian variance {variance!r}")
@@ -126,6 +128,7 @@ class GaussianHead(DecoderHead):
         super().__init__(in_features, event_shape)
         self.variance = variance
         self.min_sigma = min_sigma
+        self.sigmoid_mean = sigmoid_mean
         log_sigma = torch.tensor(math.log(sigma))
         if variance == "learned":
             self.log_sigma = nn.Parameter(log_sigma)
@@ -134,7 +137,7 @@ class GaussianHead(DecoderHead):
 
     def forward(self, features: torch.Tensor) -> Independent:
         outputs = self._outputs(features)
-        mu = outputs[0]
+        mu = torch.sigmoid(outputs[0]) if self.sigmoid_mean else outputs[0]
         if self.variance == "fixed":
             scale = self.log_sigma.exp().expand_as(mu)
         elif self.variance == "learned":
@@ -150,6 +153,8 @@ LIKELIHOODS = {
     "gaussian-fixed": "real data: Gaussian with a fixed sigma (L2 distortion)",
     "gaussian-learned": "real data: Gaussian with one learned sigma",
     "gaussian-pixel": "real data: Gaussian with a per-pixel sigma from the decoder",
+    "gaussian-sigmoid": "data in [0, 1]: Gaussian with sigmoid means and a per-pixel sigma"
+                        " (the paper's Frey Face decoder)",
 }
 
 
@@ -185,5 +190,7 @@ def decoder_head(
         return BernoulliHead(in_features, event_shape)
     if likelihood == "continuous-bernoulli":
         return ContinuousBernoulliHead(in_features, event_shape)
+    if likelihood == "gaussian-sigmoid":
+        return GaussianHead(in_features, event_shape, "pixel", sigma, min_sigma, sigmoid_mean=True)
     variance = likelihood.split("-", 1)[1]
     return GaussianHead(in_features, event_shape, variance, sigma, min_sigma)

@@ -27,7 +27,9 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "bar_chart",
     "comparison_grid",
+    "curve_panels",
     "image_grid",
+    "image_panels",
     "is_image_shape",
     "latent_scatter",
     "manifold_grid",
@@ -195,6 +197,83 @@ def comparison_grid(
 
 # ---------------------------------------------------------------------------------------------
 # training curves
+
+
+def image_panels(
+    panels: Mapping[str, np.ndarray], path: str | Path, ncols: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Several titled image grids side by side (e.g. samples of models with 2, 5, 10 and 20
+    latent dimensions), each tiled as in ``image_grid`` with ``ncols`` columns."""
+    if not panels:
+        raise ValueError("image_panels needs at least one panel")
+    pictures = []
+    for name, images in panels.items():
+        x = _as_nhwc(images)
+        if len(x) == 0:
+            raise ValueError(f"panel {name!r} has no images")
+        cols = min(len(x), ncols or math.ceil(math.sqrt(len(x))))
+        rows = math.ceil(len(x) / cols)
+        blank = np.full((rows * cols - len(x), *x.shape[1:]), FILL)
+        pictures.append(_tile(np.concatenate([x, blank]).reshape(rows, cols, *x.shape[1:])))
+    height = max(p.shape[0] for p in pictures)
+    width = max(p.shape[1] for p in pictures)
+    zoom = max(1, min(MAX_ZOOM, TARGET_PX // max(height, width)))
+    fig = Figure(figsize=(len(panels) * width * zoom / DPI, height * zoom / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, name, picture in zip(axes, panels, pictures, strict=True):
+        grey = picture.shape[2] == 1
+        ax.imshow(picture[..., 0] if grey else picture, cmap="gray" if grey else None,
+                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def curve_panels(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool = True,
+    title: str | None = None,
+) -> Path:
+    """One subplot per panel, each with named curves ``label -> (xs, ys)``; a label ending in
+    "(test)" or "(valid)" is drawn dashed in the colour of the same label's "(train)" curve,
+    so a method's train and held-out curves read as a pair. Empty panels say so."""
+    if not panels:
+        raise ValueError("curve_panels needs at least one panel")
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    for ax, (name, curves) in zip(axes, panels.items(), strict=False):
+        colours: dict[str, Any] = {}
+        for label, (xs, ys) in curves.items():
+            method, _, split = label.rpartition(" (")
+            held_out = split in ("test)", "valid)")
+            line, = ax.plot(xs, ys, marker=".", label=label, linestyle="--" if held_out else "-",
+                            color=colours.get(method))
+            colours.setdefault(method, line.get_color())
+        if not curves:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if curves:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
 
 
 def training_curves(

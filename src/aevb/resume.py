@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .checkpoint import (
     FORMAT_1,
     checkpoint_path,
@@ -128,19 +129,26 @@ def _restore_rng(
     tensors: dict[str, torch.Tensor], generator: torch.Generator, path: Path, seed: int
 ) -> bool:
     """Restore the global and the data-order RNG; False when the data generator's state is
-    another device's (the run moved from CPU to GPU or back): it is then seeded afresh."""
+    another device's (the run moved from CPU to GPU or back): it is then seeded afresh.
+
+    Rank r > 0 of a data-parallel run restores its own global RNG (``rng.torch.rankR``,
+    ``rng.cuda.rankR``), or seeds it afresh where the run had fewer processes."""
     if "rng.torch" not in tensors or "rng.data" not in tensors:
         raise corrupt(path, "it holds no RNG state (rng.torch, rng.data)")
     data = tensors["rng.data"]
     other = {torch.Generator().get_state().numel(), 16} - {generator.get_state().numel()}
+    own = f".rank{distributed.rank()}" if distributed.rank() else ""
     try:
-        torch.set_rng_state(tensors["rng.torch"])
+        if f"rng.torch{own}" in tensors:
+            torch.set_rng_state(tensors[f"rng.torch{own}"])
+        else:
+            distributed.seed_rank(seed)
         if data.numel() in other:  # 16 bytes: a CUDA generator's seed and offset
             generator.manual_seed(seed)
             return False
         generator.set_state(data)
-        if "rng.cuda" in tensors and generator.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], generator.device)
+        if f"rng.cuda{own}" in tensors and generator.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[f"rng.cuda{own}"], generator.device)
     except RuntimeError as error:
         raise corrupt(path, f"its RNG state does not restore: {error}") from None
     return True

@@ -7,6 +7,12 @@ validation pass at the current step and one atomic commit of its checkpoints and
 early stopping. The run's planned number of steps is fixed when it starts and kept in its
 checkpoints, so schedules do not shift when a run is resumed or extended. This is the paper's
 minibatch AEVB algorithm (Algorithm 1) when the model is a VAE.
+
+Under torchrun the same loop is data-parallel: every process draws the same global minibatch
+(order and binarization from the shared data generator), takes positions ``rank::world`` of
+it, and runs the model under DistributedDataParallel with its loss weighted by its share, so
+that the averaged gradient is the global minibatch's mean, as one process would have it.
+Metrics are summed over the processes; rank 0 validates and alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import io
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import rundir
+from . import distributed, rundir
 from .checkpoint import checkpoint_path, encode_checkpoint
 from .config import Config, TrainConfig, dump_toml
 from .data import Dataset, Split
@@ -191,7 +197,24 @@ def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
     if generator.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(generator.device)
+    # the model's noise streams of ranks r > 0 (distributed.seed_rank) as torch.rankR, cuda.rankR
+    own = {k: v for k, v in state.items() if k != "data"}
+    for r, theirs in enumerate(distributed.all_gather_object(own)[1:], 1):
+        state.update({f"{k}.rank{r}": v for k, v in theirs.items()})
     return state
+
+
+def _all_reduce_metrics(sums: dict[str, torch.Tensor], seen: int, device: torch.device
+                        ) -> tuple[dict[str, torch.Tensor], int]:
+    """An epoch's metric sums and example count over every rank (a metric absent from a rank's
+    minibatches adds 0 there, as it does to a single process's sum)."""
+    if distributed.world_size() == 1:
+        return sums, seen
+    names = list(dict.fromkeys(n for keys in distributed.all_gather_object(list(sums)) for n in keys))
+    totals = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in
+                          [*(sums.get(n, 0.0) for n in names), float(seen)]])
+    distributed.all_reduce_sum(totals)
+    return dict(zip(names, totals[:-1], strict=True)), int(totals[-1].item())
 
 
 @contextmanager
@@ -238,12 +261,22 @@ def train(
     epoch starts from scratch. The run directory is locked while training: a second process
     writing into it fails at once with :class:`aevb.rundir.RunDirInUse`. The process-wide
     settings training changes (threads, flush-denormal, the global seed) are restored when it
-    returns.
+    returns. Under torchrun each process trains on its share of every global minibatch of
+    ``train.batch_size`` (a multiple of the processes) and rank 0 alone writes the run
+    (:mod:`aevb.distributed`).
     """
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, resume)
-    with _process_settings(config.train.threads), rundir.locked(run_dir):
-        return _train(config, run_dir, _restorable(run_dir, resume), progress, dataset)
+    with distributed.session(), _process_settings(config.train.threads), ExitStack() as stack:
+        if config.train.batch_size % distributed.world_size():
+            raise ConfigError(f"train.batch_size={config.train.batch_size} must be a multiple of"
+                              f" the {distributed.world_size()} processes training together")
+
+        def claim() -> bool:  # rank 0 alone touches the run directory (aevb.distributed)
+            _prepare_run_dir(run_dir, resume)
+            stack.enter_context(rundir.locked(run_dir))
+            return _restorable(run_dir, resume)
+
+        return _train(config, run_dir, distributed.on_main(claim), progress, dataset)
 
 
 def _train(
@@ -254,11 +287,13 @@ def _train(
     dataset: Dataset | None,
 ) -> TrainResult:
     tc = config.train
-    device = resolve_device(tc.device)
+    device = distributed.local_device(resolve_device(tc.device))
+    world = distributed.world_size()
     torch.manual_seed(tc.seed)
 
     dataset = (dataset or load_run_data(config.data, run_dir, device)).to(device)
-    spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim)
+    spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim,
+                    len(dataset.train))
     check_model_fits(config, spec, device)
     model = build_model(config.model, spec).to(device)
     metric, mode = model.selection
@@ -283,13 +318,19 @@ def _train(
                              "data_fingerprint": data_fingerprint(dataset)}
     if restore:
         state.update(restore_run(run_dir, config, model, optimizer, generator, state))
-    with rundir.transaction(run_dir) as tx:
-        tx.write("config.toml", dump_toml(config))
+    if distributed.is_main():
+        with rundir.transaction(run_dir) as tx:
+            tx.write("config.toml", dump_toml(config))
 
     if isinstance(model, ClosedForm) and not restore:
         model.fit_data(train_split.x)
+    if not restore:
+        distributed.seed_rank(tc.seed)
+    net = distributed.parallel(model) if optimizer is not None else model
+    per_example = [b for b in model.buffers() if b.dim() and len(b) == len(train_split)]
     bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), unit="batch",
-               disable=not progress, dynamic_ncols=True, desc=f"train {config.model.name}")
+               disable=not (progress and distributed.is_main()), dynamic_ncols=True,
+               desc=f"train {config.model.name}")
     model.train()
     stale = state["epoch"] - state["best_epoch"]
     while state["step"] < total_steps and not (tc.patience and stale >= tc.patience):
@@ -300,10 +341,16 @@ def _train(
         for start in range(0, len(order), tc.batch_size):
             if state["step"] >= total_steps:
                 break
-            batch = split_batch(train_split, order[start : start + tc.batch_size], generator)
+            index = order[start : start + tc.batch_size]
+            batch = split_batch(train_split, index, generator)  # as one process draws it
+            share, count = distributed.shard(len(index))
+            if world > 1:  # this rank's examples; its weight makes DDP's mean the global one
+                batch = Batch._make(None if f is None else f[share] for f in batch)
             step = Step(state["step"], state["schedule_steps"])
             with torch.autocast(device.type, precision, enabled=precision != torch.float32):
-                loss, metrics = model(batch, step)
+                loss, metrics = net(batch, step)
+            if world > 1:
+                loss = loss * (count * world / len(index))
             if optimizer is not None:
                 if tc.lr_schedule == "iwae":  # by passes: a shorter run is theirs stopped early
                     rate = tc.lr * iwae_learning_rate_factor(step.index / steps_per_epoch)
@@ -312,12 +359,14 @@ def _train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                distributed.sync_rows(per_example, index, share, count)
             for name, value in metrics.items():
-                sums[name] = sums.get(name, 0) + value.float() * len(batch.x)
-            seen += len(batch.x)
+                sums[name] = sums.get(name, 0) + value.float() * count
+            seen += count
             state["step"] += 1
             bar.update(1)
         state["epoch"] += 1
+        sums, seen = _all_reduce_metrics(sums, seen, device)
         row: dict[str, float] = {"epoch": state["epoch"], "step": state["step"]}
         row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
         if not math.isfinite(row["train_loss"]):
@@ -329,7 +378,9 @@ def _train(
             )
         # the schedule as at the step whose update gave these weights
         step = Step(state["step"] - 1, state["schedule_steps"])
-        valid = validate(model, dataset.valid, config.eval.batch_points, step, tc.seed)
+        valid = distributed.broadcast_object(  # rank 0 validates: one `best` for all
+            validate(model, dataset.valid, config.eval.batch_points, step, tc.seed)
+            if distributed.is_main() else {})
         row.update({f"valid_{k}": v for k, v in valid.items()})
         state["seconds"] += time.perf_counter() - started
         row["seconds"] = round(state["seconds"], 3)
@@ -341,8 +392,11 @@ def _train(
         meta = {**state, "metrics": row, "selection": [metric, mode],
                 "metric_names": {k: list(v) for k, v in model.metric_names.items()},
                 "precision": str(precision).removeprefix("torch.")}
+        rng = _rng_state(generator)
+        if not distributed.is_main():
+            continue
         with rundir.transaction(run_dir) as tx:  # the epoch's files, all or none
-            _write_checkpoint(tx, "last", model, optimizer, config, meta, _rng_state(generator))
+            _write_checkpoint(tx, "last", model, optimizer, config, meta, rng)
             if improved:
                 _write_checkpoint(tx, "best", model, None, config, meta)
             _write_metrics_csv(tx, state["history"])

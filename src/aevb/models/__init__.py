@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bayes import BayesianLinear
 from ..errors import ConfigError
+from ..nets import init_normal_
 from .autoencoders import (
     Autoencoder,
     ContractiveAutoencoder,
@@ -93,4 +95,11 @@ def build_model(config: Any, data: DataSpec) -> Model:
     if type(config) is not cls.config_class:
         raise ConfigError(f"model {config.name!r} needs a {cls.config_class.__name__},"
                           f" not a {type(config).__name__}")
-    return cls(config, data)
+    model = cls(config, data)
+    std = getattr(getattr(config, "net", None), "init_std", None)
+    if std is not None:  # the paper's N(0, 0.01²) initialisation, for every model's MLPs
+        init_normal_(model, std)
+        for layer in model.modules():
+            if isinstance(layer, BayesianLinear):
+                layer.init_mean_(std)
+    return model

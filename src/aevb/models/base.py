@@ -68,6 +68,9 @@ class DataSpec(NamedTuple):
     num_classes: int | None = None
     condition_dim: int | None = None
     """C, the length of the data's own conditioning vectors (``Batch.c``); None without them."""
+    train_size: int | None = None
+    """N, the training split's size, for models with per-example state (one HMC chain per
+    example); None where unknown."""
 
 
 class Model(nn.Module, ABC):

@@ -1,6 +1,8 @@
 """The variational autoencoder of Kingma & Welling (2014), with its SGVB estimators, trained on
-the ELBO or on the importance-weighted bound (IWAE, Burda et al. 2016), with the paper's MLPs
-or with convolutional nets (``vae_nets``, chosen by the type of ``config.net``)."""
+the ELBO, on the importance-weighted bound (IWAE, Burda et al. 2016), or by the paper's two
+baselines (sec. 5): the wake-sleep algorithm (Hinton et al. 1995) and Monte Carlo EM with an
+HMC posterior sampler; with the paper's MLPs or with convolutional nets (``vae_nets``, chosen
+by the type of ``config.net``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from ..bayes import bayesianize_, parameter_kl
 from ..corruption import Corruption, NoiseConfig
 from ..errors import ConfigError, check_choice, check_positive
 from ..heads import LIKELIHOODS, DecoderHead, DiagonalGaussianHead, decoder_head
+from ..hmc import adapt_step_size, hmc_step
 from ..nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
 from ..objectives import (
     ElboTerms,
@@ -31,6 +35,10 @@ from .base import Batch, Corrupting, DataSpec, Encoder, Generative, Likelihood, 
 
 __all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_bound_keys", "check_sizes",
            "vae_nets"]
+
+
+OBJECTIVES = ("elbo", "iwae", "wake-sleep", "mcem")
+"""The ways ``VAE`` can be trained (``model.objective``)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,9 @@ class BaseVAEConfig:
     min_sigma: float = 1e-3
     """Lower bound on a learned decoder standard deviation (keeps per-pixel sigma finite)."""
     objective: str = "elbo"
-    """What training maximises: elbo (the SGVB estimate) | iwae (the K-sample bound)."""
+    """How training fits the model: elbo (the SGVB estimate) | iwae (the K-sample bound) |
+    wake-sleep (Hinton et al. 1995) | mcem (Monte Carlo EM with HMC). The last two are not
+    variational bounds: they take no beta, warm-up, free bits or corruption."""
     estimator: str = "analytic"
     """SGVB estimator of the elbo: analytic (the paper's B: closed-form KL) | mc (A: sampled)."""
     samples: int = 1
@@ -64,12 +74,43 @@ class BaseVAEConfig:
     free_bits: float = 0.0
     """lambda: each latent dimension's minibatch KL costs at least this many nats (0: off)."""
     corruption: NoiseConfig = NoiseConfig()
+    hmc_leapfrog_steps: int = 10
+    """mcem: leapfrog steps per HMC transition (the paper: 10)."""
+    hmc_step_size: float = 0.1
+    """mcem: the initial leapfrog step size, then tuned at every step (shared by the chains)."""
+    hmc_target_accept: float = 0.9
+    """mcem: the acceptance probability each chain's step size is tuned to (the paper: 90 %)."""
+    hmc_adapt_rate: float = 0.05
+    """mcem: gain of the update log eps += rate (mean acceptance - target), once per
+    transition; at a target of 0.9 the step size grows by at most rate/10 in log per transition."""
+    hmc_transitions: int = 1
+    """mcem: HMC transitions of each minibatch example's chain per training step."""
+    full_vb: bool = False
+    """Kingma & Welling's appendix F: a diagonal Gaussian posterior over the decoder's weights
+    as well, prior N(0, I), trained with the same estimator (each example's bound loses
+    KL(q(θ) || p(θ)) / N); one weight draw per minibatch; evaluation uses the mean weights."""
 
     def __post_init__(self) -> None:
         check_positive("model.latent_dim", self.latent_dim)
-        check_choice("model.objective", self.objective, ("elbo", "iwae"))
+        check_choice("model.objective", self.objective, OBJECTIVES)
         check_positive("model.iw_samples", self.iw_samples)
         check_bound_keys(self)
+        for key in ("hmc_leapfrog_steps", "hmc_step_size", "hmc_adapt_rate", "hmc_transitions"):
+            check_positive(f"model.{key}", getattr(self, key))
+        if not 0 < self.hmc_target_accept < 1:
+            raise ConfigError(f"model.hmc_target_accept is a probability in (0, 1), got"
+                              f" {self.hmc_target_accept}")
+        if self.full_vb and self.objective not in ("elbo", "iwae"):
+            raise ConfigError("model.full_vb trains the decoder's weight posterior on a bound:"
+                              " it needs objective elbo or iwae")
+        if self.objective in ("wake-sleep", "mcem") and (
+            self.beta != 1 or self.kl_warmup > 0 or self.free_bits > 0
+            or (self.corruption.noise != "none" and self.corruption.noise_level > 0)
+        ):
+            raise ConfigError(
+                f"model.objective {self.objective} fits p and q by their own rules, not by a"
+                " variational bound: it needs beta 1, kl_warmup 0, free_bits 0 and no corruption"
+            )
 
 
 class BoundKeys(Protocol):
@@ -192,12 +233,7 @@ def weighted_bound_loss(
     if free_bits > 0:
         kl = torch.cat(list(terms.kl.values()), -1)
         loss = loss + weight * (free_bits_kl(kl, free_bits) - kl.mean(0).sum())
-    metrics: Metrics = {
-        "loss": loss.detach(),
-        "elbo": terms.elbo.mean().detach(),
-        "rec": terms.rec.mean().detach(),
-        "kl": terms.kl_total.mean().detach(),
-    }
+    metrics = _elbo_metrics(loss, terms)
     if warming:
         metrics["kl_weight"] = torch.tensor(weight, device=objective.device)
     return loss, metrics
@@ -214,6 +250,23 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     exact for the elbo). The metrics always report the true, unweighted ELBO, which picks the
     best checkpoint. With ``corruption`` the objective is the denoising bound of Im et al.
     (2017): the encoder sees x~, the likelihood scores the clean x; evaluation encodes x.
+
+    The paper's baselines (sec. 5) train the same networks by other rules, each a loss whose
+    gradients reach the generative model (decoder, likelihood head) and the recognition model
+    (encoder, posterior head) separately, so one optimizer step updates both:
+
+    - ``wake-sleep`` (Hinton et al. 1995): wake, maximise log p(x, z) at z ~ q(z|x), not
+      reparameterised; sleep, maximise log q(z'|x') at a dream z' ~ p(z), x' ~ p(x|z').
+    - ``mcem``: Monte Carlo EM. Each training example keeps a persistent HMC chain (buffers
+      ``chains`` (N, D), and the step size ``hmc_step``, in the checkpoint, so a resumed run
+      is exact) targeting p(z|x) ∝ p(z) p(x|z) under the current decoder; a step runs
+      ``hmc_transitions`` transitions of the batch's chains (the shared step size tuned to a
+      mean acceptance of ``hmc_target_accept``) and maximises log p(x, z) at their states. q(z|x) is fitted to
+      the same states by maximum likelihood, which changes nothing of the EM updates of p
+      but gives an ELBO to report and a proposal for importance sampling.
+
+    Both report the true ELBO of the current q and p; in eval mode (validation) they run no
+    phases and no HMC, and the loss is -ELBO.
     """
 
     description = "variational autoencoder (Kingma & Welling 2014): Gaussian q(z|x), N(0,I) prior"
@@ -226,7 +279,18 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         "rec": ("E_q[log p(x|z)]", "nats"),
         "kl": ("KL(q(z|x) || p(z))", "nats"),
         "kl_weight": ("KL weight (warm-up)", ""),
+        "wake": ("wake phase: log p(x, z), z ~ q(z|x)", "nats"),
+        "sleep": ("sleep phase: log q(z'|x'), (z', x') ~ p", "nats"),
+        "log_joint": ("log p(x, z) at the HMC chains' states", "nats"),
+        "accept": ("HMC acceptance probability", ""),
+        "kl_weights": ("KL(q(θ) || p(θ)) / N of the decoder's weights (full VB)", "nats"),
     }
+    chains: torch.Tensor
+    """mcem only: each training example's HMC state (N, latent_dim)."""
+    hmc_step: torch.Tensor
+    """mcem only: the leapfrog step size, shared by the chains and tuned at every training
+    step to the batch's mean acceptance (a chain is visited once per epoch: tuning each
+    chain's own step would take hundreds of epochs)."""
 
     def __init__(self, config: BaseVAEConfig, data: DataSpec) -> None:
         super().__init__(config, data)
@@ -234,6 +298,19 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
                                                                                          data)
         self.prior = StandardNormal(config.latent_dim)
         self.corruption = Corruption(config.corruption, data.kind)
+        if config.full_vb:
+            if data.train_size is None:
+                raise ConfigError("model.full_vb weighs the weights' KL by 1/N and needs the"
+                                  " training set's size")
+            self.train_size = data.train_size
+            bayesianize_(self.decoder)
+            bayesianize_(self.likelihood_head)
+        if config.objective == "mcem":
+            if data.train_size is None:
+                raise ConfigError("objective mcem keeps one HMC chain per training example and"
+                                  " needs the training set's size")
+            self.register_buffer("chains", torch.randn(data.train_size, config.latent_dim))
+            self.register_buffer("hmc_step", torch.tensor(config.hmc_step_size))
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x): batch shape (B,), event shape (latent_dim,)."""
@@ -243,11 +320,30 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         """p(x|z) for z (..., latent_dim): batch shape (...), event shape the data's."""
         return self.likelihood_head(self.decoder(z))
 
+    def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) + log p(x|z) in nats, (..., B), for x (B, *event_shape), z (..., B, D)."""
+        return self.prior().log_prob(z) + self.likelihood(z).log_prob(x)
+
     def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        config = self.config
+        if self.training and config.objective == "wake-sleep":
+            return self._wake_sleep(batch.x)
+        if self.training and config.objective == "mcem":
+            return self._mcem(batch)
+        loss, metrics = self._bound_loss(batch, step)
+        if config.full_vb and self.training:  # appendix F: the weights' share of the bound
+            kl_weights = (parameter_kl(self.decoder) + parameter_kl(self.likelihood_head)
+                          ) / self.train_size
+            loss = loss + kl_weights
+            metrics["kl_weights"] = kl_weights.detach()
+        return loss, metrics
+
+    def _bound_loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
+        """The elbo or iwae objective (weighted) and its metrics."""
         config = self.config
         weight = config.beta * linear_warmup(step, config.kl_warmup)
         posterior, prior = self.posterior(self.corruption(batch.x)), self.prior()
-        if config.objective == "elbo":
+        if config.objective != "iwae":  # wake-sleep and mcem evaluate the elbo
             terms = elbo_terms(batch.x, posterior, prior, self.likelihood, config.samples,
                                config.estimator)
             return weighted_bound_loss(terms.rec - weight * terms.kl_total, terms, weight,
@@ -260,6 +356,62 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
                                             weight, config.free_bits, config.kl_warmup > 0)
         metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
         return loss, metrics
+
+    def _wake_sleep(self, x: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        """-(mean wake + mean sleep): wake, log p(x, z) at z ~ q(z|x) drawn without
+        reparameterisation (gradients reach p only); sleep, log q(z'|x') at (z', x') drawn
+        from p (gradients reach q only)."""
+        posterior, prior = self.posterior(x), self.prior()
+        z = posterior.sample()  # (B, D), no path back to the encoder
+        wake = self.log_joint(x, z)
+        with torch.no_grad():
+            dream_z = prior.sample((len(x),))
+            dream_x = self.likelihood(dream_z).sample()  # a sample, not the decoder's mean
+        sleep = self.posterior(dream_x).log_prob(dream_z)
+        loss = -(wake.mean() + sleep.mean())
+        # the ELBO of the current q and p, from the wake phase's z: no extra decoder pass
+        terms = ElboTerms(wake - prior.log_prob(z),
+                          {"z": kl_per_dimension(posterior, prior, z.unsqueeze(0))})
+        return loss, {**_elbo_metrics(loss, terms), "wake": wake.mean().detach(),
+                      "sleep": sleep.mean().detach()}
+
+    def _mcem(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """Monte Carlo EM: E-step, HMC transitions of the batch's chains toward p(z|x); M-step,
+        -mean log p(x, z) at the chains' states (gradients reach p only); plus -mean
+        log q(z|x) at the same states (gradients reach q only)."""
+        if batch.indices is None:
+            raise ConfigError("objective mcem needs each example's index in the training split"
+                              " (batch.indices) to find its HMC chain")
+        z, accept = self._advance_chains(batch.x, batch.indices)
+        posterior, prior = self.posterior(batch.x), self.prior()
+        log_joint = self.log_joint(batch.x, z)
+        fit_q = posterior.log_prob(z)
+        loss = -(log_joint.mean() + fit_q.mean())
+        with torch.no_grad():
+            terms = elbo_terms(batch.x, posterior, prior, self.likelihood, 1, "analytic")
+        return loss, {**_elbo_metrics(loss, terms), "log_joint": log_joint.mean().detach(),
+                      "accept": accept.mean()}
+
+    def _advance_chains(self, x: torch.Tensor, indices: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the chains of examples ``indices`` for ``hmc_transitions`` HMC transitions,
+        adapting their step sizes, and store them; returns (states (B, D), the mean
+        acceptance probability per chain (B,))."""
+        config = self.config
+        chains, step_size = self.chains[indices], self.hmc_step
+        accept = torch.zeros(len(indices), device=chains.device)
+        # accept/reject compares energies: in float32 even inside training's bf16 autocast
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(chains.dtype)
+            for _ in range(config.hmc_transitions):
+                step = hmc_step(lambda z: self.log_joint(x, z), chains, step_size,
+                                config.hmc_leapfrog_steps)
+                step_size = adapt_step_size(step_size, step.accept_prob.mean(),
+                                            config.hmc_target_accept, config.hmc_adapt_rate)
+                chains, accept = step.z, accept + step.accept_prob
+        self.chains[indices] = chains
+        self.hmc_step.copy_(step_size)
+        return chains, accept / config.hmc_transitions
 
     def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
         return elbo_terms(batch.x, self.posterior(batch.x), self.prior(), self.likelihood,
@@ -286,6 +438,12 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         _unconditional(condition)
         return self.decode(self.prior().sample((n,)))
+
+
+def _elbo_metrics(loss: torch.Tensor, terms: ElboTerms) -> Metrics:
+    """loss, and the ELBO's parts as the elbo objective reports them (batch means)."""
+    return {"loss": loss.detach(), "elbo": terms.elbo.mean().detach(),
+            "rec": terms.rec.mean().detach(), "kl": terms.kl_total.mean().detach()}
 
 
 def _unconditional(condition: torch.Tensor | None) -> None:

@@ -1,0 +1,96 @@
+"""``aevb reproduce``: every experiment end to end at a tiny budget, on the digits."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from aevb.cli import main
+from aevb.errors import ConfigError
+from aevb.reproduce import Budget, Settings, reproduce, stages
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_budget_parses_samples_and_minutes() -> None:
+    assert Budget.parse("1e6") == Budget(samples=1_000_000)
+    assert Budget.parse("2500") == Budget(samples=2500)
+    assert Budget.parse("60m") == Budget(minutes=60.0)
+    assert Budget.parse("1.5min") == Budget(minutes=1.5)
+    for bad in ("", "0", "-3", "1.5", "ten", "nan", "inf", "5h"):
+        with pytest.raises(ConfigError, match="--budget"):
+            Budget.parse(bad)
+
+
+def test_stages_are_four_per_decade_and_end_at_the_budget() -> None:
+    assert stages(500) == [500]
+    assert stages(10**5) == [10_000, 17_783, 31_623, 56_234, 100_000]
+    assert stages(150_000)[-2:] == [100_000, 150_000]
+
+
+def test_fig2_runs_end_to_end_and_resumes_with_a_larger_budget(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    args = ["reproduce", "fig2", "--dataset", "digits", "--sizes", "2", "--out", str(out),
+            "--quiet", "--threads", "1"]
+    assert main([*args, "--budget", "300"]) == 0
+    rows = _rows(out / "fig2.csv")
+    assert {r["method"] for r in rows} == {"aevb", "wake-sleep"}
+    assert all(r["samples"] == "300" for r in rows)
+    for row in rows:
+        assert math.isfinite(float(row["train_bound"])) and float(row["train_bound"]) < 0
+        assert math.isfinite(float(row["test_bound"])) and float(row["test_bound"]) < 0
+        assert float(row["lr"]) in (0.01, 0.02, 0.1)
+    assert (out / "fig2-digits.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "fig2-digits.png" in report and "wake-sleep" in report
+
+    run = out / "runs" / "digits-aevb-z2-h500"
+    first = _rows(run / "stages.csv")
+    assert main([*args, "--budget", "600"]) == 0  # continues: the 300 stage is kept as it was
+    extended = _rows(run / "stages.csv")
+    assert [r["samples"] for r in extended] == ["300", "600"]
+    assert extended[0] == first[0]
+    assert [r["samples"] for r in _rows(out / "fig2.csv")] == ["300", "600"] * 2
+
+
+def test_fig3_estimates_the_marginal_likelihood_both_ways(tmp_path: Path) -> None:
+    settings = Settings(out=tmp_path / "rep", budget=Budget(samples=300), dataset="digits",
+                        train_sizes=(200,), marginal_points=8, is_samples=50, hmc_samples=30,
+                        hmc_burn_in=20, threads=1, progress=False)
+    report = reproduce("fig3", settings)
+    rows = _rows(settings.out / "fig3.csv")
+    assert {r["method"] for r in rows} == {"aevb", "wake-sleep", "mcem"}
+    for row in rows:
+        for column in ("train_log_px_appendix_d", "test_log_px_appendix_d",
+                       "train_log_px_is", "test_log_px_is"):
+            assert math.isfinite(float(row[column])) and float(row[column]) < 0
+        assert 0 < float(row["test_hmc_accept"]) <= 1
+    for name in ("fig3-appendix-d.png", "fig3-is.png"):
+        assert (settings.out / name).stat().st_size > 0
+    assert "App. D" in report.read_text()
+
+
+def test_fig4_and_fig5_draw_manifold_and_samples(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    base = ["--dataset", "digits", "--out", str(out), "--quiet", "--budget", "200"]
+    assert main(["reproduce", "fig4", *base]) == 0
+    assert (out / "fig4-digits.png").stat().st_size > 0
+    assert main(["reproduce", "fig5", "--sizes", "2,3", *base]) == 0
+    assert (out / "fig5.png").stat().st_size > 0
+    # fig5's 2-D model is fig4's: one run directory, trained once
+    assert len(_rows(out / "runs" / "digits-aevb-z2-h500" / "stages.csv")) == 1
+    assert "fig5.png" in (out / "report.md").read_text()
+
+
+def test_reproduce_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    assert main(["reproduce", "fig2", "--budget", "soon", "--out", str(tmp_path)]) == 2
+    assert "--budget" in capsys.readouterr().err
+    assert main(["reproduce", "fig2", "--sizes", "0", "--out", str(tmp_path)]) == 2
+    assert main(["reproduce", "fig9", "--out", str(tmp_path)]) == 2
