@@ -94,3 +94,50 @@ def test_reproduce_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureF
     assert "--budget" in capsys.readouterr().err
     assert main(["reproduce", "fig2", "--sizes", "0", "--out", str(tmp_path)]) == 2
     assert main(["reproduce", "fig9", "--out", str(tmp_path)]) == 2
+
+
+def test_frey_face_panels_are_skipped_with_the_reason_or_planned_when_it_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aevb import frey
+    from aevb import reproduce as rep
+
+    monkeypatch.delenv("AEVB_FREY_PATH", raising=False)
+    monkeypatch.setattr(frey, "FREY_BASE_URL", (tmp_path / "offline").as_uri() + "/")
+    rep._frey_note.cache_clear()
+    settings = Settings(out=tmp_path, budget=Budget(samples=100), cache_dir=str(tmp_path / "c"))
+    note = rep._frey_note(settings.cache_dir)
+    assert note is not None and "skipped" in note and "AEVB_FREY_PATH" in note
+    assert all(spec.dataset == "mnist" for spec in rep.fig2_runs(settings))
+
+    fixture = Path(__file__).parent / "fixtures" / "frey" / "frey_rawface.mat"
+    monkeypatch.setenv("AEVB_FREY_PATH", str(fixture))
+    monkeypatch.setattr(frey, "FREY_SHAPE", (560, 30))
+    rep._frey_note.cache_clear()
+    assert rep._frey_note(settings.cache_dir) is None
+    frey_runs = [s for s in rep.fig2_runs(settings) if s.dataset == "frey-face"]
+    assert sorted({s.latent_dim for s in frey_runs}) == [2, 5, 10, 20]
+    assert {s.hidden for s in frey_runs} == {200}
+    assert rep.paper_config(frey_runs[0], settings, 0.02, 100).model.likelihood == "gaussian-sigmoid"
+    rep._frey_note.cache_clear()
+
+
+def test_a_diverging_step_size_loses_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    from types import SimpleNamespace
+
+    from aevb import reproduce as rep
+    from aevb.errors import AevbError
+
+    def fake_train(config, run_dir, **kwargs):
+        if config.train.lr == 0.1:
+            raise RuntimeError("normal expects all elements of std >= 0.0")
+        return SimpleNamespace(history=[{"train_elbo": -100 * config.train.lr}])
+
+    monkeypatch.setattr(rep, "train", fake_train)
+    settings = Settings(out=tmp_path, budget=Budget(samples=100), dataset="digits")
+    spec = rep.RunSpec("digits", "wake-sleep", 2, 10)
+    dataset = SimpleNamespace(train=[0] * 50)
+    assert rep.choose_step_size(spec, settings, dataset, tmp_path / "a", 100) == 0.01
+    monkeypatch.setattr(rep, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("nan")))
+    with pytest.raises(AevbError, match="diverged at every step size"):
+        rep.choose_step_size(spec, settings, dataset, tmp_path / "b", 100)

@@ -22,6 +22,7 @@ experiments (fig5 reuses fig2's and fig4's models).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from . import plots
 from .config import Config, DataConfig, EvalConfig, TrainConfig, model_config
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, Split, fetch, load_dataset
 from .errors import AevbError, ConfigError, DataError
 from .files import atomic_write_text
 from .frey import frey_unavailable_reason
@@ -266,11 +267,15 @@ def choose_step_size(spec: RunSpec, settings: Settings, dataset: Dataset, run_di
         probe = run_dir / f"probe-lr{lr:g}"
         shutil.rmtree(probe, ignore_errors=True)  # a probe is cheap: never resumed
         config = _with_decay(paper_config(spec, settings, lr, probe_samples), dataset)
-        result = train(config, probe, progress=False, dataset=dataset)
-        score = result.history[-1]["train_elbo"]
+        try:
+            score = train(config, probe, progress=False, dataset=dataset).history[-1]["train_elbo"]
+        except (AevbError, ValueError, RuntimeError):  # diverged: a step size too large
+            score = -math.inf  # (NaN parameters fail in distributions or the sampler)
         scores[f"{lr:g}"] = score if math.isfinite(score) else -math.inf
         shutil.rmtree(probe, ignore_errors=True)
     chosen = max(STEP_SIZES, key=lambda lr: scores[f"{lr:g}"])
+    if not math.isfinite(scores[f"{chosen:g}"]):
+        raise AevbError(f"{spec.name}: training diverged at every step size {STEP_SIZES}")
     atomic_write_text(record, json.dumps({"probe_samples": probe_samples, "train_elbo": scores,
                                           "chosen": chosen}, indent=2) + "\n")
     return chosen
@@ -340,9 +345,17 @@ def measure_marginal(model: Model, dataset: Dataset, settings: Settings) -> dict
 # the experiments
 
 
+@functools.cache
 def _frey_note(cache_dir: str) -> str | None:
-    reason = frey_unavailable_reason(cache_dir)
-    return None if reason is None else f"Frey Face panels skipped: {reason}"
+    """None when Frey Face is at hand or can be fetched now (once per command); else the
+    message that says its panels are skipped and why."""
+    if frey_unavailable_reason(cache_dir) is None:
+        return None
+    try:
+        fetch("frey-face", cache_dir)
+    except DataError as error:
+        return f"Frey Face panels skipped: {error}"
+    return None
 
 
 def fig2_runs(settings: Settings) -> list[RunSpec]:
