@@ -12,11 +12,11 @@ from aevb.config import DataConfig
 from aevb.models import Batch
 
 data = aevb.load_dataset(DataConfig(name="mnist", binarize="none"))
-x = data.train.x.flatten(1).numpy()
+x = data.train.values().flatten(1).numpy()
 y = data.train.y.numpy()
 started = time.perf_counter()
 classifier = LogisticRegression(max_iter=300).fit(x, y)
-test_accuracy = classifier.score(data.test.x.flatten(1).numpy(), data.test.y.numpy())
+test_accuracy = classifier.score(data.test.values().flatten(1).numpy(), data.test.y.numpy())
 print(f"classifier: {time.perf_counter() - started:.0f} s, accuracy on real test images "
       f"{test_accuracy:.4f}")
 labels = np.repeat(np.arange(10), 100)
@@ -26,7 +26,7 @@ for run in ("cvae", "conv-cvae", "cvae-standard"):
     samples = np.concatenate([fitted.sample(100, label=k, seed=k) for k in range(10)])
     rate = (classifier.predict(samples.reshape(len(samples), -1)) == labels).mean()
     model = fitted.model
-    xs, ys = data.test.x[:200], data.test.y[:200]
+    xs, ys = data.test.values()[:200], data.test.y[:200]
     with torch.no_grad():
         z = model.encode(Batch(xs, ys))
         decoded = model.decode(z[:, None].expand(-1, 10, -1), model.condition_of(torch.arange(10)))
