@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -109,7 +110,7 @@ def main() -> None:
     dataset = load_dataset(config.data)
     n = len(dataset.train)
     print(f"{args.dataset}: {n} training images, {args.epochs} epochs, "
-          f"{dataset.train.x[0].numel()}-{args.hidden}-{args.latent} {args.activation}, "
+          f"{math.prod(dataset.event_shape)}-{args.hidden}-{args.latent} {args.activation}, "
           f"{torch.get_num_threads()} threads")
 
     rounds: list[dict[str, float]] = []
@@ -118,7 +119,7 @@ def main() -> None:
         # The usual example leaves subnormal floats on (aevb's train() flushes them while it
         # runs and restores the setting when it returns).
         torch.set_flush_denormal(False)
-        seconds = {"hand": run_hand_written(dataset.train.x, config)}
+        seconds = {"hand": run_hand_written(dataset.train.values(), config)}
         elbos = {}
         for precision in args.precision:
             variant = apply_overrides(config, {"precision": precision})

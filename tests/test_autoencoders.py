@@ -47,12 +47,12 @@ def sklearn_reconstruction(pca: SklearnPCA, x: np.ndarray) -> np.ndarray:
 
 def test_pca_model_equals_sklearn(digits):
     model = build_model(model_config(name="pca", latent_dim=6), DIGITS)
-    model.fit_data(digits.train.x)
-    train_x = digits.train.x.flatten(1).numpy()
-    test_x = digits.test.x.flatten(1).numpy()
+    model.fit_data(digits.train.values())
+    train_x = digits.train.values().flatten(1).numpy()
+    test_x = digits.test.values().flatten(1).numpy()
     reference = SklearnPCA(6).fit(train_x)
     with torch.no_grad():
-        ours = model.reconstruct(Batch(digits.test.x)).flatten(1).numpy()
+        ours = model.reconstruct(Batch(digits.test.values())).flatten(1).numpy()
     np.testing.assert_allclose(ours, sklearn_reconstruction(reference, test_x), atol=1e-5)
     assert np.degrees(subspace_angles(model.components.T.numpy(), reference.components_.T)).max() < 1e-3
     np.testing.assert_allclose(model.explained_variance.numpy(), reference.explained_variance_,
@@ -76,7 +76,7 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     model = build_model(model_config(name="linear-ae", latent_dim=d, hidden="[]"), DIGITS)
     assert model.reconstruction == "mse"
     assert all(not isinstance(m, torch.nn.Tanh) for m in model.modules())  # identity throughout
-    x = digits.train.x
+    x = digits.train.values()
     steps = 3000
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -90,10 +90,10 @@ def test_linear_autoencoder_recovers_the_pca_subspace(digits, one_thread):
     decoder_columns = model.decoder[1].weight.detach().numpy()  # (64, d)
     angles = np.degrees(subspace_angles(decoder_columns, reference.components_.T))
     assert angles.max() < 1.0, angles
-    test_x = digits.test.x.flatten(1).numpy()
+    test_x = digits.test.values().flatten(1).numpy()
     pca_error = ((sklearn_reconstruction(reference, test_x) - test_x) ** 2).sum(1).mean()
     with torch.no_grad():
-        ae_error = (model.reconstruct(Batch(digits.test.x)) - digits.test.x).pow(2).sum((1, 2, 3)
+        ae_error = (model.reconstruct(Batch(digits.test.values())) - digits.test.values()).pow(2).sum((1, 2, 3)
                                                                                     ).mean()
     assert abs(ae_error.item() - pca_error) <= 0.01 * pca_error  # on test data PCA is no bound
     # An untrained linear AE is far from PCA: the test can fail.
@@ -340,7 +340,7 @@ def test_pictures_of_a_model_without_parameters(digits, tmp_path):
     from aevb.figures import draw_figures
 
     model = build_model(model_config(name="pca", latent_dim=2), DIGITS)
-    model.fit_data(digits.train.x)
+    model.fit_data(digits.train.values())
     assert not list(model.parameters())
     written = {p.name for p in draw_figures(tmp_path, model, digits)}
     assert written == {"reconstructions.png", "latent.png"}

@@ -81,7 +81,7 @@ def test_model_keeps_the_contract_and_lowers_its_loss(name, digits):
     losses = []
     if isinstance(model, ClosedForm):  # fitted in one go, not by gradient steps
         losses = [model.loss(batch, Step(0, 1))[0].item()] * 5
-        model.fit_data(digits.train.x)
+        model.fit_data(digits.train.values())
         losses += [model.loss(batch, Step(0, 1))[0].item()] * 5
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config.train, trainable) if not losses else None
@@ -130,7 +130,7 @@ def test_model_trains_and_round_trips_a_checkpoint(name, digits, tmp_path):
         # fitted before the first epoch, nothing to train: one epoch measures it, and it
         # reconstructs far better than the mean-free zero map it starts as
         assert len(result.history) == 1
-        assert result.history[0]["valid_loss"] < 0.5 * digits.valid.x.pow(2).sum((1, 2, 3)).mean()
+        assert result.history[0]["valid_loss"] < 0.5 * digits.valid.values().pow(2).sum((1, 2, 3)).mean()
     else:
         metric, mode = result.model.selection
         first, last = result.history[0][f"valid_{metric}"], result.history[-1][f"valid_{metric}"]

@@ -94,7 +94,7 @@ def test_learned_prior_kl_equals_its_monte_carlo_estimate(digits):
 def test_condition_comes_from_c_else_y_else_is_an_error(digits):
     model = build_model(CVAEConfig(latent_dim=2), DataSpec((1, 8, 8), "binary", 10, 3))
     assert model.condition_dim == 3 and model.classes is None
-    x = digits.train.x[:4]
+    x = digits.train.values()[:4]
     c = torch.rand(4, 3)
     torch.testing.assert_close(model.condition(Batch(x, torch.zeros(4).long(), None, c)), c)
     with pytest.raises(ConfigError, match="not on class labels"):
@@ -110,7 +110,7 @@ def test_condition_comes_from_c_else_y_else_is_an_error(digits):
 def test_class_samples_are_recognised_by_a_classifier(trained, digits):
     from sklearn.linear_model import LogisticRegression
 
-    x, y = digits.train.x.flatten(1).numpy(), digits.train.y.numpy()
+    x, y = digits.train.values().flatten(1).numpy(), digits.train.y.numpy()
     classifier = LogisticRegression(max_iter=2000).fit(x, y)
     labels = torch.arange(10).repeat_interleave(50)
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_log_px_given_c_is_above_the_elbo(trained, digits):
     assert result["log_px_nats"] > result["elbo_nats"]
     # through the API: log p(x|y) is higher with the true labels than with wrong ones
     fitted = aevb.load(trained["cvae"][0])
-    x, y = digits.test.x.numpy(), digits.test.y.numpy()
+    x, y = digits.test.values().numpy(), digits.test.y.numpy()
     right = fitted.log_likelihood(x, k=20, y=y).mean()
     wrong = fitted.log_likelihood(x, k=20, y=(y + 1) % 10).mean()
     print(f"log p(x|y) true labels {right:.2f}, shifted labels {wrong:.2f}")
@@ -157,7 +157,7 @@ def test_user_npz_with_c_vectors_trains(digits, tmp_path):
     splits = {"train": digits.train, "valid": digits.valid, "test": digits.test}
     arrays = {}
     for s, split in splits.items():
-        arrays[f"x_{s}"] = split.x.numpy()[:200]
+        arrays[f"x_{s}"] = split.values().numpy()[:200]
         # a 3-vector: the label's parity and size, and noise
         y = split.y.numpy()[:200]
         arrays[f"c_{s}"] = np.stack([y % 2, y / 9, rng.normal(size=len(y))], 1)
@@ -173,7 +173,7 @@ def test_user_npz_with_c_vectors_trains(digits, tmp_path):
 
 
 def test_api_fits_with_labels_or_vectors(digits):
-    x, y = digits.train.x[:300].numpy(), digits.train.y[:300].numpy()
+    x, y = digits.train.values()[:300].numpy(), digits.train.y[:300].numpy()
     small = {"hidden": (32,), "latent_dim": 2, "epochs": 2, "binarize": "static",
              "progress": False}
     fitted = aevb.fit(x, y, model="cvae", **small)

@@ -74,15 +74,15 @@ def test_list_datasets_names_the_builtins():
 def test_digits_splits_shapes_and_dtypes(digits_cache):
     ds = load("digits", digits_cache, binarize="none")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (1297, 250, 250)
-    assert ds.event_shape == (1, 8, 8) and ds.train.x.shape == (1297, 1, 8, 8)
+    assert ds.event_shape == (1, 8, 8) and ds.train.values().shape == (1297, 1, 8, 8)
     assert ds.kind == "unit" and ds.num_classes == 10
     for split in (ds.train, ds.valid, ds.test):
-        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
+        assert split.values().dtype == torch.float32 and split.y.dtype == torch.int64
         assert split.y.shape == (len(split),)
-    assert ds.train.x.min() == 0 and ds.train.x.max() == 1
+    assert ds.train.values().min() == 0 and ds.train.values().max() == 1
     # grey levels are k/16, and the three splits are disjoint parts of all 1797 digits
-    assert torch.equal(ds.train.x * 16, (ds.train.x * 16).round())
-    all_x = torch.cat([ds.train.x, ds.valid.x, ds.test.x]).flatten(1)
+    assert torch.equal(ds.train.values() * 16, (ds.train.values() * 16).round())
+    all_x = torch.cat([ds.train.values(), ds.valid.values(), ds.test.values()]).flatten(1)
     assert torch.unique(all_x, dim=0).shape[0] > 1700
 
 
@@ -93,7 +93,7 @@ def test_dataset_info_and_to(digits_cache):
     assert info["num_classes"] == 10 and Path(info["path"]).is_file()
     assert "sklearn" in info["source"]
     ds = load("digits", digits_cache).to("cpu")
-    assert ds.train.binarize == "dynamic" and ds.train.x.device.type == "cpu"
+    assert ds.train.binarize == "dynamic" and ds.train.values().device.type == "cpu"
 
 
 def test_default_cache_dir_follows_env(monkeypatch, tmp_path):
@@ -117,9 +117,9 @@ def test_static_is_binary_and_deterministic(digits_cache):
     c = load("digits", digits_cache, binarize="static", split_seed=4)
     assert a.kind == "binary"
     for s in ("train", "valid", "test"):
-        assert is_binary(getattr(a, s).x)
-        assert torch.equal(getattr(a, s).x, getattr(b, s).x)
-        assert not torch.equal(getattr(a, s).x, getattr(c, s).x)
+        assert is_binary(getattr(a, s).values())
+        assert torch.equal(getattr(a, s).values(), getattr(b, s).values())
+        assert not torch.equal(getattr(a, s).values(), getattr(c, s).values())
     index = torch.arange(50)
     assert torch.equal(a.train.batch(index), a.train.batch(index))
 
@@ -129,7 +129,7 @@ def test_dynamic_resamples_train_but_fixes_valid_and_test(digits_cache):
     static = load("digits", digits_cache, binarize="static", split_seed=3)
     plain = load("digits", digits_cache, binarize="none")
     assert ds.kind == "binary"
-    assert torch.equal(ds.train.x, plain.train.x)  # probabilities, sampled per batch
+    assert torch.equal(ds.train.values(), plain.train.values())  # probabilities, sampled per batch
     index = torch.arange(200)
     first, second = ds.train.batch(index), ds.train.batch(index)
     assert is_binary(first) and is_binary(second) and not torch.equal(first, second)
@@ -137,16 +137,16 @@ def test_dynamic_resamples_train_but_fixes_valid_and_test(digits_cache):
     assert torch.equal(*seeded)
     for s in ("valid", "test"):
         split = getattr(ds, s)
-        assert is_binary(split.x) and split.binarize == "static"
+        assert is_binary(split.values()) and split.binarize == "static"
         assert torch.equal(split.batch(index), split.batch(index))
-        assert torch.equal(split.x, getattr(static, s).x)  # same evaluation data as static
+        assert torch.equal(split.values(), getattr(static, s).values())  # same evaluation data as static
 
 
 def test_dynamic_frequencies_match_probabilities(digits_cache):
     ds = load("digits", digits_cache, binarize="dynamic")
     index = torch.arange(100)
     mean = torch.stack([ds.train.batch(index) for _ in range(400)]).mean(0)
-    assert (mean - ds.train.x[:100]).abs().max() < 0.1
+    assert (mean - ds.train.values()[:100]).abs().max() < 0.1
 
 
 def test_threshold_and_none(digits_cache):
@@ -154,7 +154,7 @@ def test_threshold_and_none(digits_cache):
     ds = load("digits", digits_cache, binarize="threshold")
     assert ds.kind == "binary" and plain.kind == "unit"
     for s in ("train", "valid", "test"):
-        assert torch.equal(getattr(ds, s).x, (getattr(plain, s).x > 0.5).float())
+        assert torch.equal(getattr(ds, s).values(), (getattr(plain, s).values() > 0.5).float())
         assert getattr(ds, s).binarize == "threshold"
 
 
@@ -162,7 +162,7 @@ def test_train_size_keeps_a_prefix(digits_cache):
     full = load("digits", digits_cache, binarize="static")
     small = load("digits", digits_cache, binarize="static", train_size=100)
     assert len(small.train) == 100 and len(small.train.y) == 100 and len(small.test) == 250
-    assert torch.equal(small.train.x, full.train.x[:100])
+    assert torch.equal(small.train.values(), full.train.values()[:100])
     assert torch.equal(small.train.y, full.train.y[:100])
 
 
@@ -190,7 +190,7 @@ def test_second_load_uses_the_cache(monkeypatch, tmp_path):
     monkeypatch.setitem(data._DATASETS, "digits", dataclasses.replace(spec, build=counting_build))
     first = load("digits", tmp_path, binarize="none")
     second = load("digits", tmp_path, binarize="none")
-    assert len(calls) == 1 and torch.equal(first.train.x, second.train.x)
+    assert len(calls) == 1 and torch.equal(first.train.values(), second.train.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.npz"]  # no temp files left
 
 
@@ -249,7 +249,7 @@ def test_mnist_download_from_mirrors_and_cache(mirror, tmp_path):
     assert ds.event_shape == (1, 28, 28) and ds.train.y.dtype == torch.int64
     served = gzip.decompress((tmp_path / "served/good/train-images-idx3-ubyte.gz").read_bytes())
     pixels = np.frombuffer(served, np.uint8, offset=16).reshape(12, 1, 28, 28)
-    assert torch.equal(ds.valid.x, torch.from_numpy(pixels[7:] / np.float32(255)))
+    assert torch.equal(ds.valid.values(), torch.from_numpy(pixels[7:] / np.float32(255)))
     assert any(r.startswith("/missing/") for r in mirror)  # the first mirror was tried
     assert sum(r.startswith("/good/") for r in mirror) == 4
     assert sorted(p.name for p in (cache / "raw" / "mnist").iterdir()) == sorted(data.IDX_FILES)
@@ -297,10 +297,10 @@ def test_mnist_from_a_local_pickle(monkeypatch, tmp_path):
     monkeypatch.setenv("AEVB_MNIST_PATH", str(tmp_path / "local"))
     ds = load("mnist", tmp_path / "cache", binarize="none")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (6, 3, 2)
-    assert ds.train.x.shape == (6, 1, 28, 28) and ds.test.y.dtype == torch.int64
+    assert ds.train.values().shape == (6, 1, 28, 28) and ds.test.y.dtype == torch.int64
     # k/256 in the pickle becomes k/255, as from the IDX files
     expected = torch.from_numpy(pixels[0].reshape(6, 1, 28, 28).astype(np.float32) / 255)
-    assert torch.equal(ds.train.x, expected)
+    assert torch.equal(ds.train.values(), expected)
 
 
 def test_mnist_local_path_without_data(monkeypatch, tmp_path):
@@ -364,7 +364,7 @@ def test_real_mnist(tmp_path):
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (50_000, 10_000, 10_000)
     assert ds.event_shape == (1, 28, 28) and ds.kind == "unit" and ds.num_classes == 10
     assert ds.train.y[:5].tolist() == [5, 0, 4, 1, 9]
-    assert torch.equal(ds.test.x, again.test.x)
+    assert torch.equal(ds.test.values(), again.test.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,9 +431,9 @@ def test_user_npy_is_split_80_10_10_with_the_seed(tmp_path):
     other = load(str(tmp_path / "x.npy"), tmp_path, binarize="none", split_seed=2)
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (40, 5, 5)
     assert ds.event_shape == (3,) and ds.kind == "unit" and ds.num_classes is None
-    assert ds.train.y is None and ds.train.x.dtype == torch.float32
-    assert torch.equal(ds.test.x, again.test.x) and not torch.equal(ds.test.x, other.test.x)
-    rows = torch.cat([ds.train.x, ds.valid.x, ds.test.x])
+    assert ds.train.y is None and ds.train.values().dtype == torch.float32
+    assert torch.equal(ds.test.values(), again.test.values()) and not torch.equal(ds.test.values(), other.test.values())
+    rows = torch.cat([ds.train.values(), ds.valid.values(), ds.test.values()])
     assert torch.equal(rows[rows[:, 0].argsort()], torch.from_numpy(x[x[:, 0].argsort()]).float())
 
 
@@ -444,7 +444,7 @@ def test_user_npz_with_x_and_y(tmp_path):
     ds = load(str(tmp_path / "d.npz"), tmp_path, binarize="none")
     assert ds.kind == "real" and ds.num_classes == 4 and ds.event_shape == (2, 2)
     for split in (ds.train, ds.valid, ds.test):
-        x_rows = split.x.double().flatten(1)
+        x_rows = split.values().double().flatten(1)
         index = [int(np.flatnonzero(np.isclose(x.reshape(20, 4), r).all(1))[0]) for r in x_rows]
         assert split.y.tolist() == [int(y[i]) for i in index]  # labels follow their rows
 
@@ -462,7 +462,7 @@ def test_user_npz_with_given_splits_and_binary_kind(tmp_path):
     ds = load(str(tmp_path / "d.npz"), tmp_path, binarize="none")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (7, 2, 3)
     assert ds.kind == "binary" and ds.train.y.dtype == torch.int64 and ds.num_classes == 1
-    assert torch.equal(ds.valid.x, torch.from_numpy(splits["x_valid"]).float())
+    assert torch.equal(ds.valid.values(), torch.from_numpy(splits["x_valid"]).float())
     info = data.dataset_info(str(tmp_path / "d.npz"))
     assert info["sizes"] == {"train": 7, "valid": 2, "test": 3} and info["kind"] == "binary"
 
@@ -558,4 +558,4 @@ def test_fixed_samples_are_independent_across_splits(tmp_path):
     half = np.full((10, 50), 0.5)
     path = save_npz(tmp_path / "half.npz", x_train=half, x_valid=half, x_test=half)
     ds = load(path, tmp_path, binarize="static")
-    assert not torch.equal(ds.valid.x, ds.test.x) and not torch.equal(ds.train.x, ds.valid.x)
+    assert not torch.equal(ds.valid.values(), ds.test.values()) and not torch.equal(ds.train.values(), ds.valid.values())

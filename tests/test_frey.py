@@ -61,13 +61,13 @@ def test_local_copy_loads_upright_in_fixed_splits(form, monkeypatch, tmp_path):
     ds = load(tmp_path / "cache")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (24, 3, 3)
     assert ds.event_shape == (1, 28, 20) and ds.kind == "unit" and ds.num_classes is None
-    assert ds.train.y is None and ds.train.x.dtype == torch.float32
+    assert ds.train.y is None and ds.train.values().dtype == torch.float32
     order = np.random.default_rng(0).permutation(N)
     expected = torch.from_numpy(fixture_frames()[:, None] / np.float32(255))
     for split, ids in zip((ds.train, ds.valid, ds.test), (order[:24], order[24:27], order[27:]),
                           strict=True):
-        assert torch.equal(split.x, expected[ids])  # k/255, frames by the seed-0 permutation
-    image = ds.test.x[0, 0]
+        assert torch.equal(split.values(), expected[ids])  # k/255, frames by the seed-0 permutation
+    image = ds.test.values()[0, 0]
     assert (image[:6, :4] == 1).all() and (image[6:, :] < 1).all() and (image[:, 4:] < 1).all()
     info = data.dataset_info("frey-face", tmp_path / "cache")
     digest = hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
@@ -141,7 +141,7 @@ def test_download_is_kept_and_its_sha256_recorded(monkeypatch, tmp_path):
     (tmp_path / "cache" / "frey-face.npz").unlink()
     served.unlink()  # offline again: the earlier download is used
     assert frey.frey_available(tmp_path / "cache")
-    assert torch.equal(load(tmp_path / "cache").test.x, ds.test.x)
+    assert torch.equal(load(tmp_path / "cache").test.values(), ds.test.values())
 
 
 def test_download_that_is_no_frey_file_is_not_kept(monkeypatch, tmp_path):

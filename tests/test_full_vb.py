@@ -55,7 +55,7 @@ def test_full_vb_trains_and_its_checkpoint_round_trips(tmp_path) -> None:
     assert last["train_loss"] < first["train_loss"]
     assert 0 < last["train_kl_weights"] < 10
     _, model, _ = load_model(tmp_path / "run", "last")
-    x = result.dataset.test.x[:20]
+    x = result.dataset.test.values()[:20]
     torch.manual_seed(0)
     reloaded = model.elbo_terms(Batch(x), 1).elbo
     result.model.eval()

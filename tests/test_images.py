@@ -49,10 +49,10 @@ def test_flat_folder_is_split_like_a_users_array_and_cached(monkeypatch, tmp_pat
     ds = load(tmp_path / "faces", tmp_path / "cache", split_seed=3)
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (24, 3, 3)
     assert ds.event_shape == (1, H, W) and ds.kind == "unit" and ds.num_classes is None
-    assert ds.train.y is None and ds.train.x.dtype == torch.float32
+    assert ds.train.y is None and ds.train.values().dtype == torch.float32
     expected = data._user_splits(Path("x"), {"x": x.astype(np.float32) / 255}, 3)
     for s in data.SPLITS:
-        assert torch.equal(getattr(ds, s).x, torch.from_numpy(expected[f"x_{s}"]))  # k/255 exactly
+        assert torch.equal(getattr(ds, s).values(), torch.from_numpy(expected[f"x_{s}"]))  # k/255 exactly
     cached = list((tmp_path / "cache").iterdir())
     assert len(cached) == 1 and cached[0].name.startswith("images-faces-")
 
@@ -61,9 +61,9 @@ def test_flat_folder_is_split_like_a_users_array_and_cached(monkeypatch, tmp_pat
 
     monkeypatch.setattr(images, "read_image", fail)
     again = load(tmp_path / "faces", tmp_path / "cache", split_seed=3)
-    assert torch.equal(again.test.x, ds.test.x)
+    assert torch.equal(again.test.values(), ds.test.values())
     other = load(tmp_path / "faces", tmp_path / "cache", split_seed=4)
-    assert not torch.equal(other.test.x, ds.test.x)  # the seed splits; the cache is shared
+    assert not torch.equal(other.test.values(), ds.test.values())  # the seed splits; the cache is shared
 
 
 def test_a_changed_folder_is_read_again(tmp_path):
@@ -94,7 +94,7 @@ def test_class_subfolders_give_labels_in_sorted_order(tmp_path):
         # every class's images are one constant grey level: labels follow their images
         level = {0: 35, 1: 36, 2: 34}
         assert all(abs(float(x.mean()) * 255 - level[int(y)]) < 1e-3
-                   for x, y in zip(split.x, split.y, strict=True))
+                   for x, y in zip(split.values(), split.y, strict=True))
     info = data.dataset_info(str(root), tmp_path / "cache")
     assert info["num_classes"] == 3 and sum(info["sizes"].values()) == 15
     assert info["event_shape"] == (1, H, W) and "image folder" in info["source"]
@@ -117,11 +117,11 @@ def test_channels_3_keeps_colours_and_1_makes_grey(tmp_path):
                                        binarize="none", image_channels=3))
     assert rgb.event_shape == (3, H, W)
     seen = {tuple(round(float(v) * 255) for v in x[:, 0, 0])
-            for s in data.SPLITS for x in getattr(rgb, s).x}
+            for s in data.SPLITS for x in getattr(rgb, s).values()}
     assert seen == set(colours)
     grey_ds = load(folder, tmp_path / "c")
     assert grey_ds.event_shape == (1, H, W)
-    levels = {round(float(x[0, 0, 0]) * 255) for s in data.SPLITS for x in getattr(grey_ds, s).x}
+    levels = {round(float(x[0, 0, 0]) * 255) for s in data.SPLITS for x in getattr(grey_ds, s).values()}
     # Pillow's L = (299 R + 587 G + 114 B) / 1000
     assert levels == {round((299 * r + 587 * g + 114 * b) / 1000) for r, g, b in colours}
     assert len(list((tmp_path / "c").iterdir())) == 2  # one cache file per setting
@@ -135,7 +135,7 @@ def test_mixed_sizes_need_image_size(tmp_path):
         load(folder, tmp_path / "cache")
     ds = load(folder, tmp_path / "cache", image_size=(8, 8))
     assert ds.event_shape == (1, 8, 8)
-    xs = torch.cat([ds.train.x, ds.valid.x, ds.test.x])
+    xs = torch.cat([ds.train.values(), ds.valid.values(), ds.test.values()])
     assert len(xs) == 11
     assert any(torch.allclose(x, torch.full((1, 8, 8), 200 / 255)) for x in xs)  # flat stays flat
 

@@ -107,7 +107,7 @@ def test_the_classifier_learns_digits_and_is_cached_with_a_checksum(digits, tmp_
         patch.setattr(quality, "_train_classifier", no_training)
         cached, cached_accuracy = quality.quality_classifier(digits, FAST, tmp_path)
     assert cached_accuracy == accuracy
-    x = digits.test.x[:10]
+    x = digits.test.values()[:10]
     assert torch.equal(cached.features(x), net.features(x))
 
     data = bytearray(weights.read_bytes())
@@ -139,7 +139,7 @@ class _Fake(torch.nn.Module, Generative):
 
 
 def test_real_images_score_far_better_than_noise(digits, tmp_path):
-    real = sample_quality(_Fake(digits.train.x), digits, n=1000, settings=FAST,
+    real = sample_quality(_Fake(digits.train.values()), digits, n=1000, settings=FAST,
                           cache_dir=tmp_path)
     noise = sample_quality(_Fake(torch.rand(1000, *digits.event_shape)), digits, n=1000,
                            settings=FAST, cache_dir=tmp_path)

@@ -89,12 +89,12 @@ def test_the_fingerprint_sees_one_changed_value_and_hashes_what_is_stored():
     dataset = load_dataset(config.data)
     assert config.data.binarize == "dynamic"
     prints = data_fingerprint(dataset)
-    assert prints["train"]["x"]["shape"] == list(dataset.train.x.shape)
+    assert prints["train"]["x"]["shape"] == list(dataset.train.values().shape)
     assert set(prints["valid"]) == {"x", "y"}
     header = {"data_fingerprint": prints}
     check_same_data(header, dataset, "digits")  # the same data passes
     check_same_data({}, dataset, "digits")  # a checkpoint from before fingerprints passes
-    dataset.valid.x[3, 0, 4, 4] += 0.25
+    dataset.valid.raw[3, 0, 4, 4] ^= 1  # stored {0, 1} as uint8: one value flipped
     with pytest.raises(DataError, match="valid split's x holds other values"):
         check_same_data(header, dataset, "digits")
 

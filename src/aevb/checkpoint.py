@@ -126,6 +126,7 @@ SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
     "best_loss": (_number, "a number"),
     "history": (lambda v: _list_of(v, lambda row: _dict_of(row, _number)), "a list of rows"),
     "metrics": (lambda v: _dict_of(v, _number), "a row of numbers"),
+    "peak_memory": (lambda v: _dict_of(v, _count), "byte counts"),
     "selection": (lambda v: isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
                   and v[1] in ("max", "min"), "[metric, max|min]"),
     "metric_names": (lambda v: _dict_of(v, lambda n: _list_of(n, lambda s: isinstance(s, str))

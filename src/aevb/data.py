@@ -1,10 +1,14 @@
 """Datasets as tensors on one device: MNIST, Fashion-MNIST, scikit-learn digits, Frey Face
 (:mod:`aevb.frey`), or your arrays.
 
-Each split is a single float32 tensor ``x`` of shape (N, *event_shape) (images are (N, 1, H, W)
-in [0, 1]) and optional int64 labels ``y`` (N,); a minibatch is an index slice, never a Python
-loop over examples. Fetched data is decoded once and cached as uint8 ``<name>.npz`` in the cache
-dir (``DataConfig.cache_dir``, else ``$AEVB_CACHE``, else ``~/.cache/aevb``).
+Each split is a single tensor ``raw`` of shape (N, *event_shape) that a model sees as the float32
+``raw / scale`` (:meth:`Split.values`; images are (N, 1, H, W) in [0, 1]), and optional int64
+labels ``y`` (N,); a minibatch is an index slice, never a Python loop over examples. Fetched data
+is decoded once and cached as uint8 ``<name>.npz`` in the cache dir (``DataConfig.cache_dir``,
+else ``$AEVB_CACHE``, else ``~/.cache/aevb``), and stays uint8 in memory: grey levels k with
+``scale`` 255 (16 for digits), binarized data {0, 1} with scale 1, divided per batch on the
+device. A user's ``.npy`` too large to load (:func:`_memory_budget`, ``$AEVB_MMAP_BYTES``) stays
+on disk: its splits are :class:`MappedRows`, whose minibatches are read through a memory map.
 
 MNIST (the 50k/10k/10k split) comes from, in order:
 
@@ -30,10 +34,11 @@ wins over a folder of the same name: write ``./mnist`` for the folder.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,8 @@ from .files import atomic_file, download, pip_download, read_idx, save_verified,
 
 __all__ = [
     "Dataset",
+    "MappedRows",
+    "NpyFile",
     "UNLABELLED",
     "Split",
     "dataset_info",
@@ -82,36 +89,141 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 """Where Debian's ``dataset-fashion-mnist`` puts the IDX files; $AEVB_FASHION_MNIST_PATH wins."""
 DOWNLOAD_TIMEOUT_S = 30.0
 
-Arrays = dict[str, np.ndarray]
+Arrays = dict[str, Any]
+"""x_*, y_*, c_* → np.ndarray, or :class:`MappedRows` for the x of a memory-mapped file."""
+
+
+@dataclass(frozen=True)
+class NpyFile:
+    """A ``.npy`` too large to load: where its C-ordered data lies (``offset`` bytes in)."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+WINDOW_BYTES = 1 << 24
+"""The most of a memory-mapped file mapped at once: a gather maps a window at a time, so
+that the process's address space (``ulimit -v``) need not hold the file."""
+
+
+@dataclass(frozen=True, eq=False)
+class MappedRows:
+    """Some rows of a ``.npy`` file, read from disk one minibatch at a time.
+
+    ``index`` int64 (n,) are the file's rows that make this split, in the split's order.
+    A gather sorts the rows it wants, maps the file (``np.memmap``) one window of at most
+    WINDOW_BYTES at a time, copies the rows out and returns them in the order asked.
+    ``device`` is where gathered rows go. Shaped like an array (``shape``, ``ndim``,
+    ``dtype``, row slices) so that :func:`_check_arrays` reads it in chunks like one."""
+
+    file: NpyFile
+    index: np.ndarray
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.file.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return self.file.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.file.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The rows ``rows`` of this split as an in-memory array of the file's dtype."""
+        wanted = self.index[rows]
+        order = np.argsort(wanted, kind="stable")
+        ascending = wanted[order]
+        event = self.file.shape[1:]
+        gathered = np.empty((len(wanted), *event), self.dtype)
+        row_bytes = max(1, self.dtype.itemsize * math.prod(event))
+        window = ascending // max(1, WINDOW_BYTES // row_bytes)
+        starts = np.flatnonzero(np.diff(window, prepend=-1))
+        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(ascending)], strict=True):
+            first, last = int(ascending[a]), int(ascending[b - 1])
+            mapped = np.memmap(self.file.path, self.dtype, "r", self.file.offset + first * row_bytes,
+                               (last - first + 1, *event))
+            gathered[order[a:b]] = mapped[ascending[a:b] - first]
+            del mapped  # unmapped here, not at the next collection
+        return gathered
+
+    def gather(self, index: torch.Tensor | None) -> torch.Tensor:
+        """Rows ``index`` (all when None) as float32 on ``device``: the file's values cast
+        by numpy, as a split loaded whole casts them."""
+        rows = slice(None) if index is None else index.cpu().numpy()
+        values = torch.from_numpy(self[rows].astype(np.float32, copy=False))
+        return values.to(self.device)
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split on one device: x float32 (N, *event_shape), y int64 (N,) or None, and the
-    data's own conditioning vectors c float32 (N, C) or None. ``y`` is ``UNLABELLED`` (-1)
+    """One split on one device: examples ``raw`` (N, *event_shape), y int64 (N,) or None, and
+    the data's own conditioning vectors c float32 (N, C) or None. ``y`` is ``UNLABELLED`` (-1)
     for an example whose label is hidden (semi-supervised training, ``DataConfig.labelled``).
 
-    ``binarize`` says how ``x`` became what the model sees: "dynamic" means x holds
+    What a model sees is ``raw / scale`` as float32 (:meth:`values`, :meth:`batch`): ``raw`` is
+    float32 with ``scale`` 1, or uint8 grey levels k with ``scale`` 255 (16 for digits; 1 for
+    binarized data) divided on the device per batch, 4x smaller than float32 and the same
+    numbers (float32 division is correctly rounded, as numpy's was), or the rows of a
+    memory-mapped ``.npy`` (:class:`MappedRows`) gathered per batch.
+
+    ``binarize`` says how the values became what the model sees: "dynamic" means they are
     probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
-    value ("none", "static", "threshold") means x is used as stored. ``labelled_per_batch``
-    is m of :meth:`epoch_order` (None: :func:`aevb.batching.default_labelled_per_batch`).
+    value ("none", "static", "threshold") means they are used as they are.
+    ``labelled_per_batch`` is m of :meth:`epoch_order` (None:
+    :func:`aevb.batching.default_labelled_per_batch`).
     """
 
-    x: torch.Tensor
+    raw: torch.Tensor | MappedRows
     y: torch.Tensor | None = None
     binarize: str = "none"
     c: torch.Tensor | None = None
     labelled_per_batch: int | None = None
+    scale: int = 1
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self.raw.shape[0]
 
     def __repr__(self) -> str:
-        return f"Split(n={len(self)}, event_shape={tuple(self.x.shape[1:])}, binarize={self.binarize!r})"
+        return f"Split(n={len(self)}, event_shape={self.event_shape}, binarize={self.binarize!r})"
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.raw.shape[1:])
+
+    @property
+    def device(self) -> torch.device:
+        return self.raw.device
+
+    def values(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows ``index`` (all when None) as the model sees them before any dynamic
+        binarization: float32 (len(index), *event_shape), ``raw / scale``. A new tensor
+        unless ``raw`` is float32 and index None (then ``raw`` itself)."""
+        if isinstance(self.raw, MappedRows):
+            return self.raw.gather(index)
+        x = (self.raw if index is None else self.raw[index]).to(torch.float32)
+        if self.scale == 1:
+            return x
+        # A divisor tensor on x's device: CUDA divides by a CPU scalar as a multiplication by
+        # its reciprocal, which is not always the correctly rounded quotient.
+        return x / torch.tensor(self.scale, dtype=torch.float32, device=x.device)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x[index], shape (B, *event_shape); resampled on every call when binarize is dynamic."""
-        x = self.x[index]
+        """values(index), shape (B, *event_shape); resampled on every call when binarize is
+        dynamic."""
+        x = self.values(index)
         if self.binarize == "dynamic":
             return torch.bernoulli(x, generator=generator)
         return x
@@ -130,7 +242,9 @@ class Split:
     def to(self, device: str | torch.device) -> Split:
         y = None if self.y is None else self.y.to(device)
         c = None if self.c is None else self.c.to(device)
-        return replace(self, x=self.x.to(device), y=y, c=c)
+        if isinstance(self.raw, MappedRows):  # the file stays where it is; batches move
+            return replace(self, raw=replace(self.raw, device=torch.device(device)), y=y, c=c)
+        return replace(self, raw=self.raw.to(device), y=y, c=c)
 
 
 @dataclass(frozen=True)
@@ -209,12 +323,12 @@ def dataset_info(
     name: str, cache_dir: str | Path = "", channels: int = 1, image_size: tuple[int, ...] = ()
 ) -> dict[str, Any]:
     """Split sizes, event shape, kind, classes, the cached file and where the data came from."""
-    arrays, source, path = _read(name, cache_dir, 0, None, channels, image_size)
+    arrays, scale, source, path = _read(name, cache_dir, 0, None, channels, image_size)
     return {
         "name": name,
         "sizes": {s: int(arrays[f"x_{s}"].shape[0]) for s in SPLITS},
         "event_shape": tuple(arrays["x_train"].shape[1:]),
-        "kind": _kind(arrays),
+        "kind": _kind(arrays, scale),
         "num_classes": _num_classes(arrays),
         "path": str(path),
         "source": source,
@@ -229,19 +343,25 @@ def load_dataset(
     With ``labelled`` = N only N training examples keep their labels (``_hide_labels``).
     static: one Bernoulli sample of every split; dynamic: train is resampled by every
     ``Split.batch`` while valid/test get the same fixed sample as static, so evaluation is
-    deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed.
-    A relative user file name is looked up in ``base_dir`` (a run directory) first.
+    deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed,
+    drawn from the float32 values and stored as uint8 {0, 1} (scale 1). A memory-mapped file
+    takes none or dynamic. A relative user file name is looked up in ``base_dir`` (a run
+    directory) first.
     """
-    arrays, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir,
-                         config.image_channels, config.image_size)
-    kind = _kind(arrays)
+    arrays, scale, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir,
+                                config.image_channels, config.image_size)
+    kind = _kind(arrays, scale)
     mode = config.binarize
     if mode != "none" and kind == "real":
-        low = min(float(arrays[f"x_{s}"].min()) for s in SPLITS)
-        high = max(float(arrays[f"x_{s}"].max()) for s in SPLITS)
+        low, high = _span(arrays, scale)
         raise DataError(
             f"{config.name}: binarize={mode!r} needs values in [0, 1] but the data spans "
             f"[{low:g}, {high:g}]; rescale it or use binarize='none'"
+        )
+    if mode in ("static", "threshold") and isinstance(arrays["x_train"], MappedRows):
+        raise DataError(
+            f"{config.name}: binarize={mode!r} would hold a binary copy of a memory-mapped file;"
+            " use binarize='dynamic' or 'none', or save the binarized array as uint8 yourself"
         )
     n_train = arrays["x_train"].shape[0]
     size = config.train_size
@@ -251,7 +371,9 @@ def load_dataset(
         )
     splits = {}
     for i, s in enumerate(SPLITS):
-        x = torch.from_numpy(arrays[f"x_{s}"])
+        stored = arrays[f"x_{s}"]
+        raw = stored if isinstance(stored, MappedRows) else torch.from_numpy(stored)
+        split_scale = scale
         labels = arrays.get(f"y_{s}")
         y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
         vectors = arrays.get(f"c_{s}")
@@ -260,16 +382,22 @@ def load_dataset(
         # One generator per split, so a split's fixed sample is the same whatever the mode
         # and train_size; seed*3 + i keeps the three seeds distinct for every split_seed.
         generator = torch.Generator().manual_seed(config.split_seed * 3 + i)
-        if split_mode == "static":
-            x = torch.bernoulli(x, generator=generator)
-        elif split_mode == "threshold":
-            x = (x > 0.5).float()
+        if split_mode in ("static", "threshold"):  # {0, 1} as uint8: the same floats
+            probabilities = Split(raw, scale=scale).values()
+            if split_mode == "static":
+                raw = torch.bernoulli(probabilities, generator=generator).to(torch.uint8)
+            else:
+                raw = (probabilities > 0.5).to(torch.uint8)
+            split_scale = 1
         if s == "train" and size is not None:  # after sampling: a prefix keeps its sample
-            x, y = x[:size].clone(), None if y is None else y[:size].clone()
+            raw = (replace(raw, index=raw.index[:size]) if isinstance(raw, MappedRows)
+                   else raw[:size].clone())
+            y = None if y is None else y[:size].clone()
             c = None if c is None else c[:size].clone()
         if s == "train" and config.labelled is not None:
             y = _hide_labels(config.name, y, config.labelled, config.split_seed)
-        splits[s] = Split(x, y, split_mode, c, config.labelled_per_batch).to(device)
+        splits[s] = Split(raw, y, split_mode, c, config.labelled_per_batch,
+                          split_scale).to(device)
     return Dataset(
         name=config.name,
         **splits,
@@ -326,22 +454,61 @@ def _read(
     base_dir: str | Path | None = None,
     channels: int = 1,
     image_size: tuple[int, ...] = (),
-) -> tuple[Arrays, str, Path]:
-    """Checked arrays (x_* float32, y_* int or absent), a description of the source, the file."""
+) -> tuple[Arrays, int, str, Path]:
+    """Checked arrays, their scale, a description of the source, the file.
+
+    x_* are as stored where that is exact: uint8 grey levels k standing for k / scale (a cached
+    dataset: scale 255, or 16 for digits; a user's uint8 array: scale 1), :class:`MappedRows`
+    of a user's ``.npy`` too large to load (:func:`_large_npy`), else float32; y_* int or
+    absent."""
     path = fetch(name, cache_dir, base_dir, channels, image_size)
     found = _load_npz(path)
+    scale = 1
     if _is_user_file(name):
         arrays, source = _user_splits(path, found, seed), f"user file {path}"
     else:
         source = str(found.pop("source", "unknown"))
-        scale = np.float32(found.pop("scale", 255))
+        scale = int(found.pop("scale", 255))
         found.pop("fingerprint", None)  # a folder's cache: see images.cached_folder
-        arrays = {k: v.astype(np.float32) / scale if k[0] == "x" else v for k, v in found.items()}
+        arrays = found
+        if any(v.dtype != np.uint8 for k, v in arrays.items() if k[0] == "x"):
+            arrays = {k: v.astype(np.float32) / np.float32(scale) if k[0] == "x" else v
+                      for k, v in arrays.items()}
+            scale = 1
         if name not in _DATASETS:  # a folder of images: x (+ y), split as a user's array
             arrays = _user_splits(Path(name), arrays, seed)
     _check_arrays(name, arrays)
-    as_float = {k: v.astype(np.float32, copy=False) for k, v in arrays.items() if k[0] == "x"}
-    return {**arrays, **as_float}, source, path
+    stored = {k: v if isinstance(v, MappedRows) or v.dtype == np.uint8
+              else v.astype(np.float32, copy=False) for k, v in arrays.items() if k[0] == "x"}
+    return {**arrays, **stored}, scale, source, path
+
+
+def _memory_budget() -> int:
+    """Bytes a user's ``.npy`` may take as float32 before it is memory-mapped instead of
+    loaded: ``$AEVB_MMAP_BYTES``, else half the memory free to this process (the RAM
+    available, and the address space left under ``ulimit -v``)."""
+    given = os.environ.get("AEVB_MMAP_BYTES")
+    if given:
+        try:
+            return int(given)
+        except ValueError:
+            raise DataError(f"AEVB_MMAP_BYTES={given!r}; expected a number of bytes") from None
+    page = os.sysconf("SC_PAGE_SIZE")
+    free = os.sysconf("SC_AVPHYS_PAGES") * page
+    try:
+        with open("/proc/meminfo") as handle:  # MemAvailable counts reclaimable cache too
+            free = next(int(line.split()[1]) * 1024 for line in handle
+                        if line.startswith("MemAvailable:"))
+        import resource
+
+        limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as handle:
+                used = int(handle.read().split()[0]) * page
+            free = min(free, limit - used)
+    except (OSError, StopIteration, ImportError, ValueError):
+        pass
+    return max(free, 0) // 2
 
 
 NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")
@@ -355,6 +522,10 @@ def _load_npz(path: Path) -> Arrays:
         if not head.startswith(NUMPY_MAGIC):
             raise DataError(f"{path} is not a .npy/.npz array file (save arrays with numpy.save"
                             " or numpy.savez)")
+        if head.startswith(NUMPY_MAGIC[0]):
+            large = _large_npy(path)
+            if large is not None:
+                return {"x": large}
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             return {"x": loaded}
@@ -369,9 +540,34 @@ def _load_npz(path: Path) -> Arrays:
         raise DataError(f"cannot read {path} (corrupt, or not a numpy file?): {error}") from None
 
 
+def _large_npy(path: Path) -> NpyFile | None:
+    """The ``.npy`` at ``path`` as an :class:`NpyFile` when it would take more than
+    :func:`_memory_budget` bytes as float32, else None (it is loaded)."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read(handle)
+        offset = handle.tell()
+    if 4 * math.prod(shape) <= _memory_budget():
+        return None
+    if dtype.hasobject:
+        raise DataError(f"{path} holds Python objects, not arrays of numbers; aevb loads no"
+                        " pickles")
+    if fortran or not shape:
+        raise DataError(f"{path} is too large to load and is not C-ordered rows; save it with"
+                        " numpy.save(path, numpy.ascontiguousarray(x)) to train on it mapped")
+    if offset + dtype.itemsize * math.prod(shape) > path.stat().st_size:
+        raise DataError(f"cannot read {path} (corrupt?): shorter than its header's {shape}"
+                        f" {dtype} array")
+    return NpyFile(path, tuple(shape), dtype, offset)
+
+
 def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
     """x_train/x_valid/x_test (+ y_*, c_*) as given, or x (+ y, c) split 80/10/10 with
-    ``seed``."""
+    ``seed``: rows permutation[:n - 2 (n // 10)] train, the next n // 10 valid, the last test.
+    A ``.npy`` too large to load (:class:`NpyFile`) is split by the same rule into
+    :class:`MappedRows`, lists of its rows."""
     if all(f"x_{s}" in found for s in SPLITS):
         keys = [f"{a}_{s}" for a in "xyc" for s in SPLITS]
         return {k: found[k] for k in keys if k in found}
@@ -394,6 +590,8 @@ def _user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
     tenth = n // 10
     cuts = (order[: n - 2 * tenth], order[n - 2 * tenth : n - tenth], order[n - tenth :])
     parts = dict(zip(SPLITS, cuts, strict=True))
+    if isinstance(x, NpyFile):  # the same rows as loaded, listed, never copied whole
+        return {f"x_{s}": MappedRows(x, i) for s, i in parts.items()}
     arrays = {f"x_{s}": x[i] for s, i in parts.items()}
     if y is not None:
         arrays.update({f"y_{s}": y[i] for s, i in parts.items()})
@@ -422,7 +620,8 @@ def _check_arrays(name: str, arrays: Arrays) -> None:
             raise DataError(f"{name}: x_{s} has dtype {x.dtype}; expected real numbers")
         event_shapes.add(x.shape[1:])
         if np.issubdtype(x.dtype, np.inexact):
-            nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+            nan = sum(int(np.isnan(part).sum()) for part in _chunks(x))
+            inf = sum(int(np.isinf(part).sum()) for part in _chunks(x))
             if nan or inf:
                 raise DataError(f"{name}: {nan} NaN and {inf} inf values in x_{s}")
         if (y is None) != (arrays.get("y_train") is None):
@@ -456,13 +655,33 @@ def _check_conditions(name: str, split: str, arrays: Arrays, n: int) -> None:
         raise DataError(f"{name}: c_{split} holds NaN or inf values")
 
 
-def _kind(arrays: Arrays) -> str:
-    xs = [arrays[f"x_{s}"] for s in SPLITS]
-    if all(((x == 0) | (x == 1)).all() for x in xs):
-        return "binary"
-    if all(x.min() >= 0 and x.max() <= 1 for x in xs):
-        return "unit"
-    return "real"
+CHUNK_VALUES = 1 << 22
+"""Values checked at a time: a memory-mapped file is read in pieces, never whole."""
+
+
+def _chunks(x: Any) -> Iterator[np.ndarray]:
+    """``x`` (an array or :class:`MappedRows`) in pieces of whole rows, about CHUNK_VALUES
+    values each (views of an array, gathered rows of MappedRows)."""
+    rows = max(1, CHUNK_VALUES // max(1, math.prod(x.shape[1:])))
+    for start in range(0, x.shape[0], rows):
+        yield x[start : start + rows]
+
+
+def _kind(arrays: Arrays, scale: int = 1) -> str:
+    """binary, unit or real: of the values x / scale, checked on the stored x."""
+    binary = unit = True
+    for part in (p for s in SPLITS for p in _chunks(arrays[f"x_{s}"])):
+        binary = binary and bool(((part == 0) | (part == scale)).all())
+        unit = unit and bool(part.min() >= 0 and part.max() <= scale)
+    return "binary" if binary else "unit" if unit else "real"
+
+
+def _span(arrays: Arrays, scale: int) -> tuple[float, float]:
+    """The smallest and the largest value x / scale of the three splits."""
+    low, high = math.inf, -math.inf
+    for part in (p for s in SPLITS for p in _chunks(arrays[f"x_{s}"])):
+        low, high = min(low, float(part.min())), max(high, float(part.max()))
+    return low / scale, high / scale
 
 
 def _num_classes(arrays: Arrays) -> int | None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,18 +32,31 @@ from .data import Dataset, Split
 from .errors import AevbError
 from .features import load_run_data
 from .files import atomic_write_text
+from .heads import compiled_kernels
 from .models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
 from .resume import check_same_data
 from .training import split_batch
 
 __all__ = [
+    "AGREEMENT_NATS",
+    "AGREEMENT_POINTS",
+    "COMPILE_SAMPLES",
     "active_units",
     "evaluate_model",
     "evaluate_run",
     "evaluation_file",
     "log_likelihood",
     "mean_and_standard_error",
+    "precision_agreement",
 ]
+
+AGREEMENT_POINTS = 200
+"""A bfloat16 evaluation also scores this many of its first points in float32, same draws."""
+AGREEMENT_NATS = 0.02
+"""The largest mean |log p(x) in bfloat16 - in float32| per point, in nats, at which a
+bfloat16 evaluation keeps its precision."""
+COMPILE_SAMPLES = 10**7
+"""points x K from which ``eval.is_compile`` compiles (a few seconds, paid back by then)."""
 
 
 def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
@@ -52,9 +68,42 @@ def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def log_likelihood(model: Likelihood, batch: Batch, samples: int) -> torch.Tensor:
-    """log p(x) per example (B,) in nats: the model's estimate with K = ``samples``."""
-    return model.log_marginal(batch, samples)
+def log_likelihood(model: Likelihood, batch: Batch, samples: int,
+                   precision: torch.dtype = torch.float32) -> torch.Tensor:
+    """log p(x) per example (B,) in nats: the model's estimate with K = ``samples``, its
+    matmuls in ``precision`` (bfloat16: autocast, the densities stay float32)."""
+    with torch.autocast(batch.x.device.type, precision, enabled=precision != torch.float32):
+        return model.log_marginal(batch, samples).float()
+
+
+@contextmanager
+def _unchecked_distributions() -> Iterator[None]:
+    """No distribution argument checks inside (the data was checked when it was loaded); on
+    in a sampling loop they cost several percent."""
+    validating = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validating)
+
+
+def precision_agreement(model: Likelihood, split: Split, config: EvalConfig, seed: int = 0
+                        ) -> tuple[float, int]:
+    """(mean |log p(x) in bfloat16 - log p(x) in float32| in nats per point, the points): over
+    the first ``AGREEMENT_POINTS`` of ``split``, both precisions from the same draws."""
+    n = min(_points(split, config.max_points), AGREEMENT_POINTS)
+    devices = [split.device] if split.device.type == "cuda" else []
+    estimates = []
+    for precision in (torch.float32, torch.bfloat16):
+        with torch.random.fork_rng(devices=devices), _unchecked_distributions():
+            torch.manual_seed(seed)
+            estimates.append(torch.cat([
+                log_likelihood(model, split_batch(split, torch.arange(
+                    start, min(start + config.batch_points, n), device=split.device)),
+                    config.is_samples, precision)
+                for start in range(0, n, config.batch_points)]))
+    return (estimates[1] - estimates[0]).abs().mean().item(), n
 
 
 def active_units(codes: torch.Tensor, threshold: float = 1e-2) -> int:
@@ -69,8 +118,8 @@ def _points(split: Split, max_points: int | None) -> int:
     return min(len(split), max_points) if max_points else len(split)
 
 
-def _batch_columns(model: Model, batch: Batch, samples: int, step: Step
-                   ) -> dict[str, torch.Tensor]:
+def _batch_columns(model: Model, batch: Batch, samples: int, step: Step,
+                   precision: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Per-example values of one batch for every ability the model has."""
     values: dict[str, torch.Tensor] = {}
     if isinstance(model, Encoder):
@@ -83,7 +132,7 @@ def _batch_columns(model: Model, batch: Batch, samples: int, step: Step
     if isinstance(model, Likelihood):
         terms = model.elbo_terms(batch, 1)
         values.update(elbo=terms.elbo, rec=terms.rec,
-                      log_px=log_likelihood(model, batch, samples))
+                      log_px=log_likelihood(model, batch, samples, precision))
         values.update({f"kl:{name}": part for name, part in terms.kl.items()})
     else:  # no likelihood to score: the model's own metrics (a WAE's distance to its prior)
         _, metrics = model.loss(batch, step)
@@ -109,7 +158,10 @@ def evaluate_model(
     ``active_units_z1`` …); a model with a
     likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
     has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
-    K = ``config.is_samples``. A model without a likelihood gets the means of its own training
+    K = ``config.is_samples``, in ``config.is_precision``: bfloat16 is kept only where it
+    agrees with float32 within ``AGREEMENT_NATS`` per point (``precision_agreement``, reported
+    as ``bf16_agreement_nats``), else it falls back to float32 with a warning. A model without
+    a likelihood gets the means of its own training
     metrics on these points (``model.loss`` in eval mode, at ``step``: the training step that
     gave the weights, where a schedule matters; default the end of a one-step run) as
     ``test_<metric>``.
@@ -120,15 +172,29 @@ def evaluate_model(
     likelihood = isinstance(model, Likelihood)
     columns: dict[str, list[torch.Tensor]] = {}
     started = time.perf_counter()
-    devices = [split.x.device] if split.x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    compiling = config.is_compile and n * config.is_samples >= COMPILE_SAMPLES
+    precision, agreement = torch.float32, {}
+    if isinstance(model, Likelihood) and config.is_precision == "bfloat16":
+        with compiled_kernels(compiling):
+            difference, checked = precision_agreement(model, split, config, seed)
+        agreement = {"bf16_agreement_nats": difference, "bf16_agreement_points": checked}
+        if difference <= AGREEMENT_NATS:
+            precision = torch.bfloat16
+        else:
+            warnings.warn(f"bfloat16 log p(x) differs from float32's by {difference:.4f} nats"
+                          f" per point on average over the first {checked} points, more than"
+                          f" {AGREEMENT_NATS}: evaluating in float32", stacklevel=2)
+    devices = [split.device] if split.device.type == "cuda" else []
+    with (torch.random.fork_rng(devices=devices), _unchecked_distributions(),
+          compiled_kernels(compiling)):
         torch.manual_seed(seed)
         desc = f"evaluate (K={config.is_samples})" if likelihood else "evaluate"
         for start in tqdm(range(0, n, config.batch_points), desc=desc, unit="batch",
                           disable=not progress):
-            index = torch.arange(start, min(start + config.batch_points, n), device=split.x.device)
+            index = torch.arange(start, min(start + config.batch_points, n), device=split.device)
             batch = split_batch(split, index)
-            for name, value in _batch_columns(model, batch, config.is_samples, step).items():
+            for name, value in _batch_columns(model, batch, config.is_samples, step,
+                                              precision).items():
                 columns.setdefault(name, []).append(value.float().cpu())
             if isinstance(model, Hierarchical):
                 for name, code in model.encode_layers(batch).items():
@@ -142,7 +208,8 @@ def evaluate_model(
         result.update(
             elbo_nats=elbo, elbo_se=elbo_se,
             log_px_nats=log_px, log_px_se=log_px_se, nll_nats=-log_px,
-            is_samples=config.is_samples,
+            is_samples=config.is_samples, is_precision=str(precision).removeprefix("torch."),
+            **agreement,
             rate_nats=torch.stack([part.sum(1) for part in parts.values()]).sum(0).mean().item(),
             distortion_nats=-joined["rec"].mean().item(),
         )
@@ -181,6 +248,8 @@ def evaluation_file(
         differs.append(f"k{config.is_samples}")
     if config.max_points != run_eval.max_points:
         differs.append(f"n{config.max_points}")
+    if config.is_precision != run_eval.is_precision:
+        differs.append(config.is_precision)
     if which != "best":
         differs.append(which)
     if data_name is not None:

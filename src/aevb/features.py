@@ -51,17 +51,17 @@ def encode_dataset(dataset: Dataset, run_dir: str | Path,
                         f" {tuple(dataset.event_shape)}")
     train, valid, test = (_encode_split(model, getattr(dataset, s).to(device)) for s in SPLITS)
     return replace(dataset, train=train, valid=valid, test=test,
-                   event_shape=tuple(train.x.shape[1:]), kind="real")
+                   event_shape=train.event_shape, kind="real")
 
 
 def _encode_split(model: Encoder, split: Split) -> Split:
     codes = []
     for start in range(0, len(split), ENCODE_BATCH):
-        index = torch.arange(start, min(start + ENCODE_BATCH, len(split)), device=split.x.device)
-        batch = Batch(split.x[index], None if split.y is None else split.y[index], index,
+        index = torch.arange(start, min(start + ENCODE_BATCH, len(split)), device=split.device)
+        batch = Batch(split.values(index), None if split.y is None else split.y[index], index,
                       None if split.c is None else split.c[index])
         codes.append(model.encode(batch).float())
-    return replace(split, x=torch.cat(codes), binarize="none")
+    return replace(split, raw=torch.cat(codes), binarize="none", scale=1)
 
 
 def load_run_data(config: DataConfig, base_dir: str | Path | None = None,

@@ -86,7 +86,7 @@ def draw_figures(
     run_dir = Path(run_dir)
     model.eval()
     test = dataset.test
-    device = test.x.device  # the model's too; a PCA has buffers but no parameters
+    device = test.device  # the model's too; a PCA has buffers but no parameters
     images = plots.is_image_shape(dataset.event_shape)
     written = []
     devices = [device] if device.type == "cuda" else []
@@ -193,7 +193,7 @@ def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
     """With two layers or more, latent_<layer>.png for each layer and, for images, layers.png:
     for 4 test images, one row per layer l with the input, then decoder means with
     z_{l+1}..zn kept at the image's posterior means and z_l..z1 drawn from the model."""
-    index = torch.arange(n, device=test.x.device)
+    index = torch.arange(n, device=test.device)
     parts = [model.encode_layers(split_batch(test, index[i : i + 500])) for i in range(0, n, 500)]
     if len(parts[0]) < 2:  # one layer: latent.png is its picture, and nothing is kept above it
         return []

@@ -42,8 +42,12 @@ __all__ = [
 Likelihood = Callable[[torch.Tensor], Distribution]
 """z (..., B, D) → p(x|z) with batch shape (..., B)."""
 
-ELEMENTS_PER_CHUNK = 1 << 23
-"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds."""
+ELEMENTS_PER_CHUNK = 1 << 20
+"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds.
+
+4 MiB of float32 per temporary: it stays in the cache between the passes over it, and below
+glibc's mmap threshold (32 MiB at most), above which every allocation maps fresh pages and
+page-faults on them."""
 
 
 class ElboTerms(NamedTuple):

@@ -145,7 +145,7 @@ class QualityClassifier(nn.Module):
 
 def _train_classifier(dataset: Dataset, settings: ClassifierSettings) -> QualityClassifier:
     """Adam on the cross-entropy of the training split, seeded: same data, same weights."""
-    x, y = dataset.train.x, dataset.train.y
+    x, y = dataset.train.values(), dataset.train.y
     assert y is not None and dataset.num_classes is not None
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.random.fork_rng(devices=[]):
@@ -182,7 +182,7 @@ def _apply(net: QualityClassifier, x: torch.Tensor, batch: int = 2000
 
 def _accuracy(net: QualityClassifier, split: Split) -> float:
     assert split.y is not None
-    _, probs = _apply(net, split.x)
+    _, probs = _apply(net, split.values())
     return (probs.argmax(-1) == split.y).double().mean().item()
 
 
@@ -239,7 +239,7 @@ def quality_classifier(
                             dataset.num_classes)
     accuracy = _load_cached(path, net)
     if accuracy is not None:
-        return net.to(dataset.train.x.device).eval(), accuracy
+        return net.to(dataset.train.device).eval(), accuracy
     net = _train_classifier(dataset, settings)
     accuracy = _accuracy(net, dataset.test)
     header = {"dataset": dataset.name, "settings": asdict(settings), "test_accuracy": accuracy}
@@ -300,13 +300,13 @@ def sample_quality(
     net, accuracy = quality_classifier(dataset, settings, cache_dir)
     if isinstance(model, nn.Module):
         model.eval()
-    samples = _draw(model, n, batch_size, seed, dataset.test.x.device)
+    samples = _draw(model, n, batch_size, seed, dataset.test.device)
     if tuple(samples.shape[1:]) != tuple(dataset.event_shape):
         raise AevbError(f"samples have shape {tuple(samples.shape[1:])}, the dataset"
                         f" {tuple(dataset.event_shape)}")
     sample_features, probs = _apply(net, samples)
-    test_stats = feature_statistics(_apply(net, dataset.test.x)[0])
-    train_stats = feature_statistics(_apply(net, dataset.train.x)[0])
+    test_stats = feature_statistics(_apply(net, dataset.test.values())[0])
+    train_stats = feature_statistics(_apply(net, dataset.train.values())[0])
     histogram = torch.bincount(probs.argmax(-1), minlength=probs.shape[1]).double() / n
     return {
         "fd_classifier": frechet_distance(*feature_statistics(sample_features), *test_stats),

@@ -246,7 +246,8 @@ def _metric_label(metric: str, names: Names) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None) -> list[str]:
+def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None,
+                      checkpoint: dict[str, Any] | None = None) -> list[str]:
     lines = ["### Training", ""]
     names = _metric_names(best)
     if metrics:
@@ -256,6 +257,10 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
             facts.append(f"step {_fmt(step)}")
         if (seconds := _number(last.get("seconds"))) is not None:
             facts.append(f"{seconds:.1f} s of training")
+        peak = (checkpoint or best or {}).get("peak_memory") or {}
+        for key, what in (("rss_bytes", "resident"), ("cuda_bytes", "CUDA")):
+            if (size := _number(peak.get(key))) is not None:
+                facts.append(f"peak {what} memory {size / 2**20:.0f} MiB")
         lines += [", ".join(facts) + ".", ""]
         logged = dict.fromkeys(k[6:] for k in last if k.startswith(("train_", "valid_")))
         rows = [[_metric_label(m, names), _cell(last.get(f"train_{m}"), m, names),
@@ -376,7 +381,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines += _config_section(config, metrics, best, last)
     results: list[str] = []
     if metrics or best is not None:
-        results += _training_section(metrics, best)
+        results += _training_section(metrics, best, last)
     if evaluation is not None:
         results += _evaluation_section(evaluation)
     if results:

@@ -179,9 +179,10 @@ def _load(spec: RunSpec, settings: Settings) -> Dataset:
     config = paper_config(spec, settings, STEP_SIZES[0], 1)
     dataset = load_dataset(config.data)
     valid = dataset.valid
-    keep = slice(0, min(VALID_POINTS, len(valid)))
-    small = Split(valid.x[keep], None if valid.y is None else valid.y[keep], valid.binarize,
-                  None if valid.c is None else valid.c[keep])
+    n = min(VALID_POINTS, len(valid))
+    small = Split(valid.values(torch.arange(n, device=valid.device)),
+                  None if valid.y is None else valid.y[:n], valid.binarize,
+                  None if valid.c is None else valid.c[:n])
     return replace(dataset, valid=small)
 
 
@@ -189,7 +190,7 @@ def _fixed_sample(split: Split, points: int, seed: int) -> torch.Tensor:
     """The first ``points`` examples of ``split`` as the model sees them, binarized once with
     ``seed`` where the split resamples every batch."""
     index = torch.arange(min(points, len(split)))
-    return split.batch(index.to(split.x.device), torch.Generator(split.x.device).manual_seed(seed))
+    return split.batch(index.to(split.device), torch.Generator(split.device).manual_seed(seed))
 
 
 @contextmanager
@@ -323,7 +324,7 @@ def measure_bounds(model: Model, dataset: Dataset, settings: Settings) -> dict[s
     """fig2's measurements: the lower bound on training points and on the test set."""
     assert isinstance(model, Likelihood)
     return {"train_bound": round(lower_bound(model, _fixed_sample(dataset.train, TRAIN_POINTS, 1)), 4),
-            "test_bound": round(lower_bound(model, dataset.test.x), 4)}
+            "test_bound": round(lower_bound(model, dataset.test.values()), 4)}
 
 
 def measure_marginal(model: Model, dataset: Dataset, settings: Settings) -> dict[str, float]:
@@ -333,7 +334,7 @@ def measure_marginal(model: Model, dataset: Dataset, settings: Settings) -> dict
     row = measure_bounds(model, dataset, settings)
     points = settings.marginal_points
     for split, x in (("train", _fixed_sample(dataset.train, points, 1)),
-                     ("test", dataset.test.x[:points])):
+                     ("test", dataset.test.values()[:points])):
         estimate, accept = appendix_d(model, x, settings.hmc_samples, settings.hmc_burn_in)
         row[f"{split}_log_px_appendix_d"] = round(estimate, 4)
         row[f"{split}_hmc_accept"] = round(accept, 3)

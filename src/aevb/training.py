@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,6 +46,7 @@ __all__ = [
     "TrainResult",
     "better",
     "make_optimizer",
+    "peak_memory",
     "resolve_device",
     "resolve_precision",
     "split_batch",
@@ -105,7 +107,7 @@ def make_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimize
 
 def _batches(split: Split, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.x.device)
+        index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
         yield split_batch(split, index)
 
 
@@ -114,6 +116,24 @@ def split_batch(split: Split, index: torch.Tensor, generator: torch.Generator | 
     """The examples ``index`` of ``split`` as a Batch (x resampled under dynamic binarization)."""
     return Batch(split.batch(index, generator), None if split.y is None else split.y[index], index,
                  None if split.c is None else split.c[index])
+
+
+def peak_memory(device: torch.device, before: dict[str, int] | None = None) -> dict[str, int]:
+    """This process's peak resident memory (``ru_maxrss``) as ``rss_bytes`` and, on CUDA,
+    the peak memory allocated to tensors as ``cuda_bytes``; each the larger of it and
+    ``before`` (a resumed run's earlier sessions)."""
+    peak = dict(before or {})
+    try:
+        import resource  # not on Windows
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak["rss_bytes"] = max(peak.get("rss_bytes", 0),
+                                rss if sys.platform == "darwin" else 1024 * rss)  # KiB on Linux
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        peak["cuda_bytes"] = max(peak.get("cuda_bytes", 0), torch.cuda.max_memory_allocated(device))
+    return peak
 
 
 def better(metric: float, best: float, mode: str) -> bool:
@@ -131,7 +151,7 @@ def validate(
     """
     was_training = model.training
     model.eval()
-    devices = [split.x.device] if split.x.device.type == "cuda" else []
+    devices = [split.device] if split.device.type == "cuda" else []
     sums: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -315,7 +335,7 @@ def _train(
     state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "schedule_steps": total_steps,
                              "best_value": -math.inf if mode == "max" else math.inf,
                              "best_epoch": 0, "history": [], "changes": [],
-                             "data_fingerprint": data_fingerprint(dataset)}
+                             "data_fingerprint": data_fingerprint(dataset), "peak_memory": {}}
     if restore:
         state.update(restore_run(run_dir, config, model, optimizer, generator, state))
     if distributed.is_main():
@@ -323,7 +343,7 @@ def _train(
             tx.write("config.toml", dump_toml(config))
 
     if isinstance(model, ClosedForm) and not restore:
-        model.fit_data(train_split.x)
+        model.fit_data(train_split.values())
     if not restore:
         distributed.seed_rank(tc.seed)
     net = distributed.parallel(model) if optimizer is not None else model
@@ -389,6 +409,7 @@ def _train(
         if improved:
             state["best_value"], state["best_epoch"] = valid[metric], state["epoch"]
         stale = state["epoch"] - state["best_epoch"]
+        state["peak_memory"] = peak_memory(device, state["peak_memory"])
         meta = {**state, "metrics": row, "selection": [metric, mode],
                 "metric_names": {k: list(v) for k, v in model.metric_names.items()},
                 "precision": str(precision).removeprefix("torch.")}

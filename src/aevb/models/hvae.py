@@ -8,6 +8,7 @@ conditional a diagonal Gaussian from a small MLP. The ELBO has one KL part per l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -16,7 +17,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import DiagonalGaussianHead
+from ..heads import DiagonalGaussianHead, log_likelihood_of
 from ..nets import MLPConfig, mlp
 from ..objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
 from ..priors import StandardNormal
@@ -140,6 +141,10 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         """One pass of inference, z1 first: ``samples`` = K draws of the whole hierarchy,
         (K, B, D_l) per layer, or with ``None`` every layer at its posterior mean given its
         parent's mean, (B, D_l)."""
+        return self._layers_from(self.encoder(x), samples)
+
+    def _layers_from(self, features: torch.Tensor, samples: int | None) -> list[Layer]:
+        """``layers`` from the encoder's features of x (B, F)."""
         n = len(self.names)
 
         def draw(q: Independent, first: bool) -> torch.Tensor:
@@ -147,7 +152,6 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
                 return q.mean
             return q.rsample((samples,)) if first else q.rsample()
 
-        features = self.encoder(x)
         if self.config.inference == "bottom-up":
             posteriors: list[Independent] = []
             zs: list[torch.Tensor] = []
@@ -217,11 +221,22 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
 
     def log_weights(self, batch: Batch, samples: int) -> torch.Tensor:
         """log p(x, z1..zn) - log q(z1..zn|x), (K, B), the whole hierarchy the proposal."""
-        layers = self.layers(batch.x, samples)
-        return self.likelihood(layers[0].z).log_prob(batch.x) + self._log_ratio(layers)
+        return self._weights_of(batch.x)(samples)
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
-        return importance_sampled(lambda k: self.log_weights(batch, k), samples, batch.x.numel())
+        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel())
+
+    def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        """k ↦ k fresh log-weights (k, B) of x, x encoded once for every call (as
+        ``VAE._weights_of``)."""
+        features = self.encoder(x)
+        log_px_given = log_likelihood_of(self.likelihood_head, x)
+
+        def draw(k: int) -> torch.Tensor:
+            layers = self._layers_from(features, k)
+            return log_px_given(self.decoder(layers[0].z)) + self._log_ratio(layers)
+
+        return draw
 
     def encode_layers(self, batch: Batch) -> dict[str, torch.Tensor]:
         layers = self.layers(batch.x, None)

@@ -7,6 +7,7 @@ by the type of ``config.net``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Protocol
 
@@ -17,7 +18,13 @@ from torch.distributions import Distribution
 from ..bayes import bayesianize_, parameter_kl
 from ..corruption import Corruption, NoiseConfig
 from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS, DecoderHead, DiagonalGaussianHead, decoder_head
+from ..heads import (
+    LIKELIHOODS,
+    DecoderHead,
+    DiagonalGaussianHead,
+    decoder_head,
+    log_likelihood_of,
+)
 from ..hmc import adapt_step_size, hmc_step
 from ..nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
 from ..objectives import (
@@ -27,7 +34,6 @@ from ..objectives import (
     importance_sampled,
     iwae_bound,
     kl_per_dimension,
-    log_weights,
 )
 from ..priors import StandardNormal
 from ..schedules import Step, linear_warmup
@@ -419,11 +425,22 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
 
     def log_weights(self, batch: Batch, samples: int) -> torch.Tensor:
         """log p(x, z_k) - log q(z_k|x), (K, B), z_k ~ q(z|x)."""
-        return log_weights(batch.x, self.posterior(batch.x), self.prior(), self.likelihood,
-                           samples)
+        return self._weights_of(batch.x)(samples)
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
-        return importance_sampled(lambda k: self.log_weights(batch, k), samples, batch.x.numel())
+        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel())
+
+    def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        """k ↦ k fresh log-weights (k, B) of x: x is encoded once for every call, and a
+        Bernoulli head scores x without building p(x|z) (``heads.log_likelihood_of``)."""
+        posterior, prior = self.posterior(x), self.prior()
+        log_px_given = log_likelihood_of(self.likelihood_head, x)
+
+        def draw(k: int) -> torch.Tensor:
+            z = posterior.rsample((k,))
+            return log_px_given(self.decoder(z)) + prior.log_prob(z) - posterior.log_prob(z)
+
+        return draw
 
     def encode(self, batch: Batch) -> torch.Tensor:
         return self.posterior(batch.x).mean
