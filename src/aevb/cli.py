@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import typing
@@ -100,7 +101,12 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
                f"{time.strftime('%Y%m%d-%H%M%S')}")
     result = train(config, out, resume=args.resume, progress=not args.quiet)
     if not is_main():  # under torchrun rank 0 alone evaluates, draws and reports
-        return 0
+        # A rank > 0 has nothing left to write; leaving without the interpreter's teardown
+        # avoids a native abort ("terminate called without an active exception") that torch's
+        # distributed teardown raised now and then at the exit of such a rank.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     last = result.history[-1] if result.history else {}
     print(f"trained {config.model.name} on {config.data.name}: {len(result.history)} epochs,"
           f" best valid {result.model.selection[0]} at epoch {result.best_epoch};"
