@@ -98,14 +98,15 @@ def atomic_write_text(dest: str | Path, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
-def save_verified(stream: IO[bytes], dest: Path, sha256: str, origin: str) -> None:
-    """Copy ``stream`` to ``dest`` only if its sha256 is ``sha256``; a bad copy is not kept."""
+def save_verified(stream: IO[bytes], dest: Path, sha256: str | None, origin: str) -> None:
+    """Copy ``stream`` to ``dest`` only if its sha256 is ``sha256``; a bad copy is not kept.
+    ``sha256=None`` (a file whose digest is not known) copies it unchecked."""
     digest = hashlib.sha256()
     with atomic_file(dest) as out:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
             out.write(chunk)
-        if digest.hexdigest() != sha256:
+        if sha256 is not None and digest.hexdigest() != sha256:
             raise DataError(
                 f"checksum mismatch for {dest.name} from {origin}: "
                 f"expected sha256 {sha256}, got {digest.hexdigest()}"
@@ -113,9 +114,10 @@ def save_verified(stream: IO[bytes], dest: Path, sha256: str, origin: str) -> No
 
 
 def download(
-    file: str, mirrors: tuple[str, ...], dest: Path, sha256: str, timeout: float = 30.0
+    file: str, mirrors: tuple[str, ...], dest: Path, sha256: str | None, timeout: float = 30.0
 ) -> None:
-    """Fetch ``file`` from the first mirror that serves it with the right sha256."""
+    """Fetch ``file`` from the first mirror that serves it with the right sha256 (any, when
+    ``sha256`` is None)."""
     errors = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + file

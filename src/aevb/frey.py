@@ -19,10 +19,7 @@ so an experiment can skip Frey Face at once instead of waiting for a download to
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import shutil
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ import scipy.io
 
 from .data import DOWNLOAD_TIMEOUT_S, SPLITS, Arrays, default_cache_dir
 from .errors import DataError
-from .files import atomic_file, download
+from .files import download
 
 __all__ = [
     "FREY_BASE_URL",
@@ -140,11 +137,6 @@ def _source_file(root: Path, allow_download: bool = True) -> tuple[Path, str]:
 
 def _download(url: str, dest: Path) -> None:
     try:
-        if FREY_SHA256 is not None:
-            download(FREY_FILE, (FREY_BASE_URL,), dest, FREY_SHA256, DOWNLOAD_TIMEOUT_S)
-            return
-        with (urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
-              atomic_file(dest) as out):
-            shutil.copyfileobj(response, out)
-    except (OSError, ValueError, http.client.HTTPException, DataError) as error:
+        download(FREY_FILE, (FREY_BASE_URL,), dest, FREY_SHA256, DOWNLOAD_TIMEOUT_S)
+    except DataError as error:
         raise DataError(f"could not fetch Frey Face from {url}: {error}; {HOW_TO_FIX}") from None

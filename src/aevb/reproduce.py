@@ -43,6 +43,7 @@ from . import plots
 from .config import Config, DataConfig, EvalConfig, TrainConfig, model_config
 from .data import Dataset, Split, fetch, load_dataset
 from .errors import AevbError, ConfigError, DataError
+from .evaluate import log_likelihood
 from .files import atomic_write_text
 from .frey import frey_unavailable_reason
 from .marginal import appendix_d_log_marginal
@@ -208,11 +209,11 @@ def lower_bound(model: Likelihood, x: torch.Tensor, seed: int = 0, batch: int = 
     return torch.cat(values).double().mean().item()
 
 
-@torch.no_grad()
-def importance_sampled(model: Likelihood, x: torch.Tensor, samples: int, seed: int = 0) -> float:
+def mean_log_likelihood(model: Likelihood, x: torch.Tensor, samples: int, seed: int = 0
+                        ) -> float:
     """The mean importance-sampled log p(x) with the recognition model as proposal."""
     with _seeded(seed):
-        return model.log_marginal(Batch(x), samples).double().mean().item()
+        return log_likelihood(model, Batch(x), samples).double().mean().item()
 
 
 def appendix_d(model: Model, x: torch.Tensor, samples: int, burn_in: int, seed: int = 0
@@ -338,7 +339,7 @@ def measure_marginal(model: Model, dataset: Dataset, settings: Settings) -> dict
         estimate, accept = appendix_d(model, x, settings.hmc_samples, settings.hmc_burn_in)
         row[f"{split}_log_px_appendix_d"] = round(estimate, 4)
         row[f"{split}_hmc_accept"] = round(accept, 3)
-        row[f"{split}_log_px_is"] = round(importance_sampled(model, x, settings.is_samples), 4)
+        row[f"{split}_log_px_is"] = round(mean_log_likelihood(model, x, settings.is_samples), 4)
     return row
 
 
