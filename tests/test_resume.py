@@ -1,6 +1,7 @@
 """Resume honours what the user changed, refuses what it cannot honour, and checks the data;
 a checkpoint that does not fit what aevb writes is one CheckpointError, never a traceback."""
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,26 @@ def test_a_run_moved_from_a_gpu_resumes_on_the_cpu(tmp_path):
     result = train(tiny(epochs=2), run, resume=True, progress=False)
     assert math.isfinite(result.history[-1]["valid_elbo"])
     assert {"epoch": 2, "key": "device", "old": "cuda", "new": "cpu"} in last_header(run)["changes"]
+
+
+def test_a_checkpoint_written_before_train_size_was_recorded_resumes(tmp_path):
+    """Checkpoints from before ``data_spec.train_size`` existed have none: resume takes the
+    data's, and a real difference in the spec is still refused."""
+    run = tmp_path / "run"
+    train(tiny(epochs=1), run, progress=False)
+    path = checkpoint_path(run, "last")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    header = json.loads(metadata["aevb"])
+    assert header["data_spec"].pop("train_size") is not None
+    save_file(tensors, str(path), metadata={**metadata, "aevb": json.dumps(header)})
+    result = train(tiny(epochs=2), run, resume=True, progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    header["data_spec"]["num_classes"] = 7
+    save_file(tensors, str(path), metadata={**metadata, "aevb": json.dumps(header)})
+    with pytest.raises(AevbError, match="data spec"):
+        train(tiny(epochs=3), run, resume=True, progress=False)
 
 
 def test_the_cli_resumes_with_a_new_lr_and_refuses_another_optimizer(tmp_path, capsys):

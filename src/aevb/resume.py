@@ -196,8 +196,11 @@ def restore_run(
     if "data_fingerprint" in state and "data_fingerprint" in header:
         _compare_data(header["data_fingerprint"], state["data_fingerprint"],
                       f"cannot resume: {config.data.name}")
-    if header_spec(header) != model.data:
-        what = f"its data spec is {header_spec(header)}; the data's is {model.data}"
+    spec = header_spec(header)
+    if spec.train_size is None:  # written before train_size was recorded: nothing to compare
+        spec = spec._replace(train_size=model.data.train_size)
+    if spec != model.data:
+        what = f"its data spec is {spec}; the data's is {model.data}"
         if "data_fingerprint" in header:  # the data was checked: the checkpoint is wrong
             raise corrupt(path, what)
         raise DataError(f"cannot resume on other data: {what}")
