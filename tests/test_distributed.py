@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from aevb import distributed
+from aevb.cli import main
 from aevb.config import Config, apply_overrides
 from aevb.errors import ConfigError
 from aevb.training import RUN_FILES, train
@@ -142,3 +143,15 @@ def test_a_minibatch_must_split_evenly(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(ConfigError, match="batch_size=25 must be a multiple of the 2 processes"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_under_torchrun_only_train_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Any other command would run once per rank, every rank writing the same files: refused
+    with what to do instead, before anything is read or written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert "only `aevb train` runs data-parallel" in capsys.readouterr().err
+    assert main(["reproduce", "fig2", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .distributed import launched
 from .errors import AevbError, ConfigError
 
 __all__ = ["main"]
@@ -547,6 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = [argv[0], *own]
     try:
         args = parser.parse_args(argv)
+        if argv and argv[0] != "train" and launched():
+            raise ConfigError(f"only `aevb train` runs data-parallel under torchrun; run"
+                              f" `aevb {argv[0]}` as one process (every rank would write the"
+                              f" same files)")
         with _threads(getattr(args, "threads", None)):
             return int(args.handler(args, extra))
     except AevbError as error:

@@ -28,6 +28,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_object",
     "is_main",
+    "launched",
     "local_device",
     "on_main",
     "parallel",
@@ -42,7 +43,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _launched() -> bool:
+def launched() -> bool:
     """Whether this process is one of several started by torchrun (or a launcher like it)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -64,7 +65,7 @@ def rank() -> int:
     """
     if _active():
         return dist.get_rank()
-    return int(os.environ.get("RANK", "0")) if _launched() else 0
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def is_main() -> bool:
@@ -76,7 +77,7 @@ def init_from_env() -> bool:
     """Join torchrun's process group (``env://`` rendezvous) unless already in one; True when
     this call joined. Backend gloo for CPU tensors and, where CUDA is present, NCCL for CUDA
     ones, each process on GPU ``LOCAL_RANK``."""
-    if not _launched() or _active():
+    if not launched() or _active():
         return False
     if not dist.is_available():
         raise AevbError("launched with WORLD_SIZE > 1, but this PyTorch has no torch.distributed")
