@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec
 
 import torch
 from torch import nn
@@ -27,6 +28,8 @@ from torch.distributions import (
 
 from .errors import ConfigError
 
+P = ParamSpec("P")
+
 __all__ = [
     "LIKELIHOODS",
     "BernoulliHead",
@@ -34,6 +37,7 @@ __all__ = [
     "DecoderHead",
     "DiagonalGaussianHead",
     "GaussianHead",
+    "compiled",
     "compiled_kernels",
     "decoder_head",
     "log_likelihood_of",
@@ -122,9 +126,11 @@ class BernoulliHead(DecoderHead):
             x_weight, x_bias = x @ linear.weight.float(), x @ linear.bias.float()  # (B, F), (B,)
 
         def log_prob(features: torch.Tensor) -> torch.Tensor:
-            logits = linear(features)  # (..., B, P)
-            if logits.dtype != torch.float32:
-                return _flipped(logits, flip)
+            if features.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+                return _flipped(linear(features), flip)
+            # the bias added apart from the product: compiled (``compiled``), it is added
+            # inside the softplus kernel, not written over the logits before the product
+            logits = torch.matmul(features, linear.weight.T).add_(linear.bias)  # (..., B, P)
             return (features * x_weight).sum(-1) + x_bias - softplus_sum(logits)
 
         return log_prob
@@ -138,7 +144,10 @@ def _flipped(logits: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 def softplus_sum(values: torch.Tensor) -> torch.Tensor:
     """sum_i softplus(v_i) over the last dimension (...,), to float rounding; inside
-    ``compiled_kernels`` one kernel compiled by torch.compile (2x faster on a CPU)."""
+    ``compiled_kernels`` one kernel compiled by torch.compile (2x faster on a CPU), or part
+    of the kernel of a function being compiled (``compiled``)."""
+    if torch.compiler.is_compiling():
+        return _softplus_sum(values)
     if _compiled:
         try:
             return _compiled[0](values)
@@ -153,10 +162,36 @@ _compiled: list[Callable[[torch.Tensor], torch.Tensor]] = []
 _compiled_cache: list[Callable[[torch.Tensor], torch.Tensor]] = []
 
 
+def compiled(fn: Callable[P, torch.Tensor]) -> Callable[P, torch.Tensor]:
+    """``fn`` compiled by torch.compile inside ``compiled_kernels``, else ``fn`` itself.
+
+    For a pure function of tensors called many times at few shapes (an importance-sampling
+    chunk): Inductor fuses its elementwise work and reductions into the kernels after each
+    matmul. torch.compile keeps its compiled graphs per code object, so a closure made anew
+    for every batch is compiled once (once more, with dynamic sizes, at a second shape). If
+    compiling fails, a warning, and everything runs eager from then on."""
+    if not _compiled:
+        return fn
+    compiled_fn = torch.compile(fn)
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> torch.Tensor:
+        if _compiled:
+            try:
+                return compiled_fn(*args, **kwargs)
+            except Exception as error:  # no compiler here: stay eager from now on
+                warnings.warn(f"torch.compile failed, evaluating without it: {error}",
+                              stacklevel=2)
+                _compiled.clear()
+        return fn(*args, **kwargs)
+
+    return run
+
+
 @contextmanager
 def compiled_kernels(enabled: bool = True) -> Iterator[None]:
-    """Inside, ``softplus_sum`` (the Bernoulli heads' ``log_likelihood``) runs compiled: a few
-    seconds to compile on first use, worth it for long evaluations only."""
+    """Inside, ``softplus_sum`` (the Bernoulli heads' ``log_likelihood``) runs compiled, and
+    ``compiled`` compiles: a few seconds to compile on first use, worth it for long
+    evaluations only."""
     if not enabled:
         yield
         return
@@ -171,12 +206,15 @@ def compiled_kernels(enabled: bool = True) -> Iterator[None]:
 
 def _softplus_sum(values: torch.Tensor) -> torch.Tensor:
     """``softplus_sum``: softplus(v) = relu(v) + log(1 + exp(-|v|)), the logarithms taken of
-    products of up to 32 factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one
-    log per group instead of a log1p per value, which is what makes softplus slow."""
+    products of up to 64 factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one
+    log per product instead of a log1p per value, which is what makes softplus slow. The
+    values are viewed as (n, size / n) and multiplied along the n: each product step takes
+    whole vectors of neighbouring values, so a compiled kernel keeps every SIMD lane busy."""
     size = values.shape[-1]
-    group = max(g for g in range(1, min(size, 32) + 1) if size % g == 0)
-    factors = torch.exp(-values.abs()).add_(1).unflatten(-1, (size // group, group))
-    return factors.prod(-1).log_().sum(-1) + values.clamp(min=0).sum(-1)
+    n = max(d for d in range(1, min(size, 64) + 1) if size % d == 0)
+    shape = (n, size // n)
+    logs = torch.exp(-values.abs()).add_(1).unflatten(-1, shape).prod(-2).log_()
+    return (logs + values.clamp(min=0).unflatten(-1, shape).sum(-2)).sum(-1)
 
 
 class ContinuousBernoulliHead(DecoderHead):

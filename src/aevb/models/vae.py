@@ -22,6 +22,7 @@ from ..heads import (
     LIKELIHOODS,
     DecoderHead,
     DiagonalGaussianHead,
+    compiled,
     decoder_head,
     log_likelihood_of,
 )
@@ -431,16 +432,20 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel())
 
     def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """k ↦ k fresh log-weights (k, B) of x: x is encoded once for every call, and a
-        Bernoulli head scores x without building p(x|z) (``heads.log_likelihood_of``)."""
+        """k ↦ k fresh log-weights (k, B) of x: x is encoded once for every call, a Bernoulli
+        head scores x without building p(x|z) (``heads.log_likelihood_of``), and inside
+        ``heads.compiled_kernels`` everything after the draw runs compiled (``heads.compiled``:
+        the draws stay eager, from the same random stream, so compiling changes the estimate
+        by float rounding only)."""
         posterior, prior = self.posterior(x), self.prior()
         log_px_given = log_likelihood_of(self.likelihood_head, x)
 
-        def draw(k: int) -> torch.Tensor:
-            z = posterior.rsample((k,))
-            return log_px_given(self.decoder(z)) + prior.log_prob(z) - posterior.log_prob(z)
+        def log_weights(z: torch.Tensor) -> torch.Tensor:
+            features = _decoded(self.decoder, z)
+            return log_px_given(features) + prior.log_prob(z) - posterior.log_prob(z)
 
-        return draw
+        weigh = compiled(log_weights)
+        return lambda k: weigh(posterior.rsample((k,)))
 
     def encode(self, batch: Batch) -> torch.Tensor:
         return self.posterior(batch.x).mean
@@ -455,6 +460,23 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         _unconditional(condition)
         return self.decode(self.prior().sample((n,)))
+
+
+def _decoded(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``net(z)``; while torch.compile traces it, an ``nn.Sequential``'s linear layers as a
+    matmul and a bias added apart, which Inductor then adds inside the kernel of the
+    activation after it (a compiled ``addmm`` writes the bias over its whole output first,
+    and the matmul adds onto it: one more pass over every hidden layer). Under autocast as
+    it is: a bfloat16 matmul's output rounded before its bias would round twice."""
+    if (not (torch.compiler.is_compiling() and isinstance(net, nn.Sequential))
+            or torch.is_autocast_enabled(z.device.type)):
+        return net(z)
+    for layer in net:
+        if type(layer) is nn.Linear and layer.bias is not None:
+            z = torch.matmul(z, layer.weight.T) + layer.bias
+        else:
+            z = layer(z)
+    return z
 
 
 def _elbo_metrics(loss: torch.Tensor, terms: ElboTerms) -> Metrics:
