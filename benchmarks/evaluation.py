@@ -23,6 +23,11 @@ prints medians and each estimator's fraction of the roofline.
     python benchmarks/evaluation.py                                # 1000 points, K = 1000
     python benchmarks/evaluation.py --k 5000 --rounds 3 --nets 500 200,200
     python benchmarks/evaluation.py --no-pythae --epochs 0 --points 200   # a quick check
+    python benchmarks/evaluation.py --device cuda --k 5000 --elements-per-chunk 16777216
+
+``--device cuda`` runs everything on the GPU (training, the estimators, Pythae's ``get_nll``
+and the matmuls of the roofline, at larger row counts), with the GPU synchronised before
+every clock is read.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def plain_log_px(model: PlainVAE, x: torch.Tensor, k: int, chunk: int) -> torch.
     std = torch.exp(0.5 * log_var)
     log_w = []
     for start in range(0, k, chunk):
-        eps = torch.randn(min(chunk, k - start), *mu.shape)
+        eps = torch.randn(min(chunk, k - start), *mu.shape, device=mu.device)
         z = mu + std * eps
         logits = model.dec(z)
         log_px_z = -F.binary_cross_entropy_with_logits(
@@ -120,7 +125,7 @@ sys.path.insert(0, {script_dir!r})
 from evaluation import mlp
 
 saved = torch.load(sys.argv[1])
-weights, x, k = saved["weights"], saved["x"], saved["k"]
+weights, x, k = saved["weights"], saved["x"].to(saved["device"]), saved["k"]
 torch.set_num_threads(saved["threads"])
 shape = tuple(x.shape[1:])
 
@@ -140,12 +145,12 @@ class Decoder(BaseDecoder):
         return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).reshape(-1, *shape))
 
 model = VAE(VAEConfig(input_dim=shape, latent_dim=weights["latent"], reconstruction_loss="bce"),
-            encoder=Encoder(), decoder=Decoder()).eval()
+            encoder=Encoder(), decoder=Decoder()).to(x.device).eval()
 torch.manual_seed(0)
 with torch.no_grad():
     started = time.perf_counter()
     log_px = model.get_nll(x, n_samples=k, batch_size=100)  # a mean log-likelihood, in nats
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # get_nll's .item() per point waits for the GPU
 print(json.dumps({{"seconds": seconds, "log_px": float(log_px)}}))
 """
 
@@ -181,7 +186,8 @@ def pythae_python(venv_dir: Path) -> tuple[Path | None, str]:
 def run_pythae(python: Path, weights: dict, x: torch.Tensor, k: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "job.pt"
-        torch.save({"weights": weights, "x": x, "k": k, "threads": threads}, saved)
+        torch.save({"weights": weights, "x": x.cpu(), "k": k, "threads": threads,
+                    "device": str(x.device)}, saved)
         worker = Path(tmp) / "worker.py"
         worker.write_text(PYTHAE_WORKER.format(script_dir=str(Path(__file__).parent)))
         done = subprocess.run([str(python), str(worker), str(saved)], capture_output=True,
@@ -195,25 +201,42 @@ def run_pythae(python: Path, weights: dict, x: torch.Tensor, k: int, threads: in
 # the roofline
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the GPU's queued work (nothing on CPU), before a clock is read."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def matmul_gflops(rows: int, n_in: int, n_out: int, dtype: torch.dtype,
-                  seconds: float = 0.3) -> float:
+                  seconds: float = 0.3, device: torch.device | str = "cpu") -> float:
     """Sustained GFLOP/s of (rows, n_in) @ (n_in, n_out) into a reused output."""
-    a = torch.randn(rows, n_in).to(dtype)
-    w = torch.randn(n_out, n_in).to(dtype)
-    out = torch.empty(rows, n_out, dtype=dtype)
+    a = torch.randn(rows, n_in, device=device).to(dtype)
+    w = torch.randn(n_out, n_in, device=device).to(dtype)
+    out = torch.empty(rows, n_out, dtype=dtype, device=device)
     for _ in range(3):
         torch.mm(a, w.T, out=out)
+    synchronize(device)
     reps, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
-        torch.mm(a, w.T, out=out)
-        reps += 1
+        for _ in range(10):  # a GPU queues them; the clock is read after it has run them
+            torch.mm(a, w.T, out=out)
+        reps += 10
+        synchronize(device)
+    elapsed = time.perf_counter() - started
     return 2 * rows * n_in * n_out * reps / elapsed / 1e9
 
 
-def roofline(shapes: list[tuple[int, int]], dtype: torch.dtype) -> tuple[float, list[float]]:
+ROOFLINE_ROWS = {"cpu": (1024, 4096), "cuda": (4096, 32768, 131072)}
+"""Row counts at which each layer's matmul is timed (its best rate counts): a GPU fills its
+multiprocessors only with many more rows than a CPU's caches hold."""
+
+
+def roofline(shapes: list[tuple[int, int]], dtype: torch.dtype,
+             device: torch.device | str = "cpu") -> tuple[float, list[float]]:
     """(points x K)/s the decoder's matmuls allow at the best measured rate of each layer
     shape, and those rates (GFLOP/s)."""
-    rates = [max(matmul_gflops(rows, n_in, n_out, dtype) for rows in (1024, 4096))
+    rows_tried = ROOFLINE_ROWS[torch.device(device).type]
+    rates = [max(matmul_gflops(rows, n_in, n_out, dtype, device=device) for rows in rows_tried)
              for n_in, n_out in shapes]
     seconds = sum(2 * n_in * n_out / (rate * 1e9)
                   for (n_in, n_out), rate in zip(shapes, rates, strict=True))
@@ -230,18 +253,21 @@ def trained_vae(hidden: tuple[int, ...], args: argparse.Namespace, dataset):
     config = apply_overrides(Config(), {
         "dataset": "mnist", "binarize": "static", "hidden": ",".join(map(str, hidden)),
         "latent_dim": args.latent, "activation": args.activation, "epochs": max(1, args.epochs),
-        "batch_size": 100, "device": "cpu", "precision": "float32"})
+        "batch_size": 100, "device": args.device, "precision": "float32"})
     if args.epochs == 0:
         torch.manual_seed(0)
-        return build_model(config.model, DataSpec(dataset.event_shape, "binary")).eval()
+        return build_model(config.model, DataSpec(dataset.event_shape, "binary")
+                           ).to(args.device).eval()
     with tempfile.TemporaryDirectory() as out:
         return train(config, out, progress=False, dataset=dataset).model.eval()
 
 
-def timed(fn):
+def timed(fn, device: torch.device | str = "cpu"):
     torch.manual_seed(0)
+    synchronize(device)
     started = time.perf_counter()
     value = fn()
+    synchronize(device)
     return time.perf_counter() - started, value
 
 
@@ -265,20 +291,26 @@ def main() -> None:
     parser.add_argument("--no-pythae", action="store_true")
     parser.add_argument("--no-compile", action="store_true",
                         help="aevb without torch.compile (eval.is_compile = false)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: everything on the GPU")
+    parser.add_argument("--elements-per-chunk", type=int,
+                        help="aevb's importance-sampling chunk in decoder outputs, on this"
+                             " device (objectives.ELEMENTS_PER_CHUNK or _GPU; default: aevb's)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from aevb import Config, apply_overrides, load_dataset
+    from aevb import Config, apply_overrides, load_dataset, objectives
     from aevb.evaluate import AGREEMENT_NATS
 
     torch.set_num_threads(args.threads)
+    if args.elements_per_chunk:
+        objectives.ELEMENTS_PER_CHUNK = objectives.ELEMENTS_PER_CHUNK_GPU = args.elements_per_chunk
     # the same for every estimator: no distribution argument checks (aevb's evaluation turns
     # them off itself; the others build no distribution objects in their loops)
     torch.distributions.Distribution.set_default_validate_args(False)
     python, why_not = (None, "--no-pythae") if args.no_pythae else pythae_python(args.pythae_venv)
     dataset = load_dataset(apply_overrides(Config(), {"dataset": "mnist",
                                                       "binarize": "static"}).data)
-    x = dataset.test.values()[:args.points]
+    x = dataset.test.values()[:args.points].to(args.device)
     figures: dict[str, dict[str, float]] = {}
     for net in args.nets:
         hidden = tuple(int(h) for h in net.split(","))
@@ -302,7 +334,7 @@ def measure(model, x: torch.Tensor, args: argparse.Namespace, python: Path | Non
     sizes = [args.latent, *reversed(model.config.net.hidden), flat.shape[1]]
     shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
     weights = export(model)
-    plain = PlainVAE(weights).eval()
+    plain = PlainVAE(weights).to(x.device).eval()
     batches = range(0, len(x), args.batch_points)
 
     def aevb_run(precision: torch.dtype) -> torch.Tensor:
@@ -316,23 +348,25 @@ def measure(model, x: torch.Tensor, args: argparse.Namespace, python: Path | Non
 
     work = len(x) * args.k
     started = time.perf_counter()
-    with compiled_kernels(not args.no_compile):  # warm up: compiling, first calls, allocator
+    # warm up, one batch at the full K: compiling at every chunk size the timed runs meet
+    # (a size first seen inside a timed run would compile there), first calls, the allocator
+    with compiled_kernels(not args.no_compile):
         for precision in (torch.float32, torch.bfloat16):
-            log_likelihood(model, Batch(x[:args.batch_points]), min(args.k, 100), precision)
+            log_likelihood(model, Batch(x[:args.batch_points]), args.k, precision)
     print(f"  aevb warm-up (compiling: {not args.no_compile}):"
           f" {time.perf_counter() - started:.1f} s", flush=True)
     plain_log_px(plain, flat[:args.batch_points], min(args.k, 100), args.plain_chunk)
     rounds = []
     for number in range(1, args.rounds + 1):
         row: dict[str, float] = {}
-        row["roofline_float32"], rates32 = roofline(shapes, torch.float32)
-        row["roofline_bfloat16"], rates16 = roofline(shapes, torch.bfloat16)
-        seconds, log_px32 = timed(lambda: aevb_run(torch.float32))
+        row["roofline_float32"], rates32 = roofline(shapes, torch.float32, args.device)
+        row["roofline_bfloat16"], rates16 = roofline(shapes, torch.bfloat16, args.device)
+        seconds, log_px32 = timed(lambda: aevb_run(torch.float32), args.device)
         row["aevb_float32"], row["log_px_float32"] = work / seconds, log_px32.mean().item()
-        seconds, log_px16 = timed(lambda: aevb_run(torch.bfloat16))
+        seconds, log_px16 = timed(lambda: aevb_run(torch.bfloat16), args.device)
         row["aevb_bfloat16"], row["log_px_bfloat16"] = work / seconds, log_px16.mean().item()
         row["bf16_agreement_nats"] = (log_px16 - log_px32).abs().mean().item()
-        seconds, log_px_plain = timed(plain_run)
+        seconds, log_px_plain = timed(plain_run, args.device)
         row["plain"], row["log_px_plain"] = work / seconds, log_px_plain.mean().item()
         if python is not None:
             n = min(args.pythae_points, len(x))
@@ -354,8 +388,10 @@ def measure(model, x: torch.Tensor, args: argparse.Namespace, python: Path | Non
 
 def report(name: str, m: dict[str, float], flops: int, args: argparse.Namespace, why_not: str,
            agreement_nats: float) -> None:
-    print(f"\n{name} {args.activation}, {args.points} points, K = {args.k}, {args.threads}"
-          f" threads, medians of {args.rounds} rounds; decoder {flops:,} FLOP per point and"
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+             else f"{args.threads} threads")
+    print(f"\n{name} {args.activation}, {args.points} points, K = {args.k}, {where},"
+          f" medians of {args.rounds} rounds; decoder {flops:,} FLOP per point and"
           " sample")
     for key in ("float32", "bfloat16"):
         rates = ", ".join(f"{k.rsplit('_', 1)[1]} {v:.0f}" for k, v in m.items()

@@ -38,6 +38,11 @@ alone would allow; each implementation is printed as a fraction of it.
     python benchmarks/training.py --pythae-venv /tmp/pythae-venv        # 5 epochs, 3 rounds
     python benchmarks/training.py --epochs 1 --train-size 2000 --rounds 1 --points 50 \\
         --k 50 --activation relu                                         # a quick check
+    python benchmarks/training.py --device cuda --precision float32 bfloat16   # on a GPU
+
+``--device cuda`` trains both on the GPU (aevb with its data on the GPU; Pythae with
+``no_cuda`` off, its DataLoader feeding the GPU as a Pythae user's would) and times the
+roofline's matmuls there; the quality scores are computed on the CPU.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from evaluation import PlainVAE, export, matmul_gflops, plain_log_px, pythae_python
+from evaluation import PlainVAE, export, matmul_gflops, plain_log_px, pythae_python, synchronize
 
 from aevb import Config, apply_overrides, load_dataset, train
 from aevb.training import resolve_precision
@@ -117,7 +122,7 @@ model = VAE(VAEConfig(input_dim=(features,), latent_dim=latent, reconstruction_l
 config = BaseTrainerConfig(
     output_dir=job["output_dir"], num_epochs=job["epochs"], learning_rate=job["lr"],
     per_device_train_batch_size=job["batch"], per_device_eval_batch_size=job["batch"],
-    optimizer_cls="Adam", no_cuda=True)
+    optimizer_cls="Adam", no_cuda=job["device"] == "cpu")
 history = History()
 trainer = BaseTrainer(model, train_dataset=DynamicallyBinarized(data["train"]),
                       eval_dataset=BaseDataset(data["valid"], torch.zeros(len(data["valid"]))),
@@ -140,7 +145,8 @@ def run_pythae(python: Path, work: Path, data: Path, activation: str,
     worker.write_text(PYTHAE_WORKER.format(script_dir=str(Path(__file__).parent)))
     job = {"data": str(data), "output_dir": str(run / "pythae"), "weights": str(run / "w.pt"),
            "activation": activation, "hidden": args.hidden, "latent": args.latent,
-           "epochs": args.epochs, "lr": LR, "batch": BATCH, "threads": args.threads}
+           "epochs": args.epochs, "lr": LR, "batch": BATCH, "threads": args.threads,
+           "device": args.device}
     done = subprocess.run(
         [str(python), str(worker), json.dumps(job)], capture_output=True, text=True,
         env={**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"})
@@ -159,6 +165,7 @@ def run_aevb(config: Config, dataset) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         result = train(config, out, progress=False, dataset=dataset)
+        synchronize(result.device)
         seconds = time.perf_counter() - started
     for row in result.history:
         print(f"    aevb epoch {row['epoch']}: train -ELBO {row['train_loss']:.2f},"
@@ -208,11 +215,12 @@ def training_gemms(sizes: list[tuple[int, int]]) -> list[tuple[str, int, int, in
     return gemms
 
 
-def roofline(gemms: list[tuple[str, int, int, int]], dtype: torch.dtype
+def roofline(gemms: list[tuple[str, int, int, int]], dtype: torch.dtype, device: str = "cpu"
              ) -> tuple[float, dict[str, float]]:
     """Samples/s that one step's GEMMs, each at its measured rate, allow; and the rates
     (GFLOP/s)."""
-    rates = {name: matmul_gflops(rows, inner, cols, dtype) for name, rows, inner, cols in gemms}
+    rates = {name: matmul_gflops(rows, inner, cols, dtype, device=device)
+             for name, rows, inner, cols in gemms}
     seconds = sum(2 * rows * inner * cols / (rates[name] * 1e9)
                   for name, rows, inner, cols in gemms)
     return BATCH / seconds, rates
@@ -239,6 +247,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1000, help="importance samples for log p(x)")
     parser.add_argument("--pythae-venv", type=Path,
                         default=Path(tempfile.gettempdir()) / "aevb-pythae-0.1.2")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: both train on the GPU")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -248,7 +257,8 @@ def main() -> None:
         raise SystemExit(f"Pythae 0.1.2 is not available: {why_not}")
     overrides = {"dataset": "mnist", "binarize": "dynamic", "hidden": str(args.hidden),
                  "latent_dim": args.latent, "epochs": args.epochs, "optimizer": "adam",
-                 "lr": LR, "batch_size": BATCH, "device": "cpu", "threads": args.threads}
+                 "lr": LR, "batch_size": BATCH, "device": args.device,
+                 "threads": args.threads}
     if args.train_size:
         overrides["train_size"] = args.train_size
     config = apply_overrides(Config(), overrides)
@@ -260,10 +270,12 @@ def main() -> None:
              (args.latent, args.hidden), (args.hidden, features)]
     gemms = training_gemms(sizes)
     names = ["pythae", *(f"aevb_{p}" for p in args.precision)]
-    auto = str(resolve_precision("auto", torch.device("cpu"))).removeprefix("torch.")
+    auto = str(resolve_precision("auto", torch.device(args.device))).removeprefix("torch.")
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+             else f"{args.threads} threads")
     print(f"MNIST, {n} training images (dynamically binarized), {len(dataset.valid)} validation,"
           f" {args.epochs} epochs, {features}-{args.hidden}-{args.latent}, batch {BATCH},"
-          f" {args.threads} threads, {args.rounds} rounds; aevb's precision auto is {auto}"
+          f" {where}, {args.rounds} rounds; aevb's precision auto is {auto}"
           " here", flush=True)
     # Untimed warm-up of aevb in this process (first calls, lazy imports, the allocator), as
     # Pythae's worker gets one from its trainer's sanity check before train() is timed.
@@ -287,7 +299,7 @@ def main() -> None:
             print(f"round {number} of {args.rounds}", flush=True)
             roof: dict[str, float] = {}
             for key, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-                roof[f"roofline_{key}"], rates = roofline(gemms, dtype)
+                roof[f"roofline_{key}"], rates = roofline(gemms, dtype, args.device)
                 roof.update({f"gflops_{key}_{name}": rate for name, rate in rates.items()})
             roofs.append(roof)
             print(f"  matmul roofline: float32 {roof['roofline_float32']:,.0f} samples/s,"
@@ -321,7 +333,7 @@ def main() -> None:
                                   for k, v in vars(args).items()} | {"train_images": n},
                      "roofline": roof}
     print(f"\nmedians over {args.rounds} rounds; {n} training images x {args.epochs} epochs,"
-          f" {args.threads} threads")
+          f" {where}")
     for key in ("float32", "bfloat16"):
         rates = ", ".join(f"{name.split('_', 2)[2]} {rate:.0f}" for name, rate in roof.items()
                           if name.startswith(f"gflops_{key}_"))

@@ -12,6 +12,7 @@ from aevb.models import Batch, DataSpec, build_model
 from aevb.nets import MLPConfig
 from aevb.objectives import (
     ELEMENTS_PER_CHUNK,
+    ELEMENTS_PER_CHUNK_GPU,
     elbo_terms,
     importance_sampled,
     iwae_bound,
@@ -186,3 +187,19 @@ def test_importance_sampling_joins_all_chunks_before_one_logsumexp():
     expected = torch.logsumexp(torch.arange(25.0), 0) - math.log(25)
     assert estimate.shape == (3,)
     torch.testing.assert_close(estimate, expected.expand(3))
+
+
+@pytest.mark.parametrize(("device", "elements"), [
+    (None, ELEMENTS_PER_CHUNK), ("cpu", ELEMENTS_PER_CHUNK), ("cuda", ELEMENTS_PER_CHUNK_GPU)])
+def test_importance_sampling_chunks_by_the_device_that_computes_the_weights(device, elements):
+    """A GPU takes chunks of ELEMENTS_PER_CHUNK_GPU values (the device only sets the size; the
+    weights here are CPU tensors, so no GPU is needed to check it)."""
+    drawn = []
+
+    def log_weights(samples):
+        drawn.append(samples)
+        return torch.zeros(samples, 2)
+
+    device = None if device is None else torch.device(device)
+    importance_sampled(log_weights, 3 * (elements // 1000) + 5, 1000, device)
+    assert drawn == [elements // 1000] * 3 + [5]

@@ -18,10 +18,12 @@ from torch.distributions import Bernoulli, Distribution, Independent, kl_diverge
 
 __all__ = [
     "ELEMENTS_PER_CHUNK",
+    "ELEMENTS_PER_CHUNK_GPU",
     "KERNELS",
     "ElboTerms",
     "Kernel",
     "elbo_terms",
+    "elements_per_chunk",
     "free_bits_kl",
     "imq_kernel",
     "importance_sampled",
@@ -43,11 +45,23 @@ Likelihood = Callable[[torch.Tensor], Distribution]
 """z (..., B, D) → p(x|z) with batch shape (..., B)."""
 
 ELEMENTS_PER_CHUNK = 1 << 20
-"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds.
+"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds
+on a CPU.
 
 4 MiB of float32 per temporary: it stays in the cache between the passes over it, and below
 glibc's mmap threshold (32 MiB at most), above which every allocation maps fresh pages and
 page-faults on them."""
+
+ELEMENTS_PER_CHUNK_GPU = 1 << 26
+"""The same on a GPU: 256 MiB of float32 per temporary. A GPU needs many rows per kernel to
+fill its multiprocessors, and every chunk costs a few kernel launches from the CPU; on an
+H100 (784-500-50 net, 100 points per batch, K = 5000) chunks of 2^20 gave 2.9 M
+(points x K)/s, 2^23 25 M and 2^25 30 M."""
+
+
+def elements_per_chunk(device: torch.device | None) -> int:
+    """``ELEMENTS_PER_CHUNK`` on a CPU (or where the device is not known), else the GPU's."""
+    return ELEMENTS_PER_CHUNK if device is None or device.type == "cpu" else ELEMENTS_PER_CHUNK_GPU
 
 
 class ElboTerms(NamedTuple):
@@ -166,16 +180,17 @@ def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def importance_sampled(
-    draw_log_weights: Callable[[int], torch.Tensor], samples: int, values_per_sample: int
+    draw_log_weights: Callable[[int], torch.Tensor], samples: int, values_per_sample: int,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """log p(x) ≈ log (1/K) sum_k w_k per example (B,), with the K log-weights drawn in chunks.
 
     ``draw_log_weights(k)`` returns (k, B) fresh log-weights; ``values_per_sample`` is how many
     decoder outputs one sample of the whole batch makes (B × pixels), which sets the chunk so
-    that memory stays near ``ELEMENTS_PER_CHUNK`` values whatever K is. The chunks' weights are
-    joined before one ``logsumexp``.
+    that memory stays near ``elements_per_chunk(device)`` values whatever K is (``device``:
+    where the weights are computed). The chunks' weights are joined before one ``logsumexp``.
     """
-    chunk = max(1, ELEMENTS_PER_CHUNK // max(1, values_per_sample))
+    chunk = max(1, elements_per_chunk(device) // max(1, values_per_sample))
     parts = [draw_log_weights(min(chunk, samples - k)) for k in range(0, samples, chunk)]
     return iwae_bound(torch.cat(parts, 0))
 

@@ -159,7 +159,7 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
         posterior, prior = self.posterior(batch.x, c), self.prior(c)
         return importance_sampled(
             lambda k: log_weights(batch.x, posterior, prior, lambda z: self.likelihood(z, c), k),
-            samples, batch.x.numel())
+            samples, batch.x.numel(), batch.x.device)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         return self.posterior(batch.x, self.condition(batch)).mean

@@ -224,7 +224,8 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return self._weights_of(batch.x)(samples)
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
-        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel())
+        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel(),
+                                  batch.x.device)
 
     def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
         """k ↦ k fresh log-weights (k, B) of x, x encoded once for every call (as

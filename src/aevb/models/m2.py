@@ -177,7 +177,7 @@ class M2(Model, Encoder, Generative, Likelihood, Conditional, Classifier):
         prior = self.cvae.prior(c.expand(-1, len(x), -1))
         log_px_y = importance_sampled(  # (C, B): the K draws lead, the classes follow
             lambda k: log_weights(x, posterior, prior, lambda z: self.cvae.likelihood(z, c), k),
-            samples, x.numel() * self.num_classes)
+            samples, x.numel() * self.num_classes, x.device)
         return torch.logsumexp(log_px_y, 0) - math.log(self.num_classes)
 
     def labels(self, batch: Batch) -> torch.Tensor:

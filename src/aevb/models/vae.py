@@ -429,7 +429,8 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting):
         return self._weights_of(batch.x)(samples)
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
-        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel())
+        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel(),
+                                  batch.x.device)
 
     def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
         """k ↦ k fresh log-weights (k, B) of x: x is encoded once for every call, a Bernoulli
