@@ -5,7 +5,7 @@ written out, a ``DataLoader`` over a ``TensorDataset`` (batch 100, shuffled), Ad
 ``.item()`` on the loss every step. aevb trains the same network (same layer sizes,
 activation, latent size, likelihood, optimizer and data) through its one loop, validation
 pass and checkpoints included, twice: with its default precision (``train.precision = auto``:
-bfloat16 matmuls on a CPU with bf16 units, float32 elsewhere) and forced to float32. All are
+bfloat16 matmuls on a CPU whose bf16 matmuls pay, float32 elsewhere) and forced to float32. All are
 timed over the same number of epochs, in this process, one after the other, and the whole
 round is repeated (``--rounds``) so that a burst of other work on the machine shows up as one
 outlying round rather than a wrong median. The hand-written loop runs with subnormal floats

@@ -7,7 +7,7 @@ binarized dynamically (a fresh Bernoulli sample of an image every time it is dra
 MNIST's validation split scored after every epoch:
 
 - aevb: ``aevb.train`` (``binarize = "dynamic"``), once per ``--precision`` (float32, and
-  ``auto``: bfloat16 matmuls on a CPU with bf16 units, float32 elsewhere). Its time is the
+  ``auto``: bfloat16 matmuls on a CPU whose bf16 matmuls pay, float32 elsewhere). Its time is the
   whole call: training, validation every epoch and the checkpoints it writes.
 - Pythae 0.1.2, as a Pythae user trains it: its ``VAE`` with a custom ``BaseEncoder`` and
   ``BaseDecoder`` of the same sizes (``reconstruction_loss = "bce"`` on a sigmoid output), its

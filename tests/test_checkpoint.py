@@ -36,7 +36,8 @@ def test_an_old_run_evaluates_to_the_numbers_the_old_code_gave(old_run, capsys):
     assert read_checkpoint(checkpoint_path(old_run, "best"))[1]["format"] == FORMAT_1
     config, model, _ = load_model(old_run)
     assert config.model.name == old_run.name
-    assert main(["evaluate", str(old_run), "--k", "8", "--json"]) == 0
+    # on the CPU, where the old code drew them: a GPU draws other random numbers
+    assert main(["evaluate", str(old_run), "--k", "8", "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     expected = EXPECTED[old_run.name]
     # the reconstruction of the posterior mean involves no randomness: the same weights and
@@ -178,6 +179,10 @@ def test_a_corrupt_checkpoint_is_one_error_when_loaded_and_resumed(good_run, tmp
 
 @pytest.mark.parametrize("case", sorted(RESUME_ONLY))
 def test_a_corrupt_optimizer_or_rng_state_is_one_error_when_resumed(good_run, tmp_path, case):
+    if case == "data RNG garbage" and torch.cuda.is_available():
+        # the run's data generator is then CUDA's Philox, whose state (seed, offset) is any 16
+        # bytes: zeros are a valid state, not a corrupt one (seen failing on an H100)
+        pytest.skip("every 16 bytes are a valid CUDA generator state")
     run = _corrupted(good_run, tmp_path, RESUME_ONLY[case])
     load_model(run, "last")  # evaluation needs neither
     with pytest.raises(CheckpointError, match="is corrupt or not an aevb checkpoint"):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from aevb.cli import main
 
@@ -56,6 +57,17 @@ def test_evaluate_with_k_and_max_points(run_dir, capsys):
     # beside the run's own evaluation.json (all 250 test points), not over it
     assert json.loads((run_dir / "evaluation-test-k8-n40.json").read_text())["points"] == 40
     assert json.loads((run_dir / "evaluation.json").read_text())["points"] == 250
+
+
+def test_evaluate_runs_where_it_is_asked_and_says_when_it_cannot(run_dir, capsys):
+    """--device auto (the default) is a GPU where there is one; cpu is the CPU; a GPU asked for
+    where there is none is refused before any work."""
+    assert main(["evaluate", str(run_dir), "--k", "4", "--max-points", "20", "--device", "cpu",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == 20
+    if not torch.cuda.is_available():
+        assert main(["evaluate", str(run_dir), "--k", "4", "--device", "cuda", "--json"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
 
 
 def test_sample_plot_models_and_data(run_dir, tmp_path, capsys):

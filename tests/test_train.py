@@ -163,12 +163,20 @@ def test_fused_optimizers_take_the_same_steps_as_the_reference_ones():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_precision("float32", cpu) == torch.float32
     assert resolve_precision("bfloat16", cpu) == torch.bfloat16
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    for pays, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(training, "bf16_matmuls_pay", lambda pays=pays: pays)
+        assert resolve_precision("auto", cpu) == dtype
+        assert resolve_precision("auto", torch.device("meta")) == torch.float32  # not a CPU
+
+
+def test_bf16_needs_native_units_and_a_measured_gain(monkeypatch):
+    assert isinstance(training.bf16_matmuls_pay(), bool)  # timed on this CPU, once
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert training.bf16_matmuls_pay.__wrapped__() is False  # no units: not even timed
     with pytest.raises(ConfigError, match="train.precision"):
         small_config(precision="float16")
 

@@ -28,7 +28,7 @@ from .errors import AevbError, CheckpointError
 from .figures import draw_run_figures, read_history
 from .models import Batch, Conditional, Encoder, Generative, Likelihood, Model
 from .report import write_report
-from .training import train
+from .training import resolve_device, train
 
 __all__ = ["Fitted", "fit", "load"]
 
@@ -93,10 +93,13 @@ def fit(
 
 
 def load(run_dir: str | os.PathLike[str], which: str = "best",
-         device: str | torch.device = "cpu") -> Fitted:
-    """The model of any run directory (from ``fit`` or the CLI); ``which`` is best or last."""
-    config, model, _ = load_model(Path(run_dir), which, device)
-    return Fitted(Path(run_dir), config, model, torch.device(device))
+         device: str | torch.device = "auto") -> Fitted:
+    """The model of any run directory (from ``fit`` or the CLI); ``which`` is best or last;
+    ``device`` auto is a GPU where there is one, as for training (so a model loaded where it
+    was fitted computes what it did)."""
+    resolved = resolve_device(str(device))
+    config, model, _ = load_model(Path(run_dir), which, resolved)
+    return Fitted(Path(run_dir), config, model, resolved)
 
 
 class Fitted:

@@ -177,7 +177,8 @@ def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     # First, so that a model or dataset it cannot judge fails before the long evaluation.
     quality = _sample_quality(args, config) if args.sample_quality else {}
     result = evaluate_run(args.run, eval_config, args.split, args.checkpoint,
-                          progress=not (args.json or args.quiet), data_name=args.dataset)
+                          progress=not (args.json or args.quiet), device=args.device,
+                          data_name=args.dataset)
     if quality:
         result.update(quality)
         atomic_write_text(Path(args.run) / result["file"], json.dumps(result, indent=2) + "\n")
@@ -418,6 +419,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="evaluate only the first N points")
     evaluate.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    evaluate.add_argument("--device", default="auto",
+                          help="auto (a GPU where there is one) | cpu | cuda | cuda:N | mps")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.add_argument("--sample-quality", action="store_true",

@@ -128,7 +128,8 @@ class TrainConfig:
     """CPU threads for PyTorch; default: all cores."""
     precision: str = "auto"
     """Training matmuls: float32 | bfloat16 (autocast; distribution parameters, losses and
-    weights stay float32) | auto (bfloat16 on a CPU with native bf16 units, else float32).
+    weights stay float32) | auto (bfloat16 on a CPU whose native bf16 matmuls were timed at
+    1.25x float32's or faster, else float32: ``training.bf16_matmuls_pay``).
     Validation runs in float32; the evaluation, in float32 unless eval.is_precision says."""
 
     def __post_init__(self) -> None:

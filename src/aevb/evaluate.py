@@ -35,7 +35,7 @@ from .files import atomic_write_text
 from .heads import compiled_kernels
 from .models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
 from .resume import check_same_data
-from .training import split_batch
+from .training import resolve_device, split_batch
 
 __all__ = [
     "AGREEMENT_NATS",
@@ -267,12 +267,14 @@ def evaluate_run(
     which: str = "best",
     progress: bool = True,
     dataset: Dataset | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     data_name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint and write it to ``evaluation_file(...)`` in the run
     directory (the split's name and the file's in it). ``data_name``: evaluate on that dataset
-    (a name or a path) instead of the run's own."""
+    (a name or a path) instead of the run's own. ``device``: auto is a GPU where there is one,
+    as for training."""
+    device = resolve_device(str(device))
     run_config, model, header = load_model(run_dir, which, device)
     config = config or run_config.eval
     if split not in ("train", "valid", "test"):
