@@ -55,8 +55,9 @@ page-faults on them."""
 ELEMENTS_PER_CHUNK_GPU = 1 << 26
 """The same on a GPU: 256 MiB of float32 per temporary. A GPU needs many rows per kernel to
 fill its multiprocessors, and every chunk costs a few kernel launches from the CPU; on an
-H100 (784-500-50 net, 100 points per batch, K = 5000) chunks of 2^20 gave 2.9 M
-(points x K)/s, 2^23 25 M and 2^25 30 M."""
+H100 (784-500-50 net, 100 points per batch, K = 5000, float32) chunks of 2^20 gave 2.9 M
+(points x K)/s, 2^23 25 M, 2^25 30-37 M and 2^26 37 M, with under 1 GiB of GPU memory at
+the peak."""
 
 
 def elements_per_chunk(device: torch.device | None) -> int:
