@@ -217,7 +217,7 @@ def matmul_gflops(rows: int, n_in: int, n_out: int, dtype: torch.dtype,
         torch.mm(a, w.T, out=out)
     synchronize(device)
     reps, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
+    while time.perf_counter() - started < seconds:
         for _ in range(10):  # a GPU queues them; the clock is read after it has run them
             torch.mm(a, w.T, out=out)
         reps += 10

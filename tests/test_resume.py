@@ -115,15 +115,20 @@ def test_resume_refuses_changed_data(tmp_path):
               progress=False)
 
 
+def _one_epoch_checkpoint(run: Path) -> tuple[Path, dict[str, str], dict[str, torch.Tensor]]:
+    """A tiny run trained for one epoch: its last checkpoint's path, metadata and tensors, to
+    edit and write back."""
+    train(tiny(epochs=1), run, progress=False)
+    path = checkpoint_path(run, "last")
+    with safe_open(str(path), framework="pt") as handle:
+        return path, handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+
+
 def test_a_run_moved_from_a_gpu_resumes_on_the_cpu(tmp_path):
     """The data order's generator state is a device's own: on another device it is seeded
     afresh from the seed and the step, and the move is recorded."""
     run = tmp_path / "run"
-    train(tiny(epochs=1), run, progress=False)
-    path = checkpoint_path(run, "last")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    path, metadata, tensors = _one_epoch_checkpoint(run)
     tensors["rng.data"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's seed, offset
     tensors["rng.cuda"] = torch.zeros(16, dtype=torch.uint8)
     save_file(tensors, str(path), metadata=metadata)
@@ -136,11 +141,7 @@ def test_a_checkpoint_written_before_train_size_was_recorded_resumes(tmp_path):
     """Checkpoints from before ``data_spec.train_size`` existed have none: resume takes the
     data's, and a real difference in the spec is still refused."""
     run = tmp_path / "run"
-    train(tiny(epochs=1), run, progress=False)
-    path = checkpoint_path(run, "last")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    path, metadata, tensors = _one_epoch_checkpoint(run)
     header = json.loads(metadata["aevb"])
     assert header["data_spec"].pop("train_size") is not None
     save_file(tensors, str(path), metadata={**metadata, "aevb": json.dumps(header)})
