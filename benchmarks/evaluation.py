@@ -4,7 +4,7 @@ Three estimators of log p(x) ≈ log (1/K) sum_k p(x, z_k) / q(z_k|x) score the 
 with the same weights (a VAE trained here for ``--epochs`` on statically binarized MNIST, one
 net per ``--nets`` entry):
 
-- aevb's evaluation (``aevb.evaluate.log_likelihood``, what ``aevb evaluate`` runs per batch,
+- aevb's evaluation (``aevb.evaluation.evaluate.log_likelihood``, what ``aevb evaluate`` runs per batch,
   with its compiled kernel as a long evaluation has it; ``--no-compile``: without), in
   float32 and with bfloat16 matmuls (``--precision bfloat16``);
 - a plain batched estimator written here, as the usual examples write one: encode the batch,
@@ -298,8 +298,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from aevb import Config, apply_overrides, load_dataset, objectives
-    from aevb.evaluate import AGREEMENT_NATS
+    from aevb import Config, apply_overrides, load_dataset
+    from aevb.evaluation.evaluate import AGREEMENT_NATS
+    from aevb.inference import objectives
 
     torch.set_num_threads(args.threads)
     if args.elements_per_chunk:
@@ -326,9 +327,9 @@ def measure(model, x: torch.Tensor, args: argparse.Namespace, python: Path | Non
             ) -> tuple[dict[str, float], int]:
     """Median figures over the rounds for one model, and its decoder's FLOPs per point and
     sample."""
-    from aevb.evaluate import log_likelihood
-    from aevb.heads import compiled_kernels
+    from aevb.evaluation.evaluate import log_likelihood
     from aevb.models import Batch
+    from aevb.nn.heads import compiled_kernels
 
     flat = x.flatten(1)
     sizes = [args.latent, *reversed(model.config.net.hidden), flat.shape[1]]

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from evaluation import PlainVAE, export, matmul_gflops, plain_log_px, pythae_python, synchronize
 
 from aevb import Config, apply_overrides, load_dataset, train
-from aevb.training import resolve_precision
+from aevb.engine.device import resolve_precision
 
 BATCH = 100
 LR = 1e-3

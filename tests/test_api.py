@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 from sklearn.datasets import load_digits
 
 import aevb
-from aevb.cli import main
 from aevb.errors import AevbError
 
 TINY = {"hidden": (16,), "epochs": 2, "progress": False}

@@ -9,13 +9,13 @@ import torch
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA as SklearnPCA
 
-from aevb.config import Config, apply_overrides
-from aevb.corruption import Corruption, NoiseConfig, corrupt
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
 from aevb.data import load_dataset
+from aevb.engine.loop import train
 from aevb.errors import ConfigError
-from aevb.evaluate import evaluate_run
-from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.objectives import (
+from aevb.evaluation.evaluate import evaluate_run
+from aevb.inference.objectives import (
     elbo_terms,
     jacobian_frobenius,
     kl_sparsity,
@@ -23,7 +23,8 @@ from aevb.objectives import (
     reconstruction_loss,
     sigmoid_jacobian_frobenius,
 )
-from aevb.training import train
+from aevb.models import Batch, DataSpec, Step, build_model
+from aevb.nn.corruption import Corruption, NoiseConfig, corrupt
 
 DIGITS = DataSpec((1, 8, 8), "unit", 10)
 
@@ -284,7 +285,7 @@ def test_stacked_phases_train_one_layer_at_a_time():
 
 
 def test_stacked_training_shows_both_phases(digits, tmp_path):
-    from aevb.report import write_report
+    from aevb.reporting.report import write_report
 
     config = apply_overrides(Config(), {"dataset": "digits", "binarize": "none",
                                         "model": "stacked-ae", "hidden": "32", "latent_dim": "4",
@@ -337,7 +338,7 @@ def test_stacked_denoising_resume_equals_an_uninterrupted_run(digits, tmp_path):
 
 
 def test_pictures_of_a_model_without_parameters(digits, tmp_path):
-    from aevb.figures import draw_figures
+    from aevb.reporting.figures import draw_figures
 
     model = build_model(model_config(name="pca", latent_dim=2), DIGITS)
     model.fit_data(digits.train.values())

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from aevb.bayes import BayesianLinear, bayesianize_, parameter_kl
-from aevb.heads import BernoulliHead
-from aevb.nets import mlp
+from aevb.nn.bayes import BayesianLinear, bayesianize_, parameter_kl
+from aevb.nn.heads import BernoulliHead
+from aevb.nn.nets import mlp
 
 
 def _set_posterior(layer: BayesianLinear, mus: list[torch.Tensor], sigmas: list[torch.Tensor]):

@@ -10,15 +10,22 @@ from typing import Any
 
 import pytest
 import torch
+from aevb.cli.main import main
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from aevb.checkpoint import FORMAT_1, checkpoint_path, load_model, read_checkpoint, run_config
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.engine.checkpoint import (
+    FORMAT_1,
+    checkpoint_path,
+    load_model,
+    read_checkpoint,
+    run_config,
+)
+from aevb.engine.loop import train
 from aevb.errors import CheckpointError
 from aevb.models import Likelihood
-from aevb.training import train
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs-v1"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

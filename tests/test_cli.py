@@ -6,8 +6,7 @@ import sys
 
 import pytest
 import torch
-
-from aevb.cli import main
+from aevb.cli.main import main
 
 TINY = ["--dataset", "digits", "--latent_dim", "2", "--is_samples", "16", "--quiet"]
 MLP = ["--hidden", "16"]

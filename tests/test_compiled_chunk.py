@@ -5,11 +5,11 @@ of ``softplus_sum``'s products."""
 import pytest
 import torch
 
-from aevb import heads
-from aevb.config import model_config
+from aevb.config.run import model_config
 from aevb.models import Batch, DataSpec, build_model
 from aevb.models.vae import _decoded
-from aevb.nets import MLPConfig
+from aevb.nn import heads
+from aevb.nn.nets import MLPConfig
 
 pytestmark = [pytest.mark.usefixtures("validate_distributions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # torch.compile's

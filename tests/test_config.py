@@ -4,19 +4,19 @@ import sys
 
 import pytest
 
-from aevb.config import (
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import (
     Config,
-    apply_overrides,
     config_from_dict,
     config_to_dict,
     dump_toml,
     load_config,
     model_config,
 )
-from aevb.corruption import NoiseConfig
 from aevb.errors import ConfigError
 from aevb.models.autoencoders import ConvAutoencoderConfig
-from aevb.nets import ConvNetConfig, MLPConfig
+from aevb.nn.corruption import NoiseConfig
+from aevb.nn.nets import ConvNetConfig, MLPConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

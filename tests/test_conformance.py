@@ -6,9 +6,11 @@ import dataclasses
 import pytest
 import torch
 
-from aevb.checkpoint import load_model
-from aevb.config import Config, apply_overrides, config_keys, model_keys
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, config_keys, model_keys
 from aevb.data import load_dataset
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import make_optimizer, train
 from aevb.errors import ConfigError
 from aevb.models import (
     MODELS,
@@ -22,7 +24,6 @@ from aevb.models import (
     Step,
     build_model,
 )
-from aevb.training import make_optimizer, train
 
 # Settings a model needs beyond the small defaults below. The stacked autoencoder pretrains
 # each of its 2 layers for 10 steps, so the 60 steps below and the 2 epochs of 13 steps in

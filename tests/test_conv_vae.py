@@ -4,13 +4,14 @@ count, every likelihood, and K samples folded into the decoder's batch and back.
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 
-from aevb.cli import main
-from aevb.config import Config, apply_overrides, model_config
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, model_config
 from aevb.data import load_dataset
+from aevb.engine.loop import make_optimizer
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nets import ConvNetConfig, MLPConfig
-from aevb.training import make_optimizer
+from aevb.nn.nets import ConvNetConfig, MLPConfig
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
 

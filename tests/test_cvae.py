@@ -4,20 +4,22 @@ class-conditional samples a classifier recognises, the CLI and API, and a user's
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 from torch.distributions import Independent, Normal, kl_divergence
 
 import aevb
-from aevb.checkpoint import load_model
-from aevb.cli import main
-from aevb.config import Config, EvalConfig, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.config.schema import EvalConfig
 from aevb.data import load_dataset
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import train
 from aevb.errors import ConfigError
-from aevb.evaluate import evaluate_model
-from aevb.figures import draw_figures
+from aevb.evaluation.evaluate import evaluate_model
 from aevb.models import Batch, Conditional, DataSpec, build_model
 from aevb.models.cvae import CVAEConfig
-from aevb.nets import ConvNetConfig, MLPConfig
-from aevb.training import train
+from aevb.nn.nets import ConvNetConfig, MLPConfig
+from aevb.reporting.figures import draw_figures
 
 TINY = {"dataset": "digits", "hidden": "64", "latent_dim": "2", "is_samples": "8",
         "device": "cpu", "precision": "float32", "threads": "1"}

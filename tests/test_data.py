@@ -1,4 +1,4 @@
-"""Tests of aevb.data: tiny generated data, a local HTTP server for downloads, no internet."""
+"""Tests of aevb.data.datasets: tiny generated data, a local HTTP server for downloads, no internet."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from aevb import data, files
-from aevb.config import DataConfig
+from aevb.config.schema import DataConfig
 from aevb.errors import DataError
 
 

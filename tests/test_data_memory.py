@@ -15,13 +15,16 @@ import pytest
 import torch
 
 from aevb import data
-from aevb.checkpoint import checkpoint_path, read_checkpoint
-from aevb.config import Config, DataConfig, apply_overrides
-from aevb.data import MappedRows, Split, load_dataset
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.config.schema import DataConfig
+from aevb.data import load_dataset
+from aevb.data.splits import MappedRows, Split
+from aevb.engine.checkpoint import checkpoint_path, read_checkpoint
+from aevb.engine.loop import train
+from aevb.engine.resume import data_fingerprint
 from aevb.errors import DataError
-from aevb.report import write_report
-from aevb.resume import data_fingerprint
-from aevb.training import train
+from aevb.reporting.report import write_report
 
 TINY = {"dataset": "digits", "latent_dim": "2", "hidden": "8", "precision": "float32",
         "threads": "1", "batch_size": "100"}
@@ -208,9 +211,9 @@ def test_a_run_records_and_reports_its_peak_memory(tmp_path, digits_cache):
 CHILD = textwrap.dedent("""
     import os, resource, sys
     import numpy as np
-    from aevb.config import Config, apply_overrides
+    from aevb.config.run import Config, apply_overrides
     from aevb.data import MappedRows
-    from aevb.training import train
+    from aevb.engine.loop import train
 
     big, small, out = sys.argv[1:4]
 

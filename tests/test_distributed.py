@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from aevb.cli.main import main
 from safetensors.torch import load_file
 
-from aevb import distributed
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.engine import distributed
+from aevb.engine.loop import RUN_FILES, train
 from aevb.errors import ConfigError
-from aevb.training import RUN_FILES, train
 
 # A partial last minibatch of 1 example (101 = 2 x 50 + 1): one rank then has no example and
 # must still join the gradient all-reduce. digits is binarized dynamically: both runs must
@@ -53,7 +54,7 @@ WORKER = textwrap.dedent('''
 
     if os.environ["RANK"] != "0":
         sys.addaudithook(audit)
-    from aevb.cli import main
+    from aevb.cli.main import main
     sys.exit(main())
 ''')
 

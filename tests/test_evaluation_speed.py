@@ -7,14 +7,18 @@ import warnings
 import pytest
 import torch
 
-from aevb import evaluate, heads, objectives
-from aevb.config import Config, EvalConfig, apply_overrides, model_config
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, model_config
+from aevb.config.schema import EvalConfig
 from aevb.data import load_dataset
-from aevb.evaluate import evaluate_model, log_likelihood
-from aevb.heads import BernoulliHead
+from aevb.evaluation import evaluate
+from aevb.evaluation.evaluate import evaluate_model, log_likelihood
+from aevb.inference import objectives
+from aevb.inference.objectives import importance_sampled, log_weights
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nets import MLPConfig
-from aevb.objectives import importance_sampled, log_weights
+from aevb.nn import heads
+from aevb.nn.heads import BernoulliHead
+from aevb.nn.nets import MLPConfig
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
 

@@ -1,4 +1,4 @@
-"""Frey Face (aevb.frey): a 30-frame stand-in file, local paths, file:// downloads, no internet."""
+"""Frey Face (aevb.data.sources.frey): a 30-frame stand-in file, local paths, file:// downloads, no internet."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import scipy.io
 import torch
 
-from aevb import data, frey
-from aevb.config import DataConfig
+from aevb import data
+from aevb.config.schema import DataConfig
+from aevb.data.sources import frey
 from aevb.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "frey" / "frey_rawface.mat"

@@ -5,13 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from aevb.bayes import BayesianLinear, parameter_kl
-from aevb.checkpoint import load_model
-from aevb.config import Config, apply_overrides, model_config
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, model_config
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import train
 from aevb.errors import ConfigError
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nets import MLPConfig
-from aevb.training import train
+from aevb.nn.bayes import BayesianLinear, parameter_kl
+from aevb.nn.nets import MLPConfig
 
 SPEC = DataSpec((6,), "binary", train_size=50)
 

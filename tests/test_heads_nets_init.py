@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from aevb.config import load_config, save_config
+from aevb.config.run import load_config, save_config
 from aevb.errors import ConfigError
-from aevb.heads import LIKELIHOODS, GaussianHead, decoder_head
-from aevb.nets import ConvNetConfig, MLPConfig, conv_decoder, init_normal_, mlp
+from aevb.nn.heads import LIKELIHOODS, GaussianHead, decoder_head
+from aevb.nn.nets import ConvNetConfig, MLPConfig, conv_decoder, init_normal_, mlp
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
 

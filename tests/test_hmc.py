@@ -4,13 +4,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from aevb.hmc import (
-    adapt_step_size,
-    hmc_step,
-    leapfrog,
-    log_density_grad,
-    sample_chains,
-)
+from aevb.inference.hmc import adapt_step_size, hmc_step, leapfrog, log_density_grad, sample_chains
 
 DTYPE = torch.float64
 MEAN = torch.tensor([1.0, -2.0, 0.5], dtype=DTYPE)

@@ -9,16 +9,18 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from aevb.checkpoint import load_model
-from aevb.config import Config, EvalConfig, apply_overrides, load_config, model_config
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, load_config, model_config
+from aevb.config.schema import EvalConfig
 from aevb.data import load_dataset
-from aevb.evaluate import evaluate_model
-from aevb.figures import draw_figures
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import train
+from aevb.evaluation.evaluate import evaluate_model
+from aevb.inference.objectives import iwae_bound
+from aevb.inference.schedules import iwae_learning_rate_factor
 from aevb.models import Batch, DataSpec, Hierarchical, Step, build_model
-from aevb.nets import MLPConfig
-from aevb.objectives import iwae_bound
-from aevb.schedules import iwae_learning_rate_factor
-from aevb.training import train
+from aevb.nn.nets import MLPConfig
+from aevb.reporting.figures import draw_figures
 
 SPEC = DataSpec((1, 8, 8), "binary", 10)
 ORDERS = ("bottom-up", "top-down")

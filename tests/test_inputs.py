@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 
-from aevb.cli import main
-from aevb.config import Config, apply_overrides, load_config
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, load_config
+from aevb.engine.memory import check_model_fits, model_bytes
 from aevb.errors import ConfigError, DataError
-from aevb.evaluate import evaluation_file
-from aevb.memory import check_model_fits, model_bytes
+from aevb.evaluation.evaluate import evaluation_file
 from aevb.models import DataSpec, build_model
 
 TINY = ["--dataset", "digits", "--latent_dim", "2", "--hidden", "16", "--is_samples", "4",
@@ -102,7 +103,7 @@ def test_a_model_too_large_for_memory_is_refused_with_both_sizes(monkeypatch):
     with pytest.raises(ConfigError, match=r"needs about 2,2\d\d GiB .*; [\d.,]+ GiB are available"):
         check_model_fits(huge, spec)
     check_model_fits(Config(), spec)  # the paper's net fits
-    monkeypatch.setattr("aevb.memory.available_bytes", lambda device: 1000)
+    monkeypatch.setattr("aevb.engine.memory.available_bytes", lambda device: 1000)
     with pytest.raises(ConfigError, match=r"0.0122 GiB .*; 9.31e-07 GiB are available"):
         check_model_fits(Config(), spec)
 
@@ -117,7 +118,7 @@ def test_train_refuses_a_model_too_large_before_allocating(capsys, tmp_path):
 
 
 def test_complex_data_and_text_files_are_clear_data_errors(capsys, tmp_path):
-    from aevb.data import DataConfig, load_dataset
+    from aevb.data.datasets import DataConfig, load_dataset
 
     np.save(tmp_path / "complex.npy", np.ones((20, 3), dtype=np.complex64))
     with pytest.raises(DataError, match="complex64; expected real numbers"):
@@ -176,7 +177,7 @@ def test_sweep_checks_every_beta_first(capsys, tmp_path):
 
 
 def test_evaluation_file_names_what_differs_from_the_runs_own():
-    from aevb.config import EvalConfig
+    from aevb.config.schema import EvalConfig
 
     own = EvalConfig(is_samples=1000)
     assert evaluation_file(own, own) == "evaluation.json"

@@ -6,18 +6,21 @@ import math
 
 import pytest
 import torch
+from aevb.cli.main import main
 from torch.distributions import Categorical, kl_divergence
 
-from aevb.checkpoint import load_model
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
-from aevb.data import UNLABELLED, load_dataset
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.data import load_dataset
+from aevb.data.splits import UNLABELLED
+from aevb.engine.batches import split_batch
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import train
 from aevb.errors import ConfigError, DataError
-from aevb.evaluate import evaluate_model
+from aevb.evaluation.evaluate import evaluate_model
 from aevb.models import Batch, Classifier, DataSpec, Step, build_model
 from aevb.models.m2 import M2Config
-from aevb.nets import MLPConfig
-from aevb.training import split_batch, train
+from aevb.nn.nets import MLPConfig
 
 TINY = {"dataset": "digits", "model": "m2", "hidden": "64", "latent_dim": "4",
         "is_samples": "8", "device": "cpu", "precision": "float32", "threads": "1"}
@@ -141,7 +144,7 @@ def test_every_minibatch_of_an_m2_run_holds_m_labelled_examples(tmp_path, monkey
             seen.append(index.clone())
         return split_batch(split, index, generator)
 
-    monkeypatch.setattr("aevb.training.split_batch", spy)
+    monkeypatch.setattr("aevb.engine.batches.split_batch", spy)
     config = digits_config(labelled="50", epochs="2", hidden="16", latent_dim="2")
     result = train(config, tmp_path, progress=False)
     y = result.dataset.train.y

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from aevb.marginal import (
+from aevb.inference.marginal import (
     appendix_d_log_marginal,
     fit_gaussian,
     fitted_importance_sampled,

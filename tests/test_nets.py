@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from aevb.errors import ConfigError
-from aevb.nets import activation, conv_down, mlp, pixel_shuffle_up
+from aevb.nn.nets import activation, conv_down, mlp, pixel_shuffle_up
 
 
 def test_mlp_shapes_and_identity():

@@ -6,11 +6,9 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from aevb.config import model_config
-from aevb.evaluate import log_likelihood
-from aevb.models import Batch, DataSpec, build_model
-from aevb.nets import MLPConfig
-from aevb.objectives import (
+from aevb.config.run import model_config
+from aevb.evaluation.evaluate import log_likelihood
+from aevb.inference.objectives import (
     ELEMENTS_PER_CHUNK,
     ELEMENTS_PER_CHUNK_GPU,
     elbo_terms,
@@ -20,6 +18,8 @@ from aevb.objectives import (
     log_mean_exp,
     log_weights,
 )
+from aevb.models import Batch, DataSpec, build_model
+from aevb.nn.nets import MLPConfig
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from aevb import plots
+from aevb.reporting import plots
 
 
 def read_png(path: Path) -> np.ndarray:

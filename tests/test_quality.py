@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 
-import aevb.quality as quality
+import aevb.evaluation.quality as quality
 from aevb import DataConfig, load_dataset, load_model, sample_quality
-from aevb.cli import main
 from aevb.errors import AevbError
+from aevb.evaluation.quality import ClassifierSettings, feature_statistics, frechet_distance
 from aevb.models import Generative
-from aevb.quality import ClassifierSettings, feature_statistics, frechet_distance
 
 FAST = ClassifierSettings(steps=300)
 
@@ -117,7 +117,7 @@ def test_the_classifier_learns_digits_and_is_cached_with_a_checksum(digits, tmp_
     original = quality._train_classifier
     monkeypatch.setattr(quality, "_train_classifier",
                         lambda *a: trained.append(1) or original(*a))
-    with caplog.at_level("WARNING", logger="aevb.quality"):
+    with caplog.at_level("WARNING", logger="aevb.evaluation.quality"):
         _, again = quality.quality_classifier(digits, FAST, tmp_path)
     assert trained == [1] and "sha256" in caplog.text
     assert again == accuracy  # seeded: the same network again

@@ -19,7 +19,7 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_shipped_configs_load():
-    from aevb.config import load_config
+    from aevb.config.run import load_config
 
     for path in sorted((ROOT / "configs").glob("*.toml")):
         load_config(path)

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.image import imsave
 
 from aevb.errors import CheckpointError
-from aevb.report import write_report
+from aevb.reporting.report import write_report
 
 CONFIG = """\
 [data]

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+from aevb.cli.main import main
 
-from aevb.cli import main
 from aevb.errors import ConfigError
-from aevb.reproduce import Budget, Settings, reproduce, stages
+from aevb.experiments.reproduce import Budget, Settings, reproduce, stages
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -98,8 +98,8 @@ def test_reproduce_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_frey_face_panels_are_skipped_with_the_reason_or_planned_when_it_loads(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aevb import frey
-    from aevb import reproduce as rep
+    from aevb.data.sources import frey
+    from aevb.experiments import reproduce as rep
 
     monkeypatch.delenv("AEVB_FREY_PATH", raising=False)
     monkeypatch.setattr(frey, "FREY_BASE_URL", (tmp_path / "offline").as_uri() + "/")
@@ -125,8 +125,8 @@ def test_a_diverging_step_size_loses_the_probe(tmp_path: Path, monkeypatch: pyte
                                                ) -> None:
     from types import SimpleNamespace
 
-    from aevb import reproduce as rep
     from aevb.errors import AevbError
+    from aevb.experiments import reproduce as rep
 
     def fake_train(config, run_dir, **kwargs):
         if config.train.lr == 0.1:

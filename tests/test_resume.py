@@ -9,17 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from aevb.cli.main import main
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from aevb.checkpoint import checkpoint_path, read_checkpoint
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
 from aevb.data import load_dataset
+from aevb.engine.checkpoint import checkpoint_path, read_checkpoint
+from aevb.engine.loop import train
+from aevb.engine.resume import check_same_data, data_fingerprint
 from aevb.errors import AevbError, ConfigError, DataError
-from aevb.report import write_report
-from aevb.resume import check_same_data, data_fingerprint
-from aevb.training import train
+from aevb.reporting.report import write_report
 
 TINY = {"dataset": "digits", "latent_dim": "2", "hidden": "16", "precision": "float32",
         "threads": "1", "batch_size": "100"}

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from aevb import rundir
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.engine import rundir
 from aevb.errors import CheckpointError
 from aevb.files import atomic_write_text
 
@@ -98,7 +99,7 @@ def test_files_get_the_users_umask(tmp_path, umask):
 
 HOLD = """
 import sys, time
-from aevb.rundir import locked
+from aevb.engine.rundir import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)
@@ -106,7 +107,7 @@ with locked(sys.argv[1]):
 
 
 def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
-    from aevb.training import train
+    from aevb.engine.loop import train
 
     run = tmp_path / "run"
     run.mkdir()
@@ -149,7 +150,7 @@ def test_the_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path
 
 @pytest.mark.parametrize("make", ["checkpoints-file", "metrics-dir", "last-dir"])
 def test_a_path_of_the_wrong_kind_fails_before_training(tmp_path, monkeypatch, make):
-    from aevb import training
+    from aevb.engine import loop as training
 
     run = tmp_path / "run"
     run.mkdir()
@@ -166,7 +167,7 @@ def test_a_path_of_the_wrong_kind_fails_before_training(tmp_path, monkeypatch, m
 
 
 def test_resume_without_a_finished_epoch_starts_from_scratch(tmp_path):
-    from aevb.training import train
+    from aevb.engine.loop import train
 
     with pytest.raises(CheckpointError, match="cannot resume"):
         train(tiny_config(epochs=1), tmp_path / "missing", resume=True, progress=False)
@@ -203,7 +204,7 @@ def _fault_driver(root: Path) -> None:
     import torch._dynamo  # noqa: F401 - imported by the first optimizer: 2 s a child, else
 
     from aevb.data import load_dataset
-    from aevb.training import train
+    from aevb.engine.loop import train
 
     config = tiny_config()
     dataset = load_dataset(config.data)
@@ -242,7 +243,7 @@ def _fault_driver(root: Path) -> None:
 def _run_state(run: Path) -> dict[str, object]:
     from safetensors.torch import load_file
 
-    from aevb.checkpoint import checkpoint_path, read_checkpoint
+    from aevb.engine.checkpoint import checkpoint_path, read_checkpoint
 
     state: dict[str, object] = {}
     for which in ("last", "best"):

@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+from aevb.cli.main import main
 
-from aevb import plots
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
 from aevb.errors import ConfigError
-from aevb.rate_distortion import sweep, sweep_table
+from aevb.experiments.sweep import sweep, sweep_table
+from aevb.reporting import plots
 
 BETAS = [0.1, 1.0, 10.0]
 # Grey-level digits with an L2 decoder (sigma 0.1, so distortion is 50 x squared error + const);

@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
-from aevb import training
-from aevb.checkpoint import checkpoint_path, load_model, read_checkpoint
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.engine import loop as training
+from aevb.engine.checkpoint import checkpoint_path, load_model, read_checkpoint
+from aevb.engine.device import resolve_precision
+from aevb.engine.loop import make_optimizer, train
 from aevb.errors import AevbError, CheckpointError, ConfigError
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.training import make_optimizer, resolve_precision, train
 
 SMALL = {"dataset": "digits", "hidden": "32", "latent_dim": "3", "batch_size": "50",
          "is_samples": "20"}
@@ -64,7 +66,7 @@ def test_budget_in_training_samples(tmp_path):
 def test_early_stopping_with_patience(tmp_path, monkeypatch):
     # a VAE picks its best checkpoint by the validation ELBO (higher is better)
     elbos = iter([-5.0, -4.0, -4.5, -4.6, -3.0, -2.0])
-    monkeypatch.setattr("aevb.training.validate", lambda *a, **k: {"elbo": next(elbos)})
+    monkeypatch.setattr("aevb.engine.loop.validate", lambda *a, **k: {"elbo": next(elbos)})
     result = train(small_config(epochs=6, patience=2), tmp_path / "run", progress=False)
     # Best at epoch 2, no better in epochs 3 and 4: stop there.
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
@@ -114,7 +116,7 @@ def test_an_interrupted_write_leaves_the_last_checkpoint_loadable(tmp_path, monk
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed in the middle of writing
 
-    monkeypatch.setattr("aevb.checkpoint.safetensors_bytes", crash)
+    monkeypatch.setattr("aevb.engine.checkpoint.safetensors_bytes", crash)
     with pytest.raises(KeyboardInterrupt):
         train(small_config(epochs=2), tmp_path / "run", resume=True, progress=False)
     assert checkpoint_path(tmp_path / "run", "last").read_bytes() == before
@@ -219,7 +221,7 @@ def test_an_interrupted_warmup_run_resumes_to_the_same_weights(tmp_path, monkeyp
         if len(history) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("aevb.training._write_metrics_csv", stop_after_two_epochs)
+    monkeypatch.setattr("aevb.engine.loop._write_metrics_csv", stop_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "split", progress=False)
     monkeypatch.undo()
@@ -268,7 +270,7 @@ def test_the_best_checkpoint_is_chosen_on_the_elbo_not_the_weighted_loss(tmp_pat
 def test_the_iwae_learning_rate_schedule_sets_each_steps_rate(tmp_path, monkeypatch):
     """The loop hands the optimizer lr * factor(step) at every step, the step the model sees,
     and Adam gets train.adam_eps."""
-    from aevb.schedules import iwae_learning_rate_factor
+    from aevb.inference.schedules import iwae_learning_rate_factor
 
     seen: list[tuple[int, float, float]] = []
     original = torch.optim.Adam.step

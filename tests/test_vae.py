@@ -4,11 +4,11 @@ never the ELBO that is reported and that picks the best checkpoint."""
 import pytest
 import torch
 
-from aevb.config import model_config
+from aevb.config.run import model_config
+from aevb.inference.objectives import elbo_terms, free_bits_kl, iwae_bound, log_weights
+from aevb.inference.schedules import linear_warmup
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nets import MLPConfig
-from aevb.objectives import elbo_terms, free_bits_kl, iwae_bound, log_weights
-from aevb.schedules import linear_warmup
+from aevb.nn.nets import MLPConfig
 
 SPEC = DataSpec((1, 8, 8), "binary", 10)
 

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from aevb.checkpoint import checkpoint_path, header_spec, read_checkpoint
-from aevb.config import Config, apply_overrides, model_config
-from aevb.data import Split
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, model_config
+from aevb.data.splits import Split
+from aevb.engine.checkpoint import checkpoint_path, header_spec, read_checkpoint
+from aevb.engine.loop import train, validate
 from aevb.errors import ConfigError
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nets import MLPConfig
-from aevb.training import train, validate
+from aevb.nn.nets import MLPConfig
 
 STEP = Step(0, 1)
 
@@ -80,7 +81,7 @@ def exact_posterior_mean(x, w, b, covariance):
 @pytest.mark.parametrize("values", [{"beta": 2.0}, {"kl_warmup": 0.1}, {"free_bits": 0.5},
                                     {"corruption": {"noise": "masking"}}])
 def test_objectives_that_are_not_bounds_refuse_bound_weighting_and_corruption(objective, values):
-    from aevb.corruption import NoiseConfig
+    from aevb.nn.corruption import NoiseConfig
 
     if "corruption" in values:
         values = {"corruption": NoiseConfig(**values["corruption"])}

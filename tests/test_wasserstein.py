@@ -7,12 +7,13 @@ import math
 import pytest
 import scipy.stats
 import torch
+from aevb.cli.main import main
 
-from aevb.cli import main
-from aevb.config import Config, apply_overrides
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
 from aevb.data import load_dataset
+from aevb.inference.objectives import imq_kernel, mmd_u_statistic, rbf_kernel, sliced_wasserstein
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.objectives import imq_kernel, mmd_u_statistic, rbf_kernel, sliced_wasserstein
 
 
 def _gaussians(n, shift, dim=2, seed=0):

@@ -8,7 +8,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 import aevb
-from aevb.config import DataConfig
+from aevb.config.schema import DataConfig
 from aevb.models import Batch
 
 data = aevb.load_dataset(DataConfig(name="mnist", binarize="none"))

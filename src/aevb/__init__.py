@@ -8,22 +8,20 @@ The notebook API mirrors the command line::
     print(evaluate_run("runs/digits"))
 """
 
-from .api import Fitted, fit, load
-from .checkpoint import load_model
-from .compare import compare_models, comparison_table
-from .config import (
-    Config,
-    DataConfig,
-    EvalConfig,
-    TrainConfig,
-    apply_overrides,
-    load_config,
-    save_config,
-)
-from .data import Dataset, Split, list_datasets, load_dataset
-from .errors import AevbError, CheckpointError, ConfigError, DataError
-from .evaluate import evaluate_model, evaluate_run, log_likelihood
-from .models import (
+from aevb.api import Fitted, fit, load
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config, load_config, save_config
+from aevb.config.schema import DataConfig, EvalConfig, TrainConfig
+from aevb.data.datasets import list_datasets, load_dataset
+from aevb.data.splits import Dataset, Split
+from aevb.engine.checkpoint import load_model
+from aevb.engine.loop import TrainResult, train
+from aevb.errors import AevbError, CheckpointError, ConfigError, DataError
+from aevb.evaluation.evaluate import evaluate_model, evaluate_run, log_likelihood
+from aevb.evaluation.quality import sample_quality
+from aevb.experiments.compare import compare_models, comparison_table
+from aevb.experiments.sweep import sweep, sweep_table
+from aevb.models import (
     MODELS,
     Batch,
     Classifier,
@@ -38,9 +36,6 @@ from .models import (
     Step,
     build_model,
 )
-from .quality import sample_quality
-from .rate_distortion import sweep, sweep_table
-from .training import TrainResult, train
 
 __version__ = "0.1.0"
 

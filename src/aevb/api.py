@@ -21,14 +21,17 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .checkpoint import checkpoint_path, load_model
-from .config import Config, DataConfig, apply_overrides
-from .data import Dataset
-from .errors import AevbError, CheckpointError
-from .figures import draw_run_figures, read_history
-from .models import Batch, Conditional, Encoder, Generative, Likelihood, Model
-from .report import write_report
-from .training import resolve_device, train
+from aevb.config.overrides import apply_overrides
+from aevb.config.run import Config
+from aevb.config.schema import DataConfig
+from aevb.data.splits import Dataset
+from aevb.engine.checkpoint import checkpoint_path, load_model
+from aevb.engine.device import resolve_device
+from aevb.engine.loop import train
+from aevb.errors import AevbError, CheckpointError
+from aevb.models import Batch, Conditional, Encoder, Generative, Likelihood, Model
+from aevb.reporting.figures import draw_run_figures, read_history
+from aevb.reporting.report import write_report
 
 __all__ = ["Fitted", "fit", "load"]
 

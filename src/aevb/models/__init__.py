@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bayes import BayesianLinear
-from ..errors import ConfigError
-from ..nets import init_normal_
-from .autoencoders import (
+from aevb.errors import ConfigError
+from aevb.models.autoencoders import (
     Autoencoder,
     ContractiveAutoencoder,
     ConvAutoencoder,
@@ -19,7 +17,7 @@ from .autoencoders import (
     LinearAutoencoder,
     SparseAutoencoder,
 )
-from .base import (
+from aevb.models.base import (
     Batch,
     Classifier,
     ClosedForm,
@@ -34,14 +32,16 @@ from .base import (
     Model,
     Step,
 )
-from .conv_vae import ConvVAE
-from .cvae import CVAE
-from .hvae import HVAE
-from .m2 import M2
-from .pca import PCA
-from .stacked import StackedAutoencoder
-from .vae import VAE
-from .wasserstein import SWAE, WAEMMD
+from aevb.models.conv_vae import ConvVAE
+from aevb.models.cvae import CVAE
+from aevb.models.hvae import HVAE
+from aevb.models.m2 import M2
+from aevb.models.pca import PCA
+from aevb.models.stacked import StackedAutoencoder
+from aevb.models.vae import VAE
+from aevb.models.wasserstein import SWAE, WAEMMD
+from aevb.nn.bayes import BayesianLinear
+from aevb.nn.nets import init_normal_
 
 __all__ = [
     "MODELS",

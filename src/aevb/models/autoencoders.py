@@ -16,18 +16,18 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..corruption import Corruption, NoiseConfig
-from ..errors import ConfigError, check_choice, check_positive
-from ..nets import ConvNetConfig, MLPConfig, activation, conv_down, mlp, pixel_shuffle_up
-from ..objectives import (
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.objectives import (
     jacobian_frobenius,
     kl_sparsity,
     l1_sparsity,
     reconstruction_loss,
     sigmoid_jacobian_frobenius,
 )
-from ..schedules import Step
-from .base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
+from aevb.inference.schedules import Step
+from aevb.models.base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
+from aevb.nn.corruption import Corruption, NoiseConfig
+from aevb.nn.nets import ConvNetConfig, MLPConfig, activation, conv_down, mlp, pixel_shuffle_up
 
 __all__ = [
     "Autoencoder",

@@ -24,9 +24,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from ..corruption import Corruption
-from ..objectives import ElboTerms
-from ..schedules import Step
+from aevb.inference.objectives import ElboTerms
+from aevb.inference.schedules import Step
+from aevb.nn.corruption import Corruption
 
 __all__ = [
     "Batch",

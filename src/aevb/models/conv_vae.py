@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..nets import ConvNetConfig
-from .vae import VAE, BaseVAEConfig
+from aevb.models.vae import VAE, BaseVAEConfig
+from aevb.nn.nets import ConvNetConfig
 
 __all__ = ["ConvVAE", "ConvVAEConfig"]
 

@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution
 
-from ..errors import ConfigError, check_choice, check_positive
-from ..nets import ConvNetConfig, MLPConfig
-from ..objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
-from ..priors import LearnedConditionalPrior, StandardNormal
-from ..schedules import Step, linear_warmup
-from .base import (
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
+from aevb.inference.schedules import Step, linear_warmup
+from aevb.models.base import (
     Batch,
     Conditional,
     DataSpec,
@@ -24,7 +22,9 @@ from .base import (
     Metrics,
     Model,
 )
-from .vae import check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
+from aevb.models.vae import check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
+from aevb.nn.nets import ConvNetConfig, MLPConfig
+from aevb.nn.priors import LearnedConditionalPrior, StandardNormal
 
 __all__ = ["CVAE", "CVAEConfig"]
 

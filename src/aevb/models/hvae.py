@@ -16,14 +16,30 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from ..errors import ConfigError, check_choice, check_positive
-from ..heads import DiagonalGaussianHead, log_likelihood_of
-from ..nets import MLPConfig, mlp
-from ..objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
-from ..priors import StandardNormal
-from ..schedules import Step, linear_warmup
-from .base import Batch, DataSpec, Encoder, Generative, Hierarchical, Likelihood, Metrics, Model
-from .vae import VAE, VAEConfig, check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
+from aevb.inference.schedules import Step, linear_warmup
+from aevb.models.base import (
+    Batch,
+    DataSpec,
+    Encoder,
+    Generative,
+    Hierarchical,
+    Likelihood,
+    Metrics,
+    Model,
+)
+from aevb.models.vae import (
+    VAE,
+    VAEConfig,
+    check_bound_keys,
+    check_sizes,
+    vae_nets,
+    weighted_bound_loss,
+)
+from aevb.nn.heads import DiagonalGaussianHead, log_likelihood_of
+from aevb.nn.nets import MLPConfig, mlp
+from aevb.nn.priors import StandardNormal
 
 __all__ = ["HVAE", "HVAEConfig"]
 

@@ -12,12 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, kl_divergence
 
-from ..errors import ConfigError, check_choice, check_positive
-from ..heads import LIKELIHOODS
-from ..nets import MLPConfig, mlp
-from ..objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
-from ..schedules import Step
-from .base import (
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
+from aevb.inference.schedules import Step
+from aevb.models.base import (
     Batch,
     Classifier,
     Conditional,
@@ -28,7 +26,9 @@ from .base import (
     Metrics,
     Model,
 )
-from .cvae import CVAE, CVAEConfig
+from aevb.models.cvae import CVAE, CVAEConfig
+from aevb.nn.heads import LIKELIHOODS
+from aevb.nn.nets import MLPConfig, mlp
 
 __all__ = ["M2", "M2Config"]
 

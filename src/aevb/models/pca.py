@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError, check_positive
-from ..objectives import reconstruction_loss
-from ..schedules import Step
-from .base import Batch, ClosedForm, DataSpec, Encoder, Metrics, Model
+from aevb.errors import ConfigError, check_positive
+from aevb.inference.objectives import reconstruction_loss
+from aevb.inference.schedules import Step
+from aevb.models.base import Batch, ClosedForm, DataSpec, Encoder, Metrics, Model
 
 __all__ = ["PCA", "PCAConfig"]
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..corruption import Corruption
-from ..errors import check_positive
-from ..nets import activation
-from ..objectives import reconstruction_loss
-from ..schedules import Step
-from .autoencoders import AutoencoderConfig, resolve_reconstruction
-from .base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
+from aevb.errors import check_positive
+from aevb.inference.objectives import reconstruction_loss
+from aevb.inference.schedules import Step
+from aevb.models.autoencoders import AutoencoderConfig, resolve_reconstruction
+from aevb.models.base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
+from aevb.nn.corruption import Corruption
+from aevb.nn.nets import activation
 
 __all__ = ["StackedAutoencoder", "StackedAutoencoderConfig"]
 

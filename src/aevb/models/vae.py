@@ -15,20 +15,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..bayes import bayesianize_, parameter_kl
-from ..corruption import Corruption, NoiseConfig
-from ..errors import ConfigError, check_choice, check_positive
-from ..heads import (
-    LIKELIHOODS,
-    DecoderHead,
-    DiagonalGaussianHead,
-    compiled,
-    decoder_head,
-    log_likelihood_of,
-)
-from ..hmc import adapt_step_size, hmc_step
-from ..nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
-from ..objectives import (
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.hmc import adapt_step_size, hmc_step
+from aevb.inference.objectives import (
     ElboTerms,
     elbo_terms,
     free_bits_kl,
@@ -36,9 +25,29 @@ from ..objectives import (
     iwae_bound,
     kl_per_dimension,
 )
-from ..priors import StandardNormal
-from ..schedules import Step, linear_warmup
-from .base import Batch, Corrupting, DataSpec, Encoder, Generative, Likelihood, Metrics, Model
+from aevb.inference.schedules import Step, linear_warmup
+from aevb.models.base import (
+    Batch,
+    Corrupting,
+    DataSpec,
+    Encoder,
+    Generative,
+    Likelihood,
+    Metrics,
+    Model,
+)
+from aevb.nn.bayes import bayesianize_, parameter_kl
+from aevb.nn.corruption import Corruption, NoiseConfig
+from aevb.nn.heads import (
+    LIKELIHOODS,
+    DecoderHead,
+    DiagonalGaussianHead,
+    compiled,
+    decoder_head,
+    log_likelihood_of,
+)
+from aevb.nn.nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
+from aevb.nn.priors import StandardNormal
 
 __all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_bound_keys", "check_sizes",
            "vae_nets"]

@@ -22,14 +22,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_choice, check_positive
-from ..heads import DiagonalGaussianHead
-from ..nets import MLPConfig, mlp
-from ..objectives import KERNELS, mmd_u_statistic, reconstruction_loss, sliced_wasserstein
-from ..priors import StandardNormal
-from ..schedules import Step
-from .autoencoders import resolve_reconstruction
-from .base import Batch, DataSpec, Encoder, Generative, Metrics, Model
+from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.inference.objectives import (
+    KERNELS,
+    mmd_u_statistic,
+    reconstruction_loss,
+    sliced_wasserstein,
+)
+from aevb.inference.schedules import Step
+from aevb.models.autoencoders import resolve_reconstruction
+from aevb.models.base import Batch, DataSpec, Encoder, Generative, Metrics, Model
+from aevb.nn.heads import DiagonalGaussianHead
+from aevb.nn.nets import MLPConfig, mlp
+from aevb.nn.priors import StandardNormal
 
 __all__ = ["SWAE", "SWAEConfig", "WAEConfig", "WAEMMD", "WassersteinAutoencoder"]
 

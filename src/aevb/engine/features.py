@@ -1,0 +1,77 @@
+"""Data as the codes of a trained model: M1+M2 (Kingma et al. 2014, sec. 3.2) and the like.
+
+With ``data.features`` = a run directory, every split's x is replaced by that run's encoder
+means (``Encoder.encode``, e.g. a VAE's posterior means), shape (N, code_dim) float32, kind
+"real": the model of this run (M2, say, with a Gaussian likelihood) is trained on codes.
+Every split is encoded from its grey levels (``data.binarize`` does not apply to a features
+run: the codes are the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from aevb.config.schema import DataConfig
+from aevb.data.datasets import load_dataset
+from aevb.data.splits import SPLITS, Dataset, Split
+from aevb.engine.checkpoint import load_model
+from aevb.errors import ConfigError, DataError
+from aevb.models import Batch, Encoder
+
+__all__ = ["ENCODE_BATCH", "encode_dataset", "load_run_data"]
+
+ENCODE_BATCH = 1000
+"""Examples encoded at a time."""
+
+
+def features_dir(features: str, base_dir: str | Path | None = None) -> Path:
+    """The run directory ``features`` names: a relative one is looked up in ``base_dir`` (the
+    run directory that uses it) first, then in the working directory, as data files are."""
+    path = Path(features).expanduser()
+    if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
+        return Path(base_dir) / path
+    return path
+
+
+@torch.no_grad()
+def encode_dataset(dataset: Dataset, run_dir: str | Path,
+                   device: str | torch.device = "cpu") -> Dataset:
+    """``dataset`` with every split's x replaced by the encoder means of the run in
+    ``run_dir`` (its best checkpoint): x (N, code_dim) float32, kind "real", used as stored
+    (binarize "none"); labels, conditioning vectors and the batching are kept."""
+    config, model, _ = load_model(run_dir, "best", device)
+    if not isinstance(model, Encoder):
+        raise ConfigError(f"data.features: the run {run_dir} is a {config.model.name}, which has"
+                          " no encoder to give codes; use a run of a model that has one (vae)")
+    if tuple(model.data.event_shape) != tuple(dataset.event_shape):
+        raise DataError(f"data.features: the run {run_dir} encodes examples of shape"
+                        f" {tuple(model.data.event_shape)}, but {dataset.name} has"
+                        f" {tuple(dataset.event_shape)}")
+    train, valid, test = (_encode_split(model, getattr(dataset, s).to(device)) for s in SPLITS)
+    return replace(dataset, train=train, valid=valid, test=test,
+                   event_shape=train.event_shape, kind="real")
+
+
+def _encode_split(model: Encoder, split: Split) -> Split:
+    codes = []
+    for start in range(0, len(split), ENCODE_BATCH):
+        index = torch.arange(start, min(start + ENCODE_BATCH, len(split)), device=split.device)
+        batch = Batch(split.values(index), None if split.y is None else split.y[index], index,
+                      None if split.c is None else split.c[index])
+        codes.append(model.encode(batch).float())
+    return replace(split, raw=torch.cat(codes), binarize="none", scale=1)
+
+
+def load_run_data(config: DataConfig, base_dir: str | Path | None = None,
+                  device: str | torch.device = "cpu") -> Dataset:
+    """:func:`aevb.data.datasets.load_dataset` on ``device``, then, with ``config.features``, the
+    codes of that run (:func:`encode_dataset`)."""
+    if config.features is None:
+        return load_dataset(config, base_dir=base_dir).to(device)
+    # Grey levels for every split: under "dynamic" the training split would be encoded from
+    # grey levels and the others from a fixed binary sample, codes of two different inputs.
+    dataset = load_dataset(replace(config, binarize="none"), base_dir=base_dir).to(device)
+    return encode_dataset(dataset, features_dir(config.features, base_dir), device)

@@ -1,0 +1,1 @@
+"""What a trained model scores: the ELBO, importance-sampled log p(x), reconstruction, active units, sample quality."""

@@ -1,0 +1,1 @@
+"""Experiments over many runs: model comparisons, sweeps, the paper's reproduction."""

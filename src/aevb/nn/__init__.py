@@ -1,0 +1,1 @@
+"""Networks and the distributions they output: MLPs and conv nets, encoder and decoder heads, priors, Bayesian layers, input corruption."""

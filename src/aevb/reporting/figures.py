@@ -1,0 +1,228 @@
+"""The pictures of a run: a model and its data → arrays → ``plots``.
+
+Each picture is drawn for every model that has the abilities it needs (``models.base``), never
+for a model by name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aevb.data.splits import Dataset, Split
+from aevb.engine.batches import split_batch
+from aevb.engine.checkpoint import load_model
+from aevb.engine.features import load_run_data
+from aevb.engine.resume import check_same_data
+from aevb.models import (
+    Batch,
+    Conditional,
+    Corrupting,
+    Encoder,
+    Generative,
+    Hierarchical,
+    Likelihood,
+    Model,
+)
+from aevb.reporting import plots
+
+__all__ = ["draw_figures", "draw_run_figures", "read_history"]
+
+MANIFOLD_LABELS = (2, 3, 4)
+"""The classes whose 2-D manifolds a conditional model draws side by side (as in the papers)."""
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def _kl_per_dimension(run_dir: Path) -> dict[str, list[float]]:
+    path = run_dir / "evaluation.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()).get("kl_per_dim_nats") or {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+
+
+@torch.no_grad()
+def draw_figures(
+    run_dir: str | Path,
+    model: Model,
+    dataset: Dataset,
+    seed: int = 0,
+    max_scatter: int = 5000,
+    manifold_size: int = 20,
+) -> list[Path]:
+    """Write the run's PNGs, each where the model has what it needs:
+
+    - an encoder: reconstructions of test images, the scatter of test codes;
+    - a corrupted input in training: noisy / denoised / clean test images;
+    - a prior (generative): samples, and for a 2-D code the manifold (Kingma & Welling 2014,
+      Fig. 4) over Gaussian quantiles;
+    - a likelihood: the KL of each latent dimension (from ``evaluation.json``);
+    - stochastic layers (hierarchical): the scatter of each layer's test codes, and what each
+      layer holds: test images regenerated with the layers above one kept;
+    - a condition that encodes class labels (generative): samples of each class; with an
+      encoder, analogies (test images decoded with every class); for a 2-D code, the manifold
+      of three classes side by side (Sohn et al. 2015; Kingma et al. 2014, fig. 1);
+    - every model: the training curves (from ``metrics.csv``).
+
+    Image pictures are drawn only for image-shaped data.
+    """
+    run_dir = Path(run_dir)
+    model.eval()
+    test = dataset.test
+    device = test.device  # the model's too; a PCA has buffers but no parameters
+    images = plots.is_image_shape(dataset.event_shape)
+    written = []
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        batch = split_batch(test, torch.arange(min(12, len(test)), device=device))
+        if images and isinstance(model, Encoder):
+            written.append(plots.comparison_grid(
+                {"input": _numpy(batch.x), "reconstruction": _numpy(model.reconstruct(batch))},
+                run_dir / "reconstructions.png",
+                title="Test inputs and their reconstructions",
+            ))
+        if (images and isinstance(model, Encoder) and isinstance(model, Corrupting)
+                and model.corruption.active):
+            noisy = batch._replace(x=model.corruption(batch.x))
+            written.append(plots.comparison_grid(
+                {"noisy": _numpy(noisy.x), "denoised": _numpy(model.reconstruct(noisy)),
+                 "clean": _numpy(batch.x)},
+                run_dir / "denoising.png",
+                title=f"Denoising: {model.corruption}",
+            ))
+        if images and isinstance(model, Generative):
+            written.append(plots.image_grid(
+                _numpy(model.sample(100)), run_dir / "samples.png", ncols=10,
+                title="Decoder means of z ~ p(z)",
+            ))
+        classes = model.classes if isinstance(model, Conditional) else None
+        conditional = images and isinstance(model, Generative) and classes is not None
+        if conditional:
+            written += _class_pictures(run_dir, model, batch)
+        history = read_history(run_dir)
+        if history:
+            written.append(plots.training_curves(history, run_dir / "curves.png",
+                                                 model.metric_names))
+        kl = _kl_per_dimension(run_dir) if isinstance(model, Likelihood) else {}
+        if kl:
+            written.append(plots.bar_chart(
+                kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
+                title="KL(q(z|x) || p(z)) of each latent dimension, test set",
+            ))
+        if not isinstance(model, Encoder):
+            return written
+        n = min(max_scatter, len(test))
+        index = torch.arange(n, device=device)
+        codes = torch.cat([model.encode(split_batch(test, index[i : i + 500]))
+                           for i in range(0, n, 500)])
+        labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
+        written.append(plots.latent_scatter(
+            _numpy(codes), labels, run_dir / "latent.png",
+            title=f"Encoder means of {n} test points",
+        ))
+        if isinstance(model, Hierarchical):
+            written += _layer_pictures(run_dir, model, test, n, labels, images)
+        if images and isinstance(model, Generative) and codes.shape[1] == 2:
+            grid = plots.manifold_quantiles(manifold_size)
+            axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
+            # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
+            z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
+            z = torch.stack([z1, z2], -1)
+            if not isinstance(model, Conditional):
+                written.append(plots.manifold_grid(
+                    _numpy(model.decode(z)), grid, run_dir / "manifold.png",
+                    title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
+                ))
+            elif conditional and classes is not None:
+                shown = MANIFOLD_LABELS if classes > max(MANIFOLD_LABELS) else range(
+                    min(3, classes))
+                panels = {f"class {k}": _numpy(model.decode(z, model.condition_of(
+                    torch.tensor(k, device=device)))) for k in shown}
+                written.append(plots.manifold_panels(
+                    panels, grid, run_dir / "manifold_by_class.png",
+                    title="Learned 2-D manifold of each class: decoder means of p(x|z,c)",
+                ))
+    return written
+
+
+def _class_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
+    """samples_by_class.png and, with an encoder and labelled test images, analogies.png."""
+    assert isinstance(model, Conditional) and isinstance(model, Generative) and model.classes
+    device = batch.x.device
+    classes = torch.arange(model.classes, device=device)
+    per_class = 10
+    rows = {str(k): _numpy(model.sample(per_class, model.condition_of(
+        torch.full((per_class,), k, device=device)))) for k in range(model.classes)}
+    written = [plots.comparison_grid(rows, run_dir / "samples_by_class.png",
+                                     title="Decoder means of z ~ p(z|c), one row per class")]
+    if isinstance(model, Encoder) and batch.y is not None:
+        x = batch.x[:8]
+        z = model.encode(Batch(x, batch.y[:8]))  # each image with its own label
+        decoded = model.decode(z[:, None].expand(-1, model.classes, -1),
+                               model.condition_of(classes))  # (B, classes, *event)
+        analogies = {f"test {i} ({int(y)})": _numpy(torch.cat([x[i : i + 1], decoded[i]]))
+                     for i, y in enumerate(batch.y[:8])}
+        written.append(plots.comparison_grid(
+            analogies, run_dir / "analogies.png",
+            title="Analogies: input, then its code decoded with class "
+                  f"0..{model.classes - 1}",
+        ))
+    return written
+
+
+def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
+                    labels: np.ndarray | None, images: bool) -> list[Path]:
+    """With two layers or more, latent_<layer>.png for each layer and, for images, layers.png:
+    for 4 test images, one row per layer l with the input, then decoder means with
+    z_{l+1}..zn kept at the image's posterior means and z_l..z1 drawn from the model."""
+    index = torch.arange(n, device=test.device)
+    parts = [model.encode_layers(split_batch(test, index[i : i + 500])) for i in range(0, n, 500)]
+    if len(parts[0]) < 2:  # one layer: latent.png is its picture, and nothing is kept above it
+        return []
+    written = [plots.latent_scatter(
+        _numpy(torch.cat([part[name] for part in parts])), labels,
+        run_dir / f"latent_{name}.png", title=f"Posterior means of layer {name}, {n} test points",
+    ) for name in parts[0]]
+    if not images:
+        return written
+    batch = split_batch(test, index[:4])
+    layers = len(parts[0])
+    drawn = [model.resample_below(batch, layer, 8) for layer in range(1, layers + 1)]
+    kept = [f"z{layer + 1}" + (f"..z{layers}" if layer + 1 < layers else "") + " kept"
+            for layer in range(1, layers)] + ["nothing kept"]
+    rows = {f"#{i}: {kept[layer]}": _numpy(torch.cat([batch.x[i : i + 1], drawn[layer][:, i]]))
+            for i in range(len(batch.x)) for layer in range(layers)}
+    written.append(plots.comparison_grid(
+        rows, run_dir / "layers.png",
+        title="What each layer holds: input, then the layers below the kept ones redrawn",
+    ))
+    return written
+
+
+def draw_run_figures(
+    run_dir: str | Path, dataset: Dataset | None = None, device: str | torch.device = "cpu"
+) -> list[Path]:
+    """The pictures of a run directory, drawn from its best checkpoint."""
+    config, model, header = load_model(run_dir, "best", device)
+    if dataset is None:
+        dataset = load_run_data(config.data, run_dir, device)
+        check_same_data(header, dataset, config.data.name)
+    return draw_figures(run_dir, model, dataset, seed=config.train.seed)
