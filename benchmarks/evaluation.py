@@ -328,8 +328,8 @@ def measure(model, x: torch.Tensor, args: argparse.Namespace, python: Path | Non
     """Median figures over the rounds for one model, and its decoder's FLOPs per point and
     sample."""
     from aevb.evaluation.evaluate import log_likelihood
+    from aevb.evaluation.speed import compiled_kernels
     from aevb.models import Batch
-    from aevb.nn.heads import compiled_kernels
 
     flat = x.flatten(1)
     sizes = [args.latent, *reversed(model.config.net.hidden), flat.shape[1]]

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 from sklearn.datasets import load_digits
 
 import aevb
+from aevb.cli.main import main
+from aevb.data.datasets import load_dataset
 from aevb.errors import AevbError
 
 TINY = {"hidden": (16,), "epochs": 2, "progress": False}
@@ -167,3 +168,38 @@ def test_load_reads_a_run_made_by_the_cli(tmp_path):
     fitted = aevb.load(run_dir)
     assert fitted.sample(3).shape == (3, 1, 8, 8) and len(fitted.history) == 1
     assert fitted.encode(np.full((4, 64), 0.5, dtype=np.float32)).shape == (4, 2)
+
+
+def test_scores_binarize_x_once_as_evaluate_does(small_vae, digits):
+    x = digits[0][:600]  # more than one batch of the Fitted methods
+    # the test split's fixed sample as load_dataset draws it: all of x, a seeded CPU generator
+    fixed = torch.bernoulli(torch.from_numpy(x), generator=torch.Generator().manual_seed(5))
+    for score in (lambda v: small_vae.log_likelihood(v, k=4, seed=5),
+                  lambda v: small_vae.elbo(v, seed=5)):
+        first = score(x)
+        assert np.array_equal(first, score(x))
+        assert np.array_equal(first, score(fixed.numpy()))  # the numbers of that sample
+        assert not np.array_equal(first, score(x[:, :, ::-1].copy()))  # x counts
+
+
+def test_samples_come_back_as_the_type_fitted_on_and_every_draw_is_seeded(digits):
+    x = torch.from_numpy(digits[0][:200])
+    fitted = aevb.fit(x, latent_dim=2, **TINY)
+    samples = fitted.sample(3)
+    assert isinstance(samples, torch.Tensor) and samples.shape == (3, 1, 8, 8)
+    assert torch.equal(samples, fitted.sample(3))  # seed 0 by default, as log_likelihood's
+    assert isinstance(aevb.load(fitted.run_dir).sample(3), np.ndarray)
+
+
+def test_split_indices_say_which_rows_each_split_got(digits):
+    x = digits[0][:205]
+    fitted = aevb.fit(x, latent_dim=2, **TINY)
+    indices = fitted.split_indices
+    assert {s: len(i) for s, i in indices.items()} == {"train": 165, "valid": 20, "test": 20}
+    everything = np.concatenate(list(indices.values()))
+    assert np.array_equal(np.sort(everything), np.arange(len(x)))  # disjoint, every row
+    # the rows the run trained on (dynamic binarization keeps train's grey levels)
+    dataset = load_dataset(fitted.config.data, base_dir=fitted.run_dir)
+    assert np.array_equal(dataset.train.values().numpy(), x[indices["train"]])
+    with pytest.raises(AevbError, match="no split indices"):
+        _ = aevb.fit("digits", latent_dim=2, **TINY).split_indices

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import torch
-from aevb.cli.main import main
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.engine.checkpoint import (
@@ -24,6 +24,7 @@ from aevb.engine.checkpoint import (
     run_config,
 )
 from aevb.engine.loop import train
+from aevb.engine.state import RunState
 from aevb.errors import CheckpointError
 from aevb.models import Likelihood
 
@@ -112,7 +113,8 @@ MISTYPED = {"config": {"data": {}, "model": {}}, "data_spec": {"event_shape": [0
             "epoch": -1, "step": "26", "seconds": None, "schedule_steps": 2.5,
             "best_value": "high", "best_epoch": True, "history": [1, 2], "metrics": [],
             "selection": ["elbo", "up"], "precision": 32, "metric_names": {"elbo": "ELBO"},
-            "changes": [{"key": "lr"}], "data_fingerprint": {"train": {"x": 1}}}
+            "changes": [{"key": "lr"}], "data_fingerprint": {"train": {"x": 1}},
+            "peak_memory": {"cpu": -1}}
 
 BOTH = {
     "model tensor one row short": _short("model."),
@@ -211,3 +213,16 @@ def test_the_error_says_what_is_wrong_on_one_line(good_run, tmp_path):
     run = _corrupted(good_run, tmp_path / "2", BOTH["epoch mistyped"])
     with pytest.raises(CheckpointError, match="its epoch is not a count: -1$"):
         load_model(run, "last")
+
+
+def test_every_run_state_field_is_checked_when_a_checkpoint_is_read():
+    assert set(MISTYPED) - {"config", "data_spec"} == set(RunState().header())
+
+
+def test_the_checkpoint_holds_the_run_state_and_reads_back_into_it(good_run):
+    _, header = read_checkpoint(checkpoint_path(good_run, "last"))
+    state = RunState.from_header(header)
+    assert json.loads(json.dumps(state.header())) == {k: header[k] for k in state.header()}
+    assert (state.epoch, state.best_epoch, state.selection) == (1, 1, ("elbo", "max"))
+    assert state.metrics == state.history[-1] and state.step == state.metrics["step"]
+    assert state.data_fingerprint is not None and state.metric_names["elbo"][1] == "nats"

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+
 from aevb.cli.main import main
 
 TINY = ["--dataset", "digits", "--latent_dim", "2", "--is_samples", "16", "--quiet"]
@@ -113,7 +114,7 @@ def test_errors_are_one_clear_line(tmp_path, argv, message):
     done = subprocess.run([sys.executable, "-m", "aevb.cli", *argv, "--quiet"]
                           if argv[0] == "train" else [sys.executable, "-m", "aevb.cli", *argv],
                           capture_output=True, text=True)
-    assert done.returncode != 0
+    assert done.returncode == 2  # as the README promises
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert message in lines[0]
@@ -122,7 +123,7 @@ def test_errors_are_one_clear_line(tmp_path, argv, message):
 
 def test_help_everywhere():
     for command in ([], ["train"], ["evaluate"], ["sample"], ["plot"], ["data"], ["models"],
-                    ["compare"], ["sweep"]):
+                    ["compare"], ["sweep"], ["reproduce"]):
         done = subprocess.run([sys.executable, "-m", "aevb.cli", *command, "--help"],
                               capture_output=True, text=True)
         assert done.returncode == 0 and "usage: aevb" in done.stdout
@@ -197,7 +198,7 @@ def test_a_key_the_model_does_not_have_is_an_error_naming_its_keys(tmp_path):
 def test_models_name_prints_its_keys_defaults_and_docs(capsys):
     assert main(["models", "vae"]) == 0
     out = capsys.readouterr().out
-    assert 'objective = "elbo"' in out and "net.hidden = [500]" in out
+    assert 'objective.kind = "elbo"' in out and "net.hidden = [500]" in out
     assert "Fraction of the run over which the KL weight rises" in out
     assert main(["models", "nope"]) == 2
 

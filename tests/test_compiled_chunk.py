@@ -1,14 +1,14 @@
-"""The compiled importance-sampling chunk (``heads.compiled`` in ``VAE._weights_of``): the
-same estimate as the eager path on the same draws, its fallback to eager, and the grouping
+"""The compiled importance-sampling chunk (``speed.compiled`` in ``speed.fast_log_weights``):
+the same estimate as the eager path on the same draws, its fallback to eager, and the grouping
 of ``softplus_sum``'s products."""
 
 import pytest
 import torch
 
 from aevb.config.run import model_config
+from aevb.evaluation import speed
+from aevb.evaluation.speed import _decoded
 from aevb.models import Batch, DataSpec, build_model
-from aevb.models.vae import _decoded
-from aevb.nn import heads
 from aevb.nn.nets import MLPConfig
 
 pytestmark = [pytest.mark.usefixtures("validate_distributions"),
@@ -25,7 +25,7 @@ def vae(seed=0, **values):
 def estimate(model, x, samples, seed=3):
     torch.manual_seed(seed)
     with torch.no_grad():
-        return model.log_marginal(Batch(x), samples)
+        return speed.fast_log_marginal(model, Batch(x), samples)
 
 
 def binary(n, seed=1):
@@ -42,7 +42,7 @@ def test_compiled_chunk_is_the_eager_one_on_the_same_draws(values):
     model = vae(**values)
     x = binary(6) if values.get("likelihood") is None else torch.rand(6, *SPEC.event_shape)
     eager, eager_other = estimate(model, x, 40), estimate(model, x[:5], 40)
-    with heads.compiled_kernels():
+    with speed.compiled_kernels():
         compiled = estimate(model, x, 40)
         other_batch = estimate(model, x[:5], 40)  # another shape: compiled again, dynamic
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=0)
@@ -59,8 +59,8 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     model, x = vae(net=MLPConfig((16,), activation="relu")), binary(4)
     eager = estimate(model, x, 20)
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(heads, "_compiled_cache", [])  # no broken softplus_sum kept after
-    with heads.compiled_kernels(), pytest.warns(UserWarning, match="torch.compile failed"):
+    monkeypatch.setattr(speed, "_compiled_cache", [])  # no broken softplus_sum kept after
+    with speed.compiled_kernels(), pytest.warns(UserWarning, match="torch.compile failed"):
         fallback = estimate(model, x, 20)
     torch.testing.assert_close(fallback, eager, rtol=0, atol=0)
 
@@ -69,9 +69,9 @@ def test_compiled_is_the_function_itself_outside_compiled_kernels():
     def fn(z):
         return z + 1
 
-    assert heads.compiled(fn) is fn  # eval.is_compile = false: nothing is compiled
-    with heads.compiled_kernels(enabled=False):
-        assert heads.compiled(fn) is fn
+    assert speed.compiled(fn) is fn  # eval.is_compile = false: nothing is compiled
+    with speed.compiled_kernels(enabled=False):
+        assert speed.compiled(fn) is fn
 
 
 def test_decoded_is_the_net_itself_when_not_compiling():
@@ -86,5 +86,5 @@ def test_softplus_sum_products_do_not_overflow(size):
     values[0, 0] = 0.0  # every factor 1 + exp(0) = 2, the largest: products of 64 twos
     values[0, 1] = -50.0  # every factor 1 to float rounding
     expected = torch.nn.functional.softplus(values.double()).sum(-1)
-    got = heads.softplus_sum(values)
+    got = speed.softplus_sum(values)
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-3)

@@ -16,6 +16,7 @@ from aevb.models import (
     MODELS,
     Batch,
     ClosedForm,
+    Conditional,
     Corrupting,
     DataSpec,
     Encoder,
@@ -111,8 +112,10 @@ def _check_abilities(model, config, x, event_shape):
     assert model.reconstruct(batch).shape == x.shape
     if isinstance(model, Generative):
         assert model.sample(3).shape == (3, *event_shape)
-        assert model.decode(torch.zeros(2, 7, config.model.latent_dim)).shape == (2, 7,
-                                                                                   *event_shape)
+        # a conditional model decodes given c: it has no c = 0 default (never trained on)
+        c = torch.zeros(2, 7, model.condition_dim) if isinstance(model, Conditional) else None
+        assert model.decode(torch.zeros(2, 7, config.model.latent_dim), c).shape == (
+            2, 7, *event_shape)
     if isinstance(model, Likelihood):
         terms = model.elbo_terms(batch)
         assert terms.rec.shape == (5,) and terms.elbo.shape == (5,)

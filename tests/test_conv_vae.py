@@ -4,8 +4,8 @@ count, every likelihood, and K samples folded into the decoder's batch and back.
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config, model_config
 from aevb.data import load_dataset

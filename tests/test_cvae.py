@@ -4,10 +4,10 @@ class-conditional samples a classifier recognises, the CLI and API, and a user's
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 from torch.distributions import Independent, Normal, kl_divergence
 
 import aevb
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.config.schema import EvalConfig
@@ -107,6 +107,16 @@ def test_condition_comes_from_c_else_y_else_is_an_error(digits):
         0, 3, 9, 3]
     with pytest.raises(ConfigError, match="needs a condition"):
         build_model(CVAEConfig(), DataSpec((1, 8, 8), "binary"))
+
+
+def test_decode_needs_its_condition_and_decodes_at_the_one_given():
+    """c = 0 is no condition the model was trained on: without one, decode is an error."""
+    model = build_model(CVAEConfig(latent_dim=2, net=MLPConfig((8,))), SPEC).eval()
+    z = torch.randn(4, 2)
+    with pytest.raises(ConfigError, match="decodes z given a condition"):
+        model.decode(z)
+    c = model.condition_of(torch.tensor([0, 3, 9, 3]))
+    torch.testing.assert_close(model.decode(z, c), model.likelihood(z, c).mean)
 
 
 def test_class_samples_are_recognised_by_a_classifier(trained, digits):

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from aevb import data, files
+from aevb import data
 from aevb.config.schema import DataConfig
+from aevb.data import datasets
+from aevb.data.sources import mnist, raw
 from aevb.errors import DataError
 
 
@@ -57,7 +59,7 @@ def write_idx_dir(folder: Path, n_train: int = 12, n_test: int = 4, side: int = 
         rng.integers(0, 10, n_test),
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    for file, array in zip(data.IDX_FILES, arrays, strict=True):
+    for file, array in zip(mnist.IDX_FILES, arrays, strict=True):
         (folder / file).write_bytes(idx_gz(array))
 
 
@@ -181,13 +183,13 @@ def test_train_size_out_of_range(digits_cache):
 
 def test_second_load_uses_the_cache(monkeypatch, tmp_path):
     calls = []
-    spec = data._DATASETS["digits"]
+    spec = datasets._DATASETS["digits"]
 
     def counting_build(root):
         calls.append(root)
         return spec.build(root)
 
-    monkeypatch.setitem(data._DATASETS, "digits", dataclasses.replace(spec, build=counting_build))
+    monkeypatch.setitem(datasets._DATASETS, "digits", dataclasses.replace(spec, build=counting_build))
     first = load("digits", tmp_path, binarize="none")
     second = load("digits", tmp_path, binarize="none")
     assert len(calls) == 1 and torch.equal(first.train.values(), second.train.values())
@@ -231,11 +233,11 @@ def mirror(tmp_path, monkeypatch):
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     digests = {
-        f: hashlib.sha256((served / "good" / f).read_bytes()).hexdigest() for f in data.IDX_FILES
+        f: hashlib.sha256((served / "good" / f).read_bytes()).hexdigest() for f in mnist.IDX_FILES
     }
-    monkeypatch.setattr(data, "MNIST_MIRRORS", (f"{base}/missing/", f"{base}/good/"))
-    monkeypatch.setattr(data, "MNIST_IDX_SHA256", digests)
-    monkeypatch.setattr(data, "VALID_SIZE", 5)
+    monkeypatch.setattr(mnist, "MNIST_MIRRORS", (f"{base}/missing/", f"{base}/good/"))
+    monkeypatch.setattr(mnist, "MNIST_IDX_SHA256", digests)
+    monkeypatch.setattr(mnist, "VALID_SIZE", 5)
     monkeypatch.setenv("AEVB_MNIST_SOURCE", "url")
     yield requests
     server.shutdown()
@@ -252,7 +254,7 @@ def test_mnist_download_from_mirrors_and_cache(mirror, tmp_path):
     assert torch.equal(ds.valid.values(), torch.from_numpy(pixels[7:] / np.float32(255)))
     assert any(r.startswith("/missing/") for r in mirror)  # the first mirror was tried
     assert sum(r.startswith("/good/") for r in mirror) == 4
-    assert sorted(p.name for p in (cache / "raw" / "mnist").iterdir()) == sorted(data.IDX_FILES)
+    assert sorted(p.name for p in (cache / "raw" / "mnist").iterdir()) == sorted(mnist.IDX_FILES)
     count = len(mirror)
     load("mnist", cache, binarize="static")
     assert len(mirror) == count  # the second load fetched nothing
@@ -260,8 +262,8 @@ def test_mnist_download_from_mirrors_and_cache(mirror, tmp_path):
 
 
 def test_mnist_checksum_mismatch_is_refused_and_not_kept(mirror, monkeypatch, tmp_path):
-    bad = dict(data.MNIST_IDX_SHA256, **{"train-labels-idx1-ubyte.gz": "0" * 64})
-    monkeypatch.setattr(data, "MNIST_IDX_SHA256", bad)
+    bad = dict(mnist.MNIST_IDX_SHA256, **{"train-labels-idx1-ubyte.gz": "0" * 64})
+    monkeypatch.setattr(mnist, "MNIST_IDX_SHA256", bad)
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as error:
         load("mnist", cache)
@@ -313,7 +315,7 @@ def test_unpickler_accepts_a_numpy_protocol_2_pickle(tmp_path):
     arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64))
     path = tmp_path / "a.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(arrays, protocol=2)))
-    x, y = files.unpickle_arrays(path)
+    x, y = raw.unpickle_arrays(path)
     assert np.array_equal(x, arrays[0]) and x.dtype == np.float32 and np.array_equal(y, arrays[1])
 
 
@@ -330,7 +332,7 @@ def test_unpickler_refuses_os_system(monkeypatch, tmp_path):
     path = tmp_path / "evil.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps((np.zeros(2), _Exploit(marker)), protocol=2)))
     with pytest.raises(DataError, match=r"refusing to unpickle (posix|os|nt)\.system"):
-        files.unpickle_arrays(path)
+        raw.unpickle_arrays(path)
     assert not marker.exists()
     # and through the public route, as a local mnist.pkl.gz
     monkeypatch.setenv("AEVB_MNIST_PATH", str(path))
@@ -349,7 +351,7 @@ def test_unpickler_refuses_other_codecs(tmp_path):
     path = tmp_path / "codec.pkl.gz"
     path.write_bytes(gzip.compress(pickle.dumps(Rot13(), protocol=2)))
     with pytest.raises(DataError, match="rot13"):
-        files.unpickle_arrays(path)
+        raw.unpickle_arrays(path)
 
 
 @pytest.mark.skipif(os.environ.get("AEVB_TEST_MNIST") != "1", reason="set AEVB_TEST_MNIST=1")
@@ -374,14 +376,14 @@ def test_real_mnist(tmp_path):
 def test_fashion_mnist_from_env_path(monkeypatch, tmp_path):
     write_idx_dir(tmp_path / "fashion", n_train=9, n_test=3)
     monkeypatch.setenv("AEVB_FASHION_MNIST_PATH", str(tmp_path / "fashion"))
-    monkeypatch.setattr(data, "VALID_SIZE", 4)
+    monkeypatch.setattr(mnist, "VALID_SIZE", 4)
     ds = load("fashion-mnist", tmp_path / "cache", binarize="threshold")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (5, 4, 3)
     assert ds.kind == "binary" and ds.event_shape == (1, 28, 28)
 
 
 def test_fashion_mnist_missing_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+    monkeypatch.setattr(mnist, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         load("fashion-mnist", tmp_path)
 
@@ -402,7 +404,7 @@ def test_corrupt_idx_files(monkeypatch, tmp_path, corrupt, message):
     target = folder / "train-images-idx3-ubyte.gz"
     target.write_bytes(corrupt(target.read_bytes()))
     monkeypatch.setenv("AEVB_FASHION_MNIST_PATH", str(folder))
-    monkeypatch.setattr(data, "VALID_SIZE", 4)
+    monkeypatch.setattr(mnist, "VALID_SIZE", 4)
     with pytest.raises(DataError, match=message) as error:
         load("fashion-mnist", tmp_path / "cache")
     assert "train-images-idx3-ubyte.gz" in str(error.value)
@@ -414,7 +416,7 @@ def test_idx_images_and_labels_must_agree(monkeypatch, tmp_path):
     write_idx_dir(folder, n_train=9, n_test=3)
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(idx_gz(np.zeros(2)))
     monkeypatch.setenv("AEVB_FASHION_MNIST_PATH", str(folder))
-    monkeypatch.setattr(data, "VALID_SIZE", 4)
+    monkeypatch.setattr(mnist, "VALID_SIZE", 4)
     with pytest.raises(DataError, match="3 images but 2 labels"):
         load("fashion-mnist", tmp_path / "cache")
 

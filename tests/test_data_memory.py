@@ -211,7 +211,7 @@ def test_a_run_records_and_reports_its_peak_memory(tmp_path, digits_cache):
 CHILD = textwrap.dedent("""
     import os, resource, sys
     import numpy as np
-    from aevb.config.run import Config, apply_overrides
+    from aevb.config import Config, apply_overrides
     from aevb.data import MappedRows
     from aevb.engine.loop import train
 

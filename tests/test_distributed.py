@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from aevb.cli.main import main
 from safetensors.torch import load_file
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.engine import distributed

@@ -11,12 +11,12 @@ from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config, model_config
 from aevb.config.schema import EvalConfig
 from aevb.data import load_dataset
-from aevb.evaluation import evaluate
+from aevb.evaluation import evaluate, speed
 from aevb.evaluation.evaluate import evaluate_model, log_likelihood
+from aevb.evaluation.speed import fast_log_marginal, fast_log_weights, log_likelihood_of
 from aevb.inference import objectives
 from aevb.inference.objectives import importance_sampled, log_weights
 from aevb.models import Batch, DataSpec, Step, build_model
-from aevb.nn import heads
 from aevb.nn.heads import BernoulliHead
 from aevb.nn.nets import MLPConfig
 
@@ -40,12 +40,12 @@ def test_fused_bernoulli_log_likelihood_is_the_distributions(leading, scale):
         head.linear.weight.mul_(scale)
     x = binary(5, *EVENT)
     features = torch.randn(*leading, 5, 12)
-    fused = head.log_likelihood(x)(features)
+    fused = log_likelihood_of(head, x)(features)
     expected = head(features).log_prob(x)
     assert fused.shape == (*leading, 5)
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-4 * scale)
     # a wrong x is scored differently: the test can tell
-    assert not torch.allclose(head.log_likelihood(1 - x)(features), expected, atol=1e-2)
+    assert not torch.allclose(log_likelihood_of(head, 1 - x)(features), expected, atol=1e-2)
 
 
 def test_fused_bernoulli_in_bfloat16_is_the_distribution_of_the_same_logits():
@@ -57,7 +57,7 @@ def test_fused_bernoulli_in_bfloat16_is_the_distribution_of_the_same_logits():
         head.linear.weight.mul_(10)
     x, features = binary(5, *EVENT), torch.randn(6, 5, 12)
     with torch.autocast("cpu", torch.bfloat16):
-        fused = head.log_likelihood(x)(features)
+        fused = log_likelihood_of(head, x)(features)
         expected = head(features).log_prob(x)  # the head's logits, rounded, as float32
     assert fused.dtype == torch.float32
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-4)
@@ -66,7 +66,7 @@ def test_fused_bernoulli_in_bfloat16_is_the_distribution_of_the_same_logits():
 def test_per_pixel_bernoulli_head_scores_like_its_distribution():
     head = BernoulliHead(None, EVENT)
     x, logits = binary(5, *EVENT), 4 * torch.randn(3, 5, *EVENT)
-    torch.testing.assert_close(head.log_likelihood(x)(logits), head(logits).log_prob(x),
+    torch.testing.assert_close(log_likelihood_of(head, x)(logits), head(logits).log_prob(x),
                                rtol=1e-5, atol=1e-4)
 
 
@@ -92,9 +92,9 @@ def test_fast_log_marginal_is_the_old_path_on_the_same_draws(monkeypatch, chunk)
     monkeypatch.setattr(objectives, "ELEMENTS_PER_CHUNK", chunk)  # 64 * 3: one per chunk
     model, x = small_vae(), binary(6, *SPEC.event_shape, seed=1)
     with torch.no_grad():
-        fast = seeded(model.log_marginal, Batch(x), 40)
+        fast = seeded(fast_log_marginal, model, Batch(x), 40)
         old = seeded(old_log_marginal, model, x, 40)
-        other_draws = seeded(model.log_marginal, Batch(x), 40, seed=4)
+        other_draws = seeded(fast_log_marginal, model, Batch(x), 40, seed=4)
     torch.testing.assert_close(fast, old, rtol=1e-5, atol=1e-4)
     assert (fast - other_draws).abs().max() > 1e-3  # the draws matter: equality means something
 
@@ -107,7 +107,7 @@ def test_chunking_leaves_the_estimate_unchanged(monkeypatch):
     for chunk in (1 << 30, x.numel() * 7, x.numel()):  # one chunk, chunks of 7, of 1
         monkeypatch.setattr(objectives, "ELEMENTS_PER_CHUNK", chunk)
         with torch.no_grad():
-            estimates[chunk] = seeded(model.log_marginal, Batch(x), 30)
+            estimates[chunk] = seeded(fast_log_marginal, model, Batch(x), 30)
     one, *chunked = estimates.values()
     for estimate in chunked:
         torch.testing.assert_close(estimate, one, rtol=1e-5, atol=1e-5)
@@ -138,7 +138,7 @@ def test_fast_log_marginal_lies_above_the_elbo_on_a_trained_model(trained):
     model, test = trained
     x = test.values()[:100]
     with torch.no_grad():
-        log_px = seeded(model.log_marginal, Batch(x), 500)
+        log_px = seeded(fast_log_marginal, model, Batch(x), 500)
         elbo = seeded(model.elbo_terms, Batch(x), 500).elbo
         old = seeded(old_log_marginal, model, x, 500)
     torch.testing.assert_close(log_px, old, rtol=1e-5, atol=1e-4)
@@ -192,7 +192,7 @@ def test_other_heads_keep_their_distribution():
     model = small_vae(likelihood="gaussian-fixed")
     x = torch.rand(3, *SPEC.event_shape)
     with torch.no_grad():
-        torch.testing.assert_close(seeded(model.log_marginal, Batch(x), 10),
+        torch.testing.assert_close(seeded(fast_log_marginal, model, Batch(x), 10),
                                    seeded(old_log_marginal, model, x, 10), rtol=0, atol=0)
 
 
@@ -209,7 +209,7 @@ def test_hierarchical_log_marginal_is_the_old_path_on_the_same_draws(monkeypatch
         return model.likelihood(layers[0].z).log_prob(x) + model._log_ratio(layers)
 
     with torch.no_grad():
-        fast = seeded(model.log_marginal, Batch(x), 30)
+        fast = seeded(fast_log_marginal, model, Batch(x), 30)
         expected = seeded(importance_sampled, old, 30, x.numel())
     torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-4)
 
@@ -218,7 +218,7 @@ def test_hierarchical_log_marginal_is_the_old_path_on_the_same_draws(monkeypatch
 def test_softplus_sum_is_the_sum_of_softplus(size):
     values = torch.randn(3, 5, size, generator=torch.Generator().manual_seed(size)) * 15
     expected = torch.nn.functional.softplus(values.double()).sum(-1)
-    got = heads.softplus_sum(values)
+    got = speed.softplus_sum(values)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-4)
 
@@ -226,9 +226,40 @@ def test_softplus_sum_is_the_sum_of_softplus(size):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports
 def test_compiled_softplus_sum_is_the_eager_one():
     values = torch.randn(4, 6, 784, generator=torch.Generator().manual_seed(0)) * 8
-    eager = heads.softplus_sum(values)
-    with heads.compiled_kernels():
-        compiled = heads.softplus_sum(values)
-        other_shape = heads.softplus_sum(values[:3])  # dynamic: no recompile needed
+    eager = speed.softplus_sum(values)
+    with speed.compiled_kernels():
+        compiled = speed.softplus_sum(values)
+        other_shape = speed.softplus_sum(values[:3])  # dynamic: no recompile needed
     torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-4)
     torch.testing.assert_close(other_shape, eager[:3], rtol=1e-6, atol=1e-4)
+
+
+def test_the_models_own_log_marginal_knows_nothing_of_compiling(monkeypatch):
+    # every compiled kernel fails (with a warning, then eager): a model that used one would warn
+    def fail(*args, **kwargs):
+        raise RuntimeError("no C compiler")
+
+    model, x = small_vae(), binary(6, *SPEC.event_shape, seed=1)
+    with torch.no_grad():
+        plain = seeded(old_log_marginal, model, x, 40)
+        monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fail)
+        monkeypatch.setattr(speed, "_compiled_cache", [fail])
+        with speed.compiled_kernels(), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            own = seeded(model.log_marginal, Batch(x), 40)
+        torch.testing.assert_close(own, plain, rtol=0, atol=0)
+        with speed.compiled_kernels(), pytest.warns(UserWarning, match="torch.compile failed"):
+            fast = seeded(fast_log_marginal, model, Batch(x), 40)  # the test can tell
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-4)
+
+
+def test_a_model_without_the_parts_is_scored_by_its_own_log_marginal():
+    # a cvae's q(z|x, c) needs its condition: the fast path leaves it to the model
+    torch.manual_seed(0)
+    spec = DataSpec((1, 8, 8), "binary", num_classes=3)
+    model = build_model(model_config("cvae", latent_dim=4, net=MLPConfig((16,))), spec)
+    batch = Batch(binary(5, *SPEC.event_shape, seed=2), torch.tensor([0, 1, 2, 0, 1]))
+    assert fast_log_weights(model, batch.x) is None
+    with torch.no_grad():
+        torch.testing.assert_close(seeded(fast_log_marginal, model, batch, 20),
+                                   seeded(model.log_marginal, batch, 20), rtol=0, atol=0)

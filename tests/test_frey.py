@@ -1,8 +1,12 @@
-"""Frey Face (aevb.data.sources.frey): a 30-frame stand-in file, local paths, file:// downloads, no internet."""
+"""Frey Face (aevb.data.sources.frey): a 30-frame stand-in file, local paths, downloads from a
+local HTTP server, no internet."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +32,39 @@ def fixture_frames(n: int = N) -> np.ndarray:
     return frames
 
 
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(autouse=True)
 def _stand_in(monkeypatch, tmp_path):
-    """No user paths, an unreachable URL, and the fixture's frame count as the expected shape."""
+    """No user paths, a URL that answers 404 (a local server of tmp_path/web), and the
+    fixture's frame count as the expected shape."""
     monkeypatch.delenv("AEVB_FREY_PATH", raising=False)
     monkeypatch.setenv("AEVB_CACHE", str(tmp_path / "default-cache"))
-    monkeypatch.setattr(frey, "FREY_BASE_URL", (tmp_path / "offline").as_uri() + "/")
+    (tmp_path / "web").mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path / "web")))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    monkeypatch.setattr(frey, "FREY_BASE_URL",
+                        f"http://127.0.0.1:{server.server_address[1]}/offline/")
     monkeypatch.setattr(frey, "FREY_SHAPE", (560, N))
+    yield
+    server.shutdown()
+    server.server_close()
 
 
 def load(cache: Path) -> data.Dataset:
     return data.load_dataset(DataConfig(name="frey-face", cache_dir=str(cache), binarize="none"))
 
 
-def serve(folder: Path, monkeypatch) -> Path:
-    """The fixture as the file at FREY_BASE_URL (a file:// URL: urlopen reads it as it would
-    an http one)."""
+def serve(tmp_path: Path, monkeypatch) -> Path:
+    """The fixture as the file at FREY_BASE_URL, served by the local server."""
+    folder = tmp_path / "web" / "served"
     folder.mkdir()
     (folder / frey.FREY_FILE).write_bytes(FIXTURE.read_bytes())
-    monkeypatch.setattr(frey, "FREY_BASE_URL", folder.as_uri() + "/")
+    monkeypatch.setattr(frey, "FREY_BASE_URL", frey.FREY_BASE_URL.replace("/offline/", "/served/"))
     return folder / frey.FREY_FILE
 
 
@@ -121,7 +139,7 @@ def test_offline_says_how_to_fix_and_is_unavailable(tmp_path):
     message = str(error.value)
     url = frey.FREY_BASE_URL + frey.FREY_FILE
     assert message.startswith(f"could not fetch Frey Face from {url}: ")
-    assert "No such file" in message  # why: the file:// URL's error
+    assert "404" in message  # why: the server's answer
     assert "set AEVB_FREY_PATH to a local frey_rawface.mat" in message
     assert not frey.frey_available(tmp_path / "cache")
     reason = frey.frey_unavailable_reason(tmp_path / "cache")
@@ -131,14 +149,14 @@ def test_offline_says_how_to_fix_and_is_unavailable(tmp_path):
 
 
 def test_download_is_kept_and_its_sha256_recorded(monkeypatch, tmp_path):
-    served = serve(tmp_path / "served", monkeypatch)
+    served = serve(tmp_path, monkeypatch)
     ds = load(tmp_path / "cache")
     assert ds.event_shape == (1, 28, 20) and len(ds.test) == 3
     raw = tmp_path / "cache" / "raw" / "frey-face" / frey.FREY_FILE
     assert raw.read_bytes() == served.read_bytes()
     digest = hashlib.sha256(served.read_bytes()).hexdigest()
     source = data.dataset_info("frey-face", tmp_path / "cache")["source"]
-    assert source == f"{served.as_uri()} (sha256 {digest})"
+    assert source == f"{frey.FREY_BASE_URL}{frey.FREY_FILE} (sha256 {digest})"
     (tmp_path / "cache" / "frey-face.npz").unlink()
     served.unlink()  # offline again: the earlier download is used
     assert frey.frey_available(tmp_path / "cache")
@@ -146,7 +164,7 @@ def test_download_is_kept_and_its_sha256_recorded(monkeypatch, tmp_path):
 
 
 def test_download_that_is_no_frey_file_is_not_kept(monkeypatch, tmp_path):
-    served = serve(tmp_path / "served", monkeypatch)
+    served = serve(tmp_path, monkeypatch)
     served.write_bytes(b"<html>moved</html>")
     with pytest.raises(DataError, match="is not a readable MATLAB"):
         load(tmp_path / "cache")
@@ -154,10 +172,10 @@ def test_download_that_is_no_frey_file_is_not_kept(monkeypatch, tmp_path):
 
 
 def test_a_known_sha256_accepts_the_file_and_refuses_another(monkeypatch, tmp_path):
-    served = serve(tmp_path / "served", monkeypatch)
+    served = serve(tmp_path, monkeypatch)
     digest = hashlib.sha256(served.read_bytes()).hexdigest()
     monkeypatch.setattr(frey, "FREY_SHA256", "0" * 64)
-    with pytest.raises(DataError, match="checksum mismatch") as error:
+    with pytest.raises(DataError, match="does not match the known hash") as error:
         load(tmp_path / "bad")
     assert "0" * 64 in str(error.value) and digest in str(error.value)
     assert not (tmp_path / "bad" / "raw" / "frey-face").exists() or not any(

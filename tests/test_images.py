@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from aevb import data
-from aevb.cli.main import main as cli
+from aevb import cli, data
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.config.schema import DataConfig
+from aevb.data import arrays
 from aevb.data.sources import images
 from aevb.errors import ConfigError, DataError
 
@@ -54,7 +54,7 @@ def test_flat_folder_is_split_like_a_users_array_and_cached(monkeypatch, tmp_pat
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (24, 3, 3)
     assert ds.event_shape == (1, H, W) and ds.kind == "unit" and ds.num_classes is None
     assert ds.train.y is None and ds.train.values().dtype == torch.float32
-    expected = data.user_splits(Path("x"), {"x": x.astype(np.float32) / 255}, 3)
+    expected = arrays.user_splits(Path("x"), {"x": x.astype(np.float32) / 255}, 3)
     for s in data.SPLITS:
         assert torch.equal(getattr(ds, s).values(), torch.from_numpy(expected[f"x_{s}"]))  # k/255 exactly
     cached = list((tmp_path / "cache").iterdir())

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config, load_config
 from aevb.engine.memory import check_model_fits, model_bytes
@@ -256,7 +256,7 @@ def test_data_info_reads_a_folder_as_train_would(capsys, tmp_path):
 
 
 def test_every_models_scales_are_checked():
-    with pytest.raises(ConfigError, match="model.sigma must be positive"):
+    with pytest.raises(ConfigError, match="model.sigma and model.min_sigma must be positive"):
         apply_overrides(Config(), {"model": "m2", "sigma": 0})
     with pytest.raises(ConfigError, match="model.p must be >= 1"):
         apply_overrides(Config(), {"model": "swae", "p": 0.5})

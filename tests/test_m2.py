@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from aevb.cli.main import main
 from torch.distributions import Categorical, kl_divergence
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
-from aevb.config.run import Config
+from aevb.config.run import Config, model_config
 from aevb.data import load_dataset
 from aevb.data.splits import UNLABELLED
 from aevb.engine.batches import split_batch
@@ -144,7 +144,7 @@ def test_every_minibatch_of_an_m2_run_holds_m_labelled_examples(tmp_path, monkey
             seen.append(index.clone())
         return split_batch(split, index, generator)
 
-    monkeypatch.setattr("aevb.engine.batches.split_batch", spy)
+    monkeypatch.setattr("aevb.engine.loop.split_batch", spy)
     config = digits_config(labelled="50", epochs="2", hidden="16", latent_dim="2")
     result = train(config, tmp_path, progress=False)
     y = result.dataset.train.y
@@ -216,3 +216,19 @@ def test_cli_trains_m2_and_writes_the_error_and_the_analogies(tmp_path):
     for name in ("analogies.png", "samples_by_class.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
     assert "classification error" in (out / "report.md").read_text()
+
+
+def test_decode_needs_its_label():
+    model = build_model(model_config("m2", latent_dim=2, net=MLPConfig((8,))),
+                        DataSpec((1, 8, 8), "binary", 10))
+    with pytest.raises(ConfigError, match="decodes z given a condition"):
+        model.decode(torch.zeros(3, 2))
+    assert model.decode(torch.zeros(3, 2), model.condition_of(torch.arange(3))).shape == (
+        3, 1, 8, 8)
+
+
+def test_m2_takes_the_bound_keys_but_trains_the_bound_itself():
+    assert model_config("m2", likelihood="gaussian-fixed", sigma=0.5).sigma == 0.5
+    for values in ({"beta": 2.0}, {"kl_warmup": 0.1}, {"free_bits": 0.5}):
+        with pytest.raises(ConfigError, match="eqs. 7 and 9"):
+            model_config("m2", **values)

@@ -203,3 +203,20 @@ def test_importance_sampling_chunks_by_the_device_that_computes_the_weights(devi
     device = None if device is None else torch.device(device)
     importance_sampled(log_weights, 3 * (elements // 1000) + 5, 1000, device)
     assert drawn == [elements // 1000] * 3 + [5]
+
+
+def test_learning_rate_schedules_are_one_table_of_pure_functions():
+    from aevb.config.schema import LR_SCHEDULES
+    from aevb.inference.schedules import (
+        LEARNING_RATES,
+        iwae_learning_rate_factor,
+        learning_rate,
+    )
+
+    assert set(LEARNING_RATES) == set(LR_SCHEDULES)
+    assert [learning_rate("constant", 1e-3, step, 10) for step in (0, 55, 10**6)] == [1e-3] * 3
+    # by passes over the training set: step 35 at 10 a pass is 3.5 passes, stage 1 (to 4)
+    assert learning_rate("iwae", 1e-3, 0, 10) == 1e-3
+    assert learning_rate("iwae", 1e-3, 35, 10) == pytest.approx(1e-3 * 10 ** (-1 / 7))
+    assert learning_rate("iwae", 1e-3, 40, 10) == pytest.approx(
+        1e-3 * iwae_learning_rate_factor(4.0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from aevb.reporting import plots
+from aevb.reporting import charts, latents, plots
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -76,12 +76,12 @@ def test_training_curves_skips_bad_values(tmp_path):
          "valid_elbo": "" if e == 2 else str(-101 + e), "train_kl": "nan", "train_loss": 100 - e}
         for e in range(1, 6)
     ]  # fmt: skip
-    many = read_png(plots.training_curves(history, tmp_path / "many.png"))
-    one = read_png(plots.training_curves([{"train_loss": 3.0}, {}], tmp_path / "one.png"))
+    many = read_png(charts.training_curves(history, tmp_path / "many.png"))
+    one = read_png(charts.training_curves([{"train_loss": 3.0}, {}], tmp_path / "one.png"))
     # elbo and loss get subplots side by side; kl (never a number) and step/seconds do not.
     assert many.shape[1] > 1.6 * one.shape[1]
     assert abs(many.shape[0] - one.shape[0]) < 0.2 * one.shape[0]
-    read_png(plots.training_curves([], tmp_path / "empty.png"))
+    read_png(charts.training_curves([], tmp_path / "empty.png"))
 
 
 @pytest.mark.parametrize("dim", [1, 2, 5])
@@ -89,48 +89,48 @@ def test_training_curves_skips_bad_values(tmp_path):
 def test_latent_scatter_dims(tmp_path, rng, dim, labelled):
     z = rng.normal(size=(10_000, dim))
     labels = rng.integers(0, 10, len(z)) if labelled else None
-    height, width = read_png(plots.latent_scatter(z, labels, tmp_path / "z.png")).shape[:2]
+    height, width = read_png(latents.latent_scatter(z, labels, tmp_path / "z.png")).shape[:2]
     assert 300 <= width <= 1200 and 300 <= height <= 1200
 
 
 def test_latent_scatter_many_classes_and_bad_labels(tmp_path, rng):
     z = rng.normal(size=(500, 3))
-    read_png(plots.latent_scatter(z, rng.integers(0, 50, 500), tmp_path / "z.png"))
+    read_png(latents.latent_scatter(z, rng.integers(0, 50, 500), tmp_path / "z.png"))
     with pytest.raises(ValueError, match="labels"):
-        plots.latent_scatter(z, np.zeros(499), tmp_path / "bad.png")
+        latents.latent_scatter(z, np.zeros(499), tmp_path / "bad.png")
 
 
 def test_pca_projection_explains_variance(rng):
     # Variance 9, 1 and ~0 along three axes: PC1 carries 90%, PC2 10%.
     z = rng.normal(size=(5000, 3)) * [3.0, 1.0, 1e-4]
-    projected, share = plots._pca2(z)
+    projected, share = latents._pca2(z)
     assert projected.shape == (5000, 2)
     np.testing.assert_allclose(share, [90.0, 10.0], atol=1.0)
     np.testing.assert_allclose(np.abs(projected[:, 0]), np.abs(z[:, 0] - z[:, 0].mean()), atol=0.1)
 
 
 def test_manifold_quantiles():
-    q = plots.manifold_quantiles(20)
+    q = latents.manifold_quantiles(20)
     assert q.shape == (20,)
     assert np.all(np.diff(q) > 0)
     np.testing.assert_allclose(q, -q[::-1], atol=1e-12)
     assert q[-1] == pytest.approx(1.6449, abs=1e-4)
     assert q[-1] == pytest.approx(NormalDist().inv_cdf(0.95))
-    np.testing.assert_allclose(plots.manifold_quantiles(3, eps=0.1), [-1.28155, 0.0, 1.28155],
+    np.testing.assert_allclose(latents.manifold_quantiles(3, eps=0.1), [-1.28155, 0.0, 1.28155],
                                atol=1e-5)  # fmt: skip
-    np.testing.assert_allclose(plots.manifold_quantiles(1), [0.0])
+    np.testing.assert_allclose(latents.manifold_quantiles(1), [0.0])
     with pytest.raises(ValueError):
-        plots.manifold_quantiles(5, eps=0.5)
+        latents.manifold_quantiles(5, eps=0.5)
 
 
 @pytest.mark.parametrize("channels", [None, 1, 3])
 def test_manifold_grid_puts_high_z2_on_top(tmp_path, channels):
     n = 10
-    z = plots.manifold_quantiles(n)
+    z = latents.manifold_quantiles(n)
     # Tile brightness grows with its row index i, i.e. with z2 = z[i].
     level = np.linspace(0.0, 1.0, n)[:, None, None, None] * np.ones((n, n, 12, 12))
     images = level if channels is None else np.repeat(level[:, :, None], channels, axis=2)
-    picture = read_png(plots.manifold_grid(images, z, tmp_path / "m.png", title="manifold"))
+    picture = read_png(latents.manifold_grid(images, z, tmp_path / "m.png", title="manifold"))
     height, width = picture.shape[:2]
     assert n * 13 - 1 <= width <= 1000 and n * 13 - 1 <= height <= 1000
     column = brightness(picture)[:, width // 2]
@@ -140,4 +140,4 @@ def test_manifold_grid_puts_high_z2_on_top(tmp_path, channels):
 
 def test_manifold_grid_rejects_mismatched_grid(tmp_path):
     with pytest.raises(ValueError, match="len\\(z_grid\\)"):
-        plots.manifold_grid(np.zeros((4, 4, 8, 8)), np.zeros(5), tmp_path / "m.png")
+        latents.manifold_grid(np.zeros((4, 4, 8, 8)), np.zeros(5), tmp_path / "m.png")

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 
 import aevb.evaluation.quality as quality
 from aevb import DataConfig, load_dataset, load_model, sample_quality
+from aevb.cli.main import main
 from aevb.errors import AevbError
 from aevb.evaluation.quality import ClassifierSettings, feature_statistics, frechet_distance
 from aevb.models import Generative

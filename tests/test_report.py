@@ -167,3 +167,19 @@ def test_metrics_are_labelled_as_the_model_described_them(run_dir):
     assert "| lower bound (nats) | -98.50 | -99.50 |" in text
     assert "| what is minimised | 98.5 | 99.5 |" in text
     assert "Best validation epoch 2: valid lower bound (nats) -99.50." in text
+
+
+def test_the_config_shows_only_the_keys_its_objective_uses(tmp_path):
+    from aevb.config.overrides import apply_overrides
+    from aevb.config.run import Config, dump_toml
+
+    def report(objective: str) -> str:
+        run = tmp_path / objective
+        run.mkdir()
+        config = apply_overrides(Config(), {"objective": objective})
+        (run / "config.toml").write_text(dump_toml(config))
+        return write_report(run).read_text()
+
+    elbo, mcem = report("elbo"), report("mcem")
+    assert "hmc_" not in elbo and "iw_samples" not in elbo and "`objective.kind` | elbo" in elbo
+    assert "`objective.hmc_leapfrog_steps` | 10" in mcem and "`objective.kind` | mcem" in mcem

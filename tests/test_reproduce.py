@@ -7,10 +7,18 @@ import math
 from pathlib import Path
 
 import pytest
-from aevb.cli.main import main
+import torch
+from torch.distributions import MultivariateNormal
 
+from aevb.cli.main import main
+from aevb.config.run import model_config
+from aevb.data.splits import Dataset, Split
 from aevb.errors import ConfigError
 from aevb.experiments.reproduce import Budget, Settings, reproduce, stages
+from aevb.experiments.reproduce_measures import measure_marginal
+from aevb.models import Likelihood, model_class
+from aevb.models.base import Batch, DataSpec
+from aevb.nn.nets import MLPConfig
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -141,3 +149,45 @@ def test_a_diverging_step_size_loses_the_probe(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(rep, "train", lambda *a, **k: (_ for _ in ()).throw(ValueError("nan")))
     with pytest.raises(AevbError, match="diverged at every step size"):
         rep.choose_step_size(spec, settings, dataset, tmp_path / "b", 100)
+
+
+def _linear_gaussian_vae() -> tuple[Likelihood, Dataset, torch.Tensor]:
+    """A ``vae`` with an affine decoder mu(z) = W z + b and sigma 0.5 (z 2-D, x 5-D), 40
+    examples drawn from it, and their exact log p(x) = log N(x; b, W W^T + sigma^2 I) (40,) in
+    nats. The encoder (the importance sampler's proposal) is fitted by the ELBO, the decoder
+    held."""
+    config = model_config("vae", latent_dim=2, likelihood="gaussian-fixed", sigma=0.5,
+                          net=MLPConfig(hidden=()))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = model_class("vae")(config, DataSpec((5,), "real", train_size=40))
+        encoder = [*model.encoder.parameters(), *model.posterior_head.parameters()]
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if all(parameter is not p for p in encoder):  # the decoder's W and b: order one
+                    parameter.copy_(torch.randn(parameter.shape))
+            b = model.decode(torch.zeros(1, 2))[0].double()
+            w = (model.decode(torch.eye(2)).double() - b).T
+            x = model.decode(torch.randn(40, 2)) + 0.5 * torch.randn(40, 5)
+        optimizer = torch.optim.Adam(encoder, lr=0.05)
+        for _ in range(300):
+            optimizer.zero_grad()
+            (-model.elbo_terms(Batch(x), 1).elbo.mean()).backward()
+            optimizer.step()
+    exact = MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(5, dtype=torch.float64))
+    split = Split(x)
+    return model.eval(), Dataset("linear-gaussian", split, split, split, (5,), "real", None), \
+        exact.log_prob(x.double())
+
+
+def test_fig3s_estimates_are_the_exact_log_px_of_a_linear_gaussian_model(tmp_path: Path
+                                                                           ) -> None:
+    model, dataset, log_px = _linear_gaussian_vae()
+    settings = Settings(out=tmp_path, budget=Budget(samples=1), marginal_points=20,
+                        is_samples=5000, hmc_samples=200, hmc_burn_in=50, progress=False)
+    row = measure_marginal(model, dataset, settings)
+    exact = float(log_px[:20].mean())  # the points measured: the first 20 of each split
+    for split in ("train", "test"):
+        for estimator in ("appendix_d", "is"):
+            assert row[f"{split}_log_px_{estimator}"] == pytest.approx(exact, abs=0.05)
+    assert row["test_bound"] < exact - 0.1  # the ELBO stays below: q is not p(z|x)

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from aevb.cli.main import main
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.data import load_dataset

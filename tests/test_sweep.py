@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import pytest
-from aevb.cli.main import main
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
+from aevb.engine.checkpoint import load_model
 from aevb.errors import ConfigError
 from aevb.experiments.sweep import sweep, sweep_table
-from aevb.reporting import plots
+from aevb.reporting import charts
 
 BETAS = [0.1, 1.0, 10.0]
 # Grey-level digits with an L2 decoder (sigma 0.1, so distortion is 50 x squared error + const);
@@ -65,10 +66,10 @@ def test_repeated_betas_are_an_error_before_any_training(tmp_path):
 
 
 def test_rate_distortion_plot_checks_its_inputs(tmp_path):
-    path = plots.rate_distortion([3.0], [40.0], ["β=1"], tmp_path / "one.png")
+    path = charts.rate_distortion([3.0], [40.0], ["β=1"], tmp_path / "one.png")
     assert path.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="as many"):
-        plots.rate_distortion([1.0, 2.0], [3.0], ["a", "b"], tmp_path / "bad.png")
+        charts.rate_distortion([1.0, 2.0], [3.0], ["a", "b"], tmp_path / "bad.png")
 
 
 def test_the_sweep_command(tmp_path, capsys):
@@ -91,3 +92,16 @@ def test_a_model_without_beta_is_a_one_line_error(tmp_path, capsys):
     assert len(error.strip().splitlines()) == 1
     assert "model 'ae' has no beta key" in error and "vae" in error
     assert not (tmp_path / "ae").exists()
+
+
+def test_a_sweep_over_a_runs_codes_trains_on_the_codes(tmp_path):
+    codes_run = tmp_path / "codes"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--hidden", "16",
+                 "--latent_dim", "3", "--plots", "false", "--out", str(codes_run),
+                 "--quiet"]) == 0
+    settings = {"dataset": "digits", "features": str(codes_run), "binarize": "none",
+                "likelihood": "gaussian-learned", "hidden": "8", "latent_dim": 2, "epochs": 1,
+                "is_samples": 4, "plots": False}
+    rows = sweep(apply_overrides(Config(), settings), [1.0], tmp_path / "sweep")
+    _, model, _ = load_model(Path(rows[0]["run_dir"]), "best", "cpu")
+    assert tuple(model.data.event_shape) == (3,)  # the codes run's latent size, not 8x8 pixels

@@ -8,6 +8,7 @@ import torch
 
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
+from aevb.engine import device as engine_device
 from aevb.engine import loop as training
 from aevb.engine.checkpoint import checkpoint_path, load_model, read_checkpoint
 from aevb.engine.device import resolve_precision
@@ -170,15 +171,15 @@ def test_precision_choice(monkeypatch):
     assert resolve_precision("float32", cpu) == torch.float32
     assert resolve_precision("bfloat16", cpu) == torch.bfloat16
     for pays, dtype in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(training, "bf16_matmuls_pay", lambda pays=pays: pays)
+        monkeypatch.setattr(engine_device, "bf16_matmuls_pay", lambda pays=pays: pays)
         assert resolve_precision("auto", cpu) == dtype
         assert resolve_precision("auto", torch.device("meta")) == torch.float32  # not a CPU
 
 
 def test_bf16_needs_native_units_and_a_measured_gain(monkeypatch):
-    assert isinstance(training.bf16_matmuls_pay(), bool)  # timed on this CPU, once
+    assert isinstance(engine_device.bf16_matmuls_pay(), bool)  # timed on this CPU, once
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert training.bf16_matmuls_pay.__wrapped__() is False  # no units: not even timed
+    assert engine_device.bf16_matmuls_pay.__wrapped__() is False  # no units: not even timed
     with pytest.raises(ConfigError, match="train.precision"):
         small_config(precision="float16")
 

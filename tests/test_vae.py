@@ -7,6 +7,7 @@ import torch
 from aevb.config.run import model_config
 from aevb.inference.objectives import elbo_terms, free_bits_kl, iwae_bound, log_weights
 from aevb.inference.schedules import linear_warmup
+from aevb.inference.training import IWAEConfig
 from aevb.models import Batch, DataSpec, Step, build_model
 from aevb.nn.nets import MLPConfig
 
@@ -36,7 +37,7 @@ def test_linear_warmup_is_a_pure_function_of_the_step():
 
 
 def test_iwae_with_one_sample_trains_on_the_estimator_a_elbo(x):
-    model = vae(objective="iwae", iw_samples=1)
+    model = vae(objective=IWAEConfig(iw_samples=1))
     loss, metrics = seeded_loss(model, x)
     torch.manual_seed(2)
     terms = elbo_terms(x, model.posterior(x), model.prior(), model.likelihood, 1, "mc")
@@ -45,7 +46,7 @@ def test_iwae_with_one_sample_trains_on_the_estimator_a_elbo(x):
 
 
 def test_iwae_trains_on_the_k_sample_bound_and_reports_the_elbo(x):
-    model = vae(objective="iwae", iw_samples=5)
+    model = vae(objective=IWAEConfig(iw_samples=5))
     loss, metrics = seeded_loss(model, x)
     torch.manual_seed(2)
     log_w = log_weights(x, model.posterior(x), model.prior(), model.likelihood, 5)
@@ -96,7 +97,7 @@ def test_free_bits_floor_each_dimension_and_stop_its_gradient(x):
 
 
 def test_free_bits_with_iwae_add_the_floor_to_the_bound(x):
-    model = vae(objective="iwae", iw_samples=3, free_bits=0.5)
+    model = vae(objective=IWAEConfig(iw_samples=3), free_bits=0.5)
     loss, metrics = seeded_loss(model, x)
     torch.manual_seed(2)
     posterior = model.posterior(x)

@@ -5,15 +5,17 @@ and the sleep phase and the HMC chains are checked against it."""
 import math
 
 import pytest
+import tomllib
 import torch
 
 from aevb.config.overrides import apply_overrides
-from aevb.config.run import Config, model_config
+from aevb.config.run import Config, config_from_dict, dump_toml, model_config
 from aevb.data.splits import Split
-from aevb.engine.checkpoint import checkpoint_path, header_spec, read_checkpoint
+from aevb.engine.checkpoint import checkpoint_path, header_spec, load_weights, read_checkpoint
 from aevb.engine.loop import train, validate
 from aevb.errors import ConfigError
-from aevb.models import Batch, DataSpec, Step, build_model
+from aevb.inference.training import ElboConfig, IWAEConfig, MCEMConfig
+from aevb.models import Batch, DataSpec, PerExampleState, Step, build_model
 from aevb.nn.nets import MLPConfig
 
 STEP = Step(0, 1)
@@ -48,7 +50,7 @@ def generative_parameters(model):
 SIGMA = 0.5
 
 
-def linear_gaussian(objective: str, seed: int = 0, **values):
+def linear_gaussian(objective, seed: int = 0, **values):
     """A VAE with linear nets (hidden = ()) whose decoder is set to a fixed W, b and frozen.
 
     Exact posterior: S = (I + W^T W / sigma^2)^-1, mean S W^T (x - b) / sigma^2. W is chosen
@@ -96,7 +98,7 @@ def test_objectives_that_are_not_bounds_refuse_bound_weighting_and_corruption(ob
                                     {"objective": "hmc"}])
 def test_hmc_keys_are_validated(values):
     with pytest.raises(ConfigError):
-        model_config("vae", **values)
+        model_config("vae", **values) if "objective" in values else MCEMConfig(**values)
 
 
 def test_mcem_needs_the_training_set_size_and_the_batch_indices():
@@ -107,6 +109,43 @@ def test_mcem_needs_the_training_set_size_and_the_batch_indices():
         model.loss(Batch(binary_data(4, 6)), STEP)
     # other objectives keep no per-example state
     assert "chains" not in vae(DataSpec((6,), "binary", train_size=4)).state_dict()
+
+
+def test_mcem_state_is_the_objectives_and_is_saved_under_todays_names():
+    """The chains and the step size are the MCEM objective's (``model.objective``), declared
+    as the model's per-example state; a checkpoint of today's format (tensors model.chains,
+    model.hmc_step) loads into them, and a model's state is saved under those names."""
+    spec = DataSpec((6,), "binary", train_size=8)
+    model = vae(spec, objective="mcem")
+    assert isinstance(model, PerExampleState)
+    assert [t.data_ptr() for t in model.per_example_state()] == [
+        model.objective.chains.data_ptr()]
+    assert vae(spec).per_example_state() == []  # the elbo keeps none
+    old = {f"model.{k}": v for k, v in model.state_dict().items()}
+    old["model.chains"], old["model.hmc_step"] = torch.randn(8, 2), torch.tensor(0.37)
+    assert {"model.chains", "model.hmc_step"} <= old.keys()
+    assert not any("objective" in k for k in old)
+    copy = vae(spec, seed=3, objective="mcem")
+    load_weights(copy, old, "old.safetensors")
+    assert torch.equal(copy.objective.chains, old["model.chains"])
+    assert copy.objective.hmc_step.item() == pytest.approx(0.37)
+
+
+def test_a_config_of_todays_format_reads_its_objective_and_hmc_keys():
+    flat = {"name": "vae", "objective": "mcem", "iw_samples": 5, "hmc_step_size": 0.3,
+            "hmc_leapfrog_steps": 4, "hmc_target_accept": 0.8, "hmc_adapt_rate": 0.05,
+            "hmc_transitions": 2, "beta": 1.0}
+    config = config_from_dict({"model": flat}).model
+    assert config.objective == MCEMConfig(hmc_leapfrog_steps=4, hmc_step_size=0.3,
+                                          hmc_target_accept=0.8, hmc_transitions=2)
+    elbo = config_from_dict({"model": {**flat, "objective": "elbo"}}).model
+    assert elbo.objective == ElboConfig()  # the hmc keys it never read are dropped
+    assert config_from_dict({"model": {**flat, "objective": "iwae"}}).model.objective == (
+        IWAEConfig(iw_samples=5))
+    # today's format is the one written now: it reads back as itself
+    again = apply_overrides(Config(), {"objective": "mcem", "hmc_step_size": "0.2"})
+    assert config_from_dict(tomllib.loads(dump_toml(again))) == again
+    assert again.model.objective.hmc_step_size == 0.2
 
 
 def test_header_spec_reads_the_training_set_size_and_old_headers_without_it():
@@ -219,19 +258,19 @@ def test_sleep_phase_fits_q_to_the_exact_posterior_of_a_linear_gaussian_model():
 
 def test_mcem_chains_move_stay_finite_and_adapt_their_step_size_toward_the_target():
     spec = DataSpec((6,), "binary", train_size=32)
-    model = vae(spec, objective="mcem", hmc_step_size=3.0, hmc_adapt_rate=0.3)
+    model = vae(spec, objective=MCEMConfig(hmc_step_size=3.0, hmc_adapt_rate=0.3))
     x, indices = binary_data(32, 6), torch.arange(32)
-    start = model.chains.clone()
+    start = model.objective.chains.clone()
     accepts = []
     for _ in range(60):
         _, metrics = model.loss(Batch(x, indices=indices), STEP)
         accepts.append(metrics["accept"].item())
-    assert torch.isfinite(model.chains).all()
-    assert (model.chains - start).norm(dim=-1).min() > 0  # every chain has moved
+    assert torch.isfinite(model.objective.chains).all()
+    assert (model.objective.chains - start).norm(dim=-1).min() > 0  # every chain has moved
     first, last = accepts[0], sum(accepts[-20:]) / 20
     assert first < 0.7  # a step size of 3 is far too large here
     assert abs(last - 0.9) < 0.06 and abs(last - 0.9) < abs(first - 0.9)
-    assert model.hmc_step < 3.0  # the adapted size is stored
+    assert model.objective.hmc_step < 3.0  # the adapted size is stored
 
 
 def test_mcem_gradients_reach_p_from_the_m_step_and_q_from_its_fit_to_the_chains():
@@ -242,7 +281,7 @@ def test_mcem_gradients_reach_p_from_the_m_step_and_q_from_its_fit_to_the_chains
     # HMC took its gradients with respect to z only
     assert all(p.grad is None for p in model.parameters())
     loss.backward()
-    z = model.chains  # the states the step moved the chains to
+    z = model.objective.chains  # the states the step moved the chains to
     log_joint = model.log_joint(x, z).mean()
     fit_q = model.posterior(x).log_prob(z).mean()
     torch.testing.assert_close(loss, -(log_joint + fit_q))
@@ -261,7 +300,7 @@ def test_mcem_runs_hmc_in_float32_under_bf16_autocast():
     model = vae(spec, objective="mcem")
     with torch.autocast("cpu", torch.bfloat16):
         loss, metrics = model.loss(Batch(binary_data(8, 6), indices=torch.arange(8)), STEP)
-    assert model.chains.dtype == torch.float32 and torch.isfinite(model.chains).all()
+    assert model.objective.chains.dtype == torch.float32 and torch.isfinite(model.objective.chains).all()
     assert torch.isfinite(loss) and metrics["accept"] > 0
 
 
@@ -286,15 +325,15 @@ def test_chains_and_step_sizes_round_trip_through_the_state_dict_and_resume_exac
     state = model.state_dict()
     assert state["chains"].shape == (8, 2) and state["hmc_step"].shape == ()
     copy = vae(spec, seed=9, objective="mcem")
-    assert not torch.equal(copy.chains, model.chains)
+    assert not torch.equal(copy.objective.chains, model.objective.chains)
     copy.load_state_dict(state)
     torch.manual_seed(6)
     loss, _ = model.loss(Batch(x, indices=indices), STEP)
     torch.manual_seed(6)
     loss_copy, _ = copy.loss(Batch(x, indices=indices), STEP)
     assert torch.equal(loss, loss_copy)
-    assert torch.equal(model.chains, copy.chains)
-    assert torch.equal(model.hmc_step, copy.hmc_step)
+    assert torch.equal(model.objective.chains, copy.objective.chains)
+    assert torch.equal(model.objective.hmc_step, copy.objective.hmc_step)
 
 
 def test_mcem_chains_sample_the_exact_posterior_of_a_linear_gaussian_model():
@@ -304,15 +343,15 @@ def test_mcem_chains_sample_the_exact_posterior_of_a_linear_gaussian_model():
     variance matches diag(S) within 20 %. The data sit far from the prior so that the
     posterior means (|.| ~ 1-3) are far from where the chains start."""
     n = 6
-    model, w, b, covariance, _ = linear_gaussian("mcem", train_size=n, hmc_transitions=5,
-                                                 hmc_adapt_rate=0.2)
+    model, w, b, covariance, _ = linear_gaussian(MCEMConfig(hmc_transitions=5, hmc_adapt_rate=0.2),
+                                                 train_size=n)
     torch.manual_seed(7)
     x = 2.5 * torch.randn(n, 4)
     trace = []
     for step in range(140):
         model.loss(Batch(x, indices=torch.arange(n)), STEP)
         if step >= 40:  # burn-in, and the step sizes settle
-            trace.append(model.chains.clone())
+            trace.append(model.objective.chains.clone())
     draws = torch.stack(trace)  # (100, n, 2), each 5 transitions apart
     exact = exact_posterior_mean(x, w, b, covariance)
     assert exact.abs().max() > 1.0

@@ -7,8 +7,8 @@ import math
 import pytest
 import scipy.stats
 import torch
-from aevb.cli.main import main
 
+from aevb.cli.main import main
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.data import load_dataset

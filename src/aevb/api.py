@@ -24,10 +24,12 @@ import torch
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config
 from aevb.config.schema import DataConfig
-from aevb.data.splits import Dataset
+from aevb.data.arrays import user_splits
+from aevb.data.splits import SPLITS, Dataset
 from aevb.engine.checkpoint import checkpoint_path, load_model
 from aevb.engine.device import resolve_device
 from aevb.engine.loop import train
+from aevb.engine.rng import seeded
 from aevb.errors import AevbError, CheckpointError
 from aevb.models import Batch, Conditional, Encoder, Generative, Likelihood, Model
 from aevb.reporting.figures import draw_run_figures, read_history
@@ -63,7 +65,8 @@ def fit(
 
     ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,) and
     conditioning vectors ``c`` (N, C) (a conditional model's condition; without ``c`` it is
-    the one-hot label), split 80/10/10 by ``data.split_seed``, or a dataset name or
+    the one-hot label), split 80/10/10 by ``data.split_seed`` (which rows went where:
+    ``Fitted.split_indices``), or a dataset name or
     ``.npy``/``.npz`` path. ``overrides``
     are config keys as for the CLI (``latent_dim=2, epochs=20, hidden=(64,)``) applied to
     ``config`` (default ``Config()``). For arrays, unless set: real-valued data is not
@@ -76,12 +79,14 @@ def fit(
     overrides = {"model": model or base.model.name, **overrides}
     temporary = run_dir is None
     path = Path(tempfile.mkdtemp(prefix="aevb-fit-") if run_dir is None else run_dir)
+    tensors_on = None  # the device of a tensor fitted on; None: numpy
     try:
         if isinstance(data, (str, os.PathLike)):
             run_config = _named_data_config(base, overrides, str(data),
                                             y if c is None else c)
         else:
             x = _as_tensor(data).cpu().numpy()
+            tensors_on = data.device if isinstance(data, torch.Tensor) else None
             run_config = _array_config(base, overrides, x)
             _write_arrays(path, x, _labels(y), None if c is None else _as_tensor(c))
         result = train(run_config, path, progress=progress)
@@ -92,7 +97,8 @@ def fit(
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
         raise
-    return Fitted(path, run_config, best, result.device, temporary=temporary)
+    return Fitted(path, run_config, best, result.device, temporary=temporary,
+                  tensors_on=tensors_on)
 
 
 def load(run_dir: str | os.PathLike[str], which: str = "best",
@@ -106,11 +112,16 @@ def load(run_dir: str | os.PathLike[str], which: str = "best",
 
 
 class Fitted:
-    """A trained model and its run directory; every method takes a batch of examples (N, ...)."""
+    """A trained model and its run directory; every method takes a batch of examples (N, ...).
+
+    Every method that draws (``sample``, ``log_likelihood``, ``elbo``) takes ``seed``, default
+    0: the same call gives the same numbers, and the global random state is left alone.
+    """
 
     def __init__(self, run_dir: Path, config: Config, model: Model, device: torch.device,
-                 temporary: bool = False) -> None:
+                 temporary: bool = False, tensors_on: torch.device | None = None) -> None:
         self._run_dir, self._config, self._model, self._device = run_dir, config, model, device
+        self._tensors_on = tensors_on  # where ``sample``'s tensors go; None: it gives numpy
         self._model.eval()
         # Only the directory's path goes into the finalizer: a reference to self would keep
         # the object alive forever.
@@ -137,6 +148,24 @@ class Fitted:
         return self._device
 
     @property
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """The rows of the array given to ``fit`` in each split: "train", "valid", "test" ->
+        int64 indices into it, disjoint and covering every row (train n - 2 (n // 10), about
+        80 %; only its first ``data.train_size`` where that is set), drawn by
+        ``data.split_seed``. Only for a run fitted on an array."""
+        if self._config.data.name != ARRAY_FILE:
+            raise AevbError(f"this run was trained on {self._config.data.name!r}, not on an"
+                            " array given to fit: it has no split indices")
+        with np.load(self._run_dir / ARRAY_FILE) as arrays:
+            n = len(arrays["x"])
+        # The rows' own numbers split by the rule that split the array (user_splits)
+        splits = user_splits(self._run_dir / ARRAY_FILE, {"x": np.arange(n)},
+                             self._config.data.split_seed)
+        indices = {s: splits[f"x_{s}"].astype(np.int64) for s in SPLITS}
+        indices["train"] = indices["train"][:self._config.data.train_size]
+        return indices
+
+    @property
     def history(self) -> list[dict[str, float]]:
         """One dict per epoch from the run's ``metrics.csv`` (train_*/valid_* metrics)."""
         return read_history(self._run_dir)
@@ -156,10 +185,10 @@ class Fitted:
         generative = self._ability(Generative)
         return self._map(lambda batch: generative.decode(batch.x), _as_tensor(z), z)
 
-    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> np.ndarray:
-        """Decoder means of n draws z ~ p(z), (n, *event_shape) float32; ``seed`` fixes them
-        without touching the global random state. ``label``: draws of that class from a model
-        conditioned on labels, z ~ p(z|c(label))."""
+    def sample(self, n: int, seed: int = 0, label: int | None = None) -> np.ndarray | torch.Tensor:
+        """Decoder means of n draws z ~ p(z), (n, *event_shape) float32, as the type fitted on
+        (a tensor on its device, else numpy; numpy for a loaded run); ``seed`` fixes the draws.
+        ``label``: draws of that class from a model conditioned on labels, z ~ p(z|c(label))."""
         if n < 0:
             raise AevbError(f"n must be >= 0 samples, got {n}")
         generative = self._ability(Generative)
@@ -175,16 +204,19 @@ class Fitted:
         with self._seeded(seed), torch.no_grad():  # n = 0: one empty draw, shaped (0, ...)
             parts = [generative.sample(min(BATCH_SIZE, n - start), condition).float().cpu()
                      for start in range(0, max(n, 1), BATCH_SIZE)]
-        return torch.cat(parts).numpy()
+        samples = torch.cat(parts)
+        return samples.numpy() if self._tensors_on is None else samples.to(self._tensors_on)
 
     def log_likelihood(self, x: Array, k: int = 1000, seed: int = 0,
                        y: Array | None = None) -> Array:
         """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws; for a
         model conditioned on labels, log p(x|y) given the labels ``y`` (N,).
 
-        Where the run binarized its data (static, dynamic or threshold), x is binarized the
-        same way first, as the test split was: x > 0.5, or one Bernoulli sample drawn with
-        ``seed`` (which also seeds the importance samples).
+        Where the run binarized its data (static, dynamic or threshold), x is binarized first,
+        as ``aevb evaluate`` holds its test split: x > 0.5, or one fixed Bernoulli sample of
+        the whole x, drawn on the CPU from float32 x by a generator seeded with ``seed``
+        (whatever the device and batching; ``seed`` also seeds the importance samples). So
+        the same x and seed give the same numbers, equal to those of that binary sample.
         """
         if k < 1:
             raise AevbError(f"k must be a positive number of importance samples, got {k}")
@@ -251,30 +283,26 @@ class Fitted:
         inputs = self._examples(x)
         if len(inputs) == 0:  # the models' sums over K draws need at least one example
             return _like(torch.zeros(0), x)
-        generator = torch.Generator(self._device).manual_seed(seed)
         with self._seeded(seed):
-            return self._map(lambda batch: score(self._binarized(batch, generator)), inputs, x,
-                             labels)
+            return self._map(score, self._binarized(inputs, seed), x, labels)
 
-    def _binarized(self, batch: Batch, generator: torch.Generator) -> Batch:
+    def _binarized(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """x (N, ...) binarized as the run's test split is (``load_dataset``): x > 0.5, or one
+        Bernoulli sample of all of x from a CPU generator seeded with ``seed``."""
         mode = self._config.data.binarize
         if mode == "none":
-            return batch
-        if batch.x.numel() and (batch.x.min() < 0 or batch.x.max() > 1):
+            return x
+        if x.min() < 0 or x.max() > 1:
             raise AevbError(f"this run binarizes its data ({mode}), which needs x in [0, 1]")
         if mode == "threshold":
-            return batch._replace(x=(batch.x > 0.5).float())
-        return batch._replace(x=torch.bernoulli(batch.x, generator=generator))
+            return (x > 0.5).float()
+        # on the CPU: a CUDA generator would draw another sample for the same seed
+        return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
 
     @contextmanager
     def _seeded(self, seed: int | None) -> Iterator[None]:
         """Seed torch's global generator for the block and restore it afterwards."""
-        if seed is None:
-            yield
-            return
-        devices = [self._device] if self._device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded(seed, self._device):
             yield
 
 

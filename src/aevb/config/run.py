@@ -14,19 +14,27 @@ nothing of it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import itertools
+import json
 import math
 import sys
 import textwrap
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import cattrs
+import tomli_w
+from cattrs.errors import ForbiddenExtraKeysError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
+
 from aevb.config.schema import DataConfig, EvalConfig, TrainConfig
 from aevb.errors import ConfigError
+from aevb.inference.training import nest_objective_keys
 from aevb.models import MODELS, model_class
 
 if sys.version_info >= (3, 11):
@@ -63,117 +71,138 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# dict <-> dataclass with type checks
+# dict <-> dataclass with type checks: a cattrs converter whose hooks convert only where that is
+# lossless (the command line's values are strings: "2", "2_000", "1e3", "true", "400,400")
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation, converting only where it is lossless."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        kinds: dict[Any, Any] = {getattr(o, "kind", None): o for o in options if is_dataclass(o)}
-        if isinstance(value, str) and value in kinds:  # --net conv: that kind's defaults
-            return kinds[value]()
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is tuple:
-        (item_type, _) = typing.get_args(annotation)
-        if isinstance(value, str):
-            if not value.strip():  # --hidden "" is a slip; no layers at all is said as []
-                raise ConfigError(f"{key} must be a comma-separated list such as 400,400; got"
-                                  " an empty string (write [] for an empty list)")
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]  # hidden=64 from Python means one layer of 64
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if annotation is int:
-        integer = _integer(value)
-        if integer is None:
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if abs(integer) >= 2**63:  # torch sizes and seeds are 64-bit
-            raise ConfigError(f"{key} is too large, got {value!r}")
-        return integer
-    if annotation is float:
-        number = None
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except (ValueError, OverflowError):
-                number = math.inf if isinstance(value, int) else None
-        if number is None:
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if not math.isfinite(number):  # nan passes every range check; inf is no setting
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return number
-    if isinstance(annotation, type) and is_dataclass(annotation):
-        kind = getattr(annotation, "kind", None)
-        if isinstance(value, str) and kind is not None:
-            if value == kind:
-                return annotation()
-            raise ConfigError(f"{key} of this model is a {kind} net, not {value!r} (a conv VAE"
-                              " is the model conv-vae)")
-        return _section_from_dict(annotation, value, key)
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {annotation}")  # pragma: no cover
-
-
-def _integer(value: Any) -> int | None:
-    """``value`` as an int where that is lossless (2, 2.0, "2", "2_000", "1e3"), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
+def _integer(value: Any, _: Any) -> int:
+    """``value`` as an int where that is lossless (2, 2.0, "2", "2_000", "1e3")."""
+    number = value
     if isinstance(value, str):
         try:
-            return int(value.replace("_", ""))
+            number = int(value.replace("_", ""))
         except ValueError:
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+            with contextlib.suppress(ValueError):
+                number = float(value)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ValueError(f"must be an integer, got {value!r}")
+    if abs(number) >= 2**63:  # torch sizes and seeds are 64-bit
+        raise ValueError(f"is too large, got {value!r}")
+    return number
+
+
+def _number(value: Any, _: Any) -> float:
+    try:
+        plain = isinstance(value, (int, float, str)) and not isinstance(value, bool)
+        number = float(value) if plain else None
+    except ValueError:
+        number = None
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
+    if number is None:
+        raise ValueError(f"must be a number, got {value!r}")
+    if not math.isfinite(number):  # nan passes every range check; inf is no setting
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _flag(value: Any, _: Any) -> bool:
+    if isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _string(value: Any, _: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a string, got {value!r}")
+
+
+def _tuple(value: Any, annotation: Any) -> tuple[Any, ...]:
+    if isinstance(value, str):
+        if not value.strip():  # --hidden "" is a slip; no layers at all is said as []
+            raise ValueError("must be a comma-separated list such as 400,400; got an empty"
+                             " string (write [] for an empty list)")
+        value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # hidden=64 from Python means one layer of 64
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"must be a list, got {value!r}")
+    items: Any = list[typing.get_args(annotation)[0]]  # type: ignore[misc]
+    return tuple(_CONVERTER.structure(value, items))
+
+
+def _union(value: Any, annotation: Any) -> Any:
+    """The first kind of sub-config (``MLPConfig | ConvNetConfig``) that a table or a kind's
+    name (``--net conv``) fits."""
+    errors = []
+    for option in typing.get_args(annotation):
+        try:
+            return _CONVERTER.structure(value, option)
+        except (cattrs.BaseValidationError, ValueError) as error:
+            errors.append(error)
+    raise errors[0]
+
+
+def _dataclass_hook(cls: Any, converter: cattrs.Converter) -> Any:
+    base = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    sub = {f.name: f.default for f in fields(cls) if is_dataclass(f.default)}
+
+    def structure(data: Any, _: Any) -> Any:
+        kind = getattr(cls, "kind", None)
+        if isinstance(data, str) and kind is not None:  # --net conv: that kind's defaults
+            if data == kind:
+                return cls()
+            raise ValueError(f"of this model is a {kind} net, not {data!r} (a conv VAE is the"
+                             " model conv-vae)")
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a table, got {data!r}")
+        data = {key: {**config_to_dict(sub[key]), **value}  # a partial sub-table fills in from
+                if key in sub and isinstance(value, dict)  # this config's own default for it
+                and set(value) <= {f.name for f in fields(sub[key])} else value
+                for key, value in data.items()}
+        return base(data, cls)
+
+    return structure
+
+
+_CONVERTER = cattrs.Converter(forbid_extra_keys=True)
+for _type, _hook in ((int, _integer), (float, _number), (bool, _flag), (str, _string)):
+    _CONVERTER.register_structure_hook(_type, _hook)
+_CONVERTER.register_structure_hook_func(lambda t: typing.get_origin(t) is tuple, _tuple)
+_CONVERTER.register_structure_hook_func(lambda t: typing.get_origin(t) in (
+    typing.Union, types.UnionType) and any(map(is_dataclass, typing.get_args(t))), _union)
+_CONVERTER.register_structure_hook_factory(is_dataclass, _dataclass_hook)
 
 
 def _section_from_dict(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"[{prefix}] must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(_unknown_key_message(f"{prefix}.{unknown[0]}", cls, prefix))
-    defaults = {f.name: f.default for f in fields(cls) if is_dataclass(f.default)}
-    values = {}
-    for key, value in data.items():
-        default = defaults.get(key)
-        if (default is not None and isinstance(value, dict)
-                and set(value) <= {f.name for f in fields(default)}):
-            # a partial sub-table fills in from this config's own default for it
-            value = {**config_to_dict(default), **value}
-        values[key] = _coerce(f"{prefix}.{key}", value, hints[key])
-    return cls(**values)
+    """``cls`` from a table, every value checked; a bad one is one ConfigError naming its key
+    (``model.net.hidden[0] must be an integer, got 'x'``)."""
+    try:
+        return _CONVERTER.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError) as error:
+        raise _config_error(error, prefix) from None
+
+
+def _config_error(error: BaseException, key: str) -> ConfigError:
+    """The first failure in a cattrs error tree, its key spelt out from the tree's notes."""
+    while isinstance(error, (cattrs.ClassValidationError, cattrs.IterableValidationError)):
+        noted, plain = error.group_exceptions()
+        if plain:  # the table's own: unknown keys
+            error = plain[0]
+            break
+        error, note = noted[0]
+        key += f"[{note.index}]" if isinstance(note, IterableValidationNote) else f".{note.name}"
+    if isinstance(error, ForbiddenExtraKeysError):
+        return ConfigError(_unknown_key_message(f"{key}.{sorted(error.extra_fields)[0]}",
+                                                error.cl, key))
+    return error if isinstance(error, ConfigError) else ConfigError(f"{key} {error}")
 
 
 def _unknown_key_message(key: str, cls: type, prefix: str) -> str:
@@ -210,7 +239,7 @@ def _key_rows(config: Any, prefix: str) -> list[tuple[str, str, str]]:
         if is_dataclass(value):
             rows += _key_rows(value, f"{prefix}{f.name}.")
         else:
-            default = "(unset)" if value is None else _toml_value(_plain(value))
+            default = "(unset)" if value is None else json.dumps(value)  # TOML too
             rows.append((f"{prefix}{f.name}", default, docs.get(f.name, "")))
     return rows
 
@@ -244,7 +273,7 @@ def _model_section(data: dict[str, Any], legacy: bool) -> Any:
     cls = model_class(name).config_class
     if legacy:
         section = _from_flat(cls, section)
-    return _section_from_dict(cls, section, "model")
+    return _section_from_dict(cls, nest_objective_keys(cls, section), "model")
 
 
 def _from_flat(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
@@ -279,17 +308,9 @@ def config_from_dict(data: dict[str, Any], legacy: bool = False) -> Config:
     return Config(model=_model_section(data, legacy), **values)
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Nested plain dicts (tuples become lists), suitable for JSON and TOML."""
-    return _plain(config)
+    return json.loads(json.dumps(asdict(config)))  # finite floats round-trip exactly
 
 
 def load_config(path: str | Path) -> Config:
@@ -304,38 +325,14 @@ def load_config(path: str | Path) -> Config:
     return config_from_dict(data)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
-
-
-def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
-    """``[name]`` with its plain values (``None`` left out: TOML has no null), then its
-    sub-tables as ``[name.sub]``."""
-    lines = [f"[{name}]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()
-              if v is not None and not isinstance(v, dict)]
-    lines.append("")
-    for key, value in values.items():
-        if isinstance(value, dict):
-            lines += _toml_table(f"{name}.{key}", value)
-    return lines
+def _no_nulls(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: _no_nulls(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
 
 
 def dump_toml(config: Config) -> str:
-    """TOML text for a config: one table per section, sub-configs as sub-tables."""
-    lines: list[str] = []
-    for section, values in config_to_dict(config).items():
-        lines += _toml_table(section, values)
-    return "\n".join(lines)
+    """TOML text for a config: one table per section, sub-configs as sub-tables, ``None``
+    values left out (TOML has no null; each such key's default is None)."""
+    return tomli_w.dumps(_no_nulls(config_to_dict(config)))
 
 
 def save_config(config: Config, path: str | Path) -> None:

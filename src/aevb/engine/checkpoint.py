@@ -7,9 +7,9 @@ copy of the metadata (less the optimizer) goes beside it as ``NAME.json``
 (:func:`encode_checkpoint` gives both; the training loop commits them with the epoch's other
 files through :mod:`aevb.engine.rundir`). Nothing is ever unpickled.
 
-Reading checks everything against what aevb writes: the metadata against :data:`SCHEMA`, each
-model tensor's shape and dtype against the model's, each optimizer tensor against its parameter,
-the RNG states' sizes. Anything else is one CheckpointError, never a traceback or an optimizer
+Reading checks everything against what aevb writes: the metadata against the fields of
+:class:`aevb.engine.state.RunState` and :data:`SCHEMA`, each model tensor's shape and dtype
+against the model's, each optimizer tensor against its parameter, the RNG states' sizes. Anything else is one CheckpointError, never a traceback or an optimizer
 running over a short buffer.
 
 ``FORMAT_1`` checkpoints (before each model owned its config: one flat ``[model]`` table with
@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from aevb.config.run import Config, config_from_dict, config_to_dict
+from aevb.engine.state import RunState, fits, misfit
 from aevb.errors import AevbError, CheckpointError
 from aevb.models import DataSpec, Model, build_model
 
@@ -62,82 +63,50 @@ def corrupt(path: str | Path, what: str) -> CheckpointError:
 
 
 # ---------------------------------------------------------------------------------------------
-# the metadata's schema
+# the metadata: the loop's RunState (aevb.engine.state) and what describes the checkpoint
 
 
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+class DataSpecHeader(TypedDict):  # and sizes, checked by _sized: older checkpoints lack some
+    event_shape: list[int]
+    kind: str
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+class ConfigHeader(TypedDict):
+    data: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
 
 
-def _dict_of(value: Any, check: Callable[[Any], bool]) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+class OptimizerHeader(TypedDict):
+    param_groups: list[dict[str, Any]]
+    state: dict[str, dict[str, Any]]
 
 
-def _list_of(value: Any, check: Callable[[Any], bool]) -> bool:
-    return isinstance(value, list) and all(check(v) for v in value)
+def _sized(spec: dict[str, Any]) -> bool:
+    """Its event has dimensions, of positive sizes, and each other size is None or positive."""
+    sizes = [spec.get(k) for k in ("num_classes", "condition_dim", "train_size")]
+    return (bool(spec["event_shape"]) and 0 not in spec["event_shape"]
+            and all(n is None or (fits(n, int) and n > 0) for n in sizes))
 
 
-def _optional_size(value: Any) -> bool:
-    return value is None or (_count(value) and value > 0)
+def _whole(_: Any) -> bool:
+    return True
 
 
-def _data_spec(value: Any) -> bool:
-    return (isinstance(value, dict) and isinstance(value.get("kind"), str)
-            and _list_of(value.get("event_shape"), lambda n: _count(n) and n > 0)
-            and bool(value["event_shape"]) and _optional_size(value.get("num_classes"))
-            and _optional_size(value.get("condition_dim"))
-            and _optional_size(value.get("train_size")))
+def _numbered(optimizer: dict[str, Any] | None) -> bool:
+    """The optimizer's groups and states name parameters by number."""
+    return optimizer is None or (all(k.isdigit() for k in optimizer["state"]) and all(
+        fits(g.get("params"), list[int]) for g in optimizer["param_groups"]))
 
 
-def _array_print(value: Any) -> bool:
-    return (isinstance(value, dict) and _list_of(value.get("shape"), _count)
-            and isinstance(value.get("dtype"), str) and isinstance(value.get("blake2b"), str))
-
-
-def _change(value: Any) -> bool:
-    return (isinstance(value, dict) and _count(value.get("epoch"))
-            and isinstance(value.get("key"), str) and {"old", "new"} <= value.keys())
-
-
-def _optimizer(value: Any) -> bool:
-    if value is None:
-        return True
-    return (isinstance(value, dict)
-            and _list_of(value.get("param_groups"),
-                         lambda g: isinstance(g, dict) and _list_of(g.get("params"), _count))
-            and _dict_of(value.get("state"), lambda s: isinstance(s, dict))
-            and all(k.isdigit() for k in value["state"]))
-
-
-SCHEMA: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "config": (lambda v: _dict_of(v, lambda s: isinstance(s, dict))
-               and {"data", "model", "train"} <= v.keys(), "a table of data, model, train tables"),
-    "data_spec": (_data_spec, "an event_shape of positive sizes and a kind"),
-    "epoch": (_count, "a count"),
-    "step": (_count, "a count"),
-    "schedule_steps": (_count, "a count"),
-    "best_epoch": (_count, "a count"),
-    "seconds": (_number, "a number"),
-    "best_value": (_number, "a number"),
-    "best_loss": (_number, "a number"),
-    "history": (lambda v: _list_of(v, lambda row: _dict_of(row, _number)), "a list of rows"),
-    "metrics": (lambda v: _dict_of(v, _number), "a row of numbers"),
-    "peak_memory": (lambda v: _dict_of(v, _count), "byte counts"),
-    "selection": (lambda v: isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
-                  and v[1] in ("max", "min"), "[metric, max|min]"),
-    "metric_names": (lambda v: _dict_of(v, lambda n: _list_of(n, lambda s: isinstance(s, str))
-                                        and len(n) == 2), "a table of [name, unit]"),
-    "precision": (lambda v: isinstance(v, str), "a string"),
-    "changes": (lambda v: _list_of(v, _change), "a list of {epoch, key, old, new}"),
-    "data_fingerprint": (lambda v: _dict_of(v, lambda split: _dict_of(split, _array_print)),
-                         "a table of splits' arrays' shape, dtype and hash"),
-    "optimizer": (_optimizer, "param_groups and state"),
+SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "config": (ConfigHeader, _whole, "a table of data, model, train tables"),
+    "data_spec": (DataSpecHeader, _sized, "an event_shape of positive sizes and a kind"),
+    "best_loss": (float, _whole, "a number"),
+    "optimizer": (OptimizerHeader | None, _numbered, "param_groups and state"),
 }
-"""Each metadata field: a check of its value and what it should be."""
+"""The metadata beside the RunState's fields (``state.misfit`` checks those): each one's type
+(``state.fits``), what its type cannot say, and what it should be."""
 
 REQUIRED = {
     FORMAT: ("config", "data_spec", "epoch", "step", "seconds", "schedule_steps", "best_value",
@@ -153,9 +122,11 @@ def _check_header(path: Path, header: dict[str, Any]) -> None:
     for field in REQUIRED[header["format"]]:
         if field not in header:
             raise corrupt(path, f"its metadata has no {field}")
-    for field, (check, meaning) in SCHEMA.items():
-        if field in header and not check(header[field]):
+    for field, (tp, check, meaning) in SCHEMA.items():
+        if field in header and not (fits(header[field], tp) and check(header[field])):
             raise corrupt(path, f"its {field} is not {meaning}: {str(header[field])[:80]}")
+    if (wrong := misfit(header)) is not None:
+        raise corrupt(path, wrong)
     try:
         header_config(header)
     except (AevbError, TypeError, ValueError, AttributeError) as error:
@@ -199,10 +170,11 @@ def encode_checkpoint(
     model: Model,
     optimizer: torch.optim.Optimizer | None,
     config: Config,
-    meta: dict[str, Any],
+    state: RunState,
     rng: dict[str, torch.Tensor] | None = None,
 ) -> tuple[bytes, str]:
-    """The bytes of a checkpoint file and the text of its readable ``.json`` copy."""
+    """The bytes of a checkpoint file and the text of its readable ``.json`` copy: the
+    metadata is ``state``'s fields beside the config and the data spec."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_plain = None
     if optimizer is not None:
@@ -220,7 +192,7 @@ def encode_checkpoint(
             "condition_dim": model.data.condition_dim,
             "train_size": model.data.train_size,
         },
-        **meta,
+        **state.header(),
     }
     metadata = {"aevb": json.dumps(header), "optimizer": json.dumps(optim_plain)}
     readable = {k: v for k, v in header.items() if k != "history"}
@@ -354,7 +326,7 @@ def _check_optimizer_state(
                                 f" not the {type(optimizer).__name__} state {sorted(always)}")
         for name, value in values.items():
             if name == "step":
-                scalar = value.dim() == 0 if isinstance(value, torch.Tensor) else _number(value)
+                scalar = value.dim() == 0 if isinstance(value, torch.Tensor) else fits(value, float)
                 if not scalar:
                     raise corrupt(path, f"its optimizer state {param_id}.step is not a scalar")
             elif isinstance(value, torch.Tensor) and (value.shape != param.shape

@@ -40,9 +40,11 @@ from aevb.engine.device import peak_memory, resolve_device, resolve_precision
 from aevb.engine.features import load_run_data
 from aevb.engine.memory import check_model_fits
 from aevb.engine.resume import data_fingerprint, restore_run
+from aevb.engine.rng import rng_state, seeded
+from aevb.engine.state import RunState
 from aevb.errors import AevbError, CheckpointError, ConfigError
-from aevb.inference.schedules import iwae_learning_rate_factor
-from aevb.models import Batch, ClosedForm, DataSpec, Model, Step, build_model
+from aevb.inference.schedules import learning_rate
+from aevb.models import Batch, ClosedForm, DataSpec, Model, PerExampleState, Step, build_model
 
 __all__ = [
     "RUN_FILES",
@@ -95,10 +97,8 @@ def validate(
     """
     was_training = model.training
     model.eval()
-    devices = [split.device] if split.device.type == "cuda" else []
     sums: dict[str, torch.Tensor] = {}
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed, split.device):
         for batch in batches(split, batch_size):
             _, metrics = model(batch, step)
             for name, value in metrics.items():
@@ -125,8 +125,8 @@ def _write_metrics_csv(tx: rundir.Transaction, history: list[dict[str, float]]) 
 
 def _write_checkpoint(tx: rundir.Transaction, which: str, model: Model,
                       optimizer: torch.optim.Optimizer | None, config: Config,
-                      meta: dict[str, Any], rng: dict[str, torch.Tensor] | None = None) -> None:
-    data, readable = encode_checkpoint(model, optimizer, config, meta, rng)
+                      state: RunState, rng: dict[str, torch.Tensor] | None = None) -> None:
+    data, readable = encode_checkpoint(model, optimizer, config, state, rng)
     path = checkpoint_path(tx.run_dir, which)
     tx.write(path, data)
     tx.write(path.with_suffix(".json"), readable)
@@ -155,17 +155,6 @@ def _restorable(run_dir: Path, resume: bool) -> bool:
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out"
         )
     return has_run
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
-    if generator.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(generator.device)
-    # the model's noise streams of ranks r > 0 (distributed.seed_rank) as torch.rankR, cuda.rankR
-    own = {k: v for k, v in state.items() if k != "data"}
-    for r, theirs in enumerate(distributed.all_gather_object(own)[1:], 1):
-        state.update({f"{k}.rank{r}": v for k, v in theirs.items()})
-    return state
 
 
 def _all_reduce_metrics(sums: dict[str, torch.Tensor], seen: int, device: torch.device
@@ -243,6 +232,24 @@ def train(
         return _train(config, run_dir, distributed.on_main(claim), progress, dataset)
 
 
+@dataclass
+class _Run:
+    """What a run holds while it trains (``_set_up``); ``state`` is what its checkpoints keep."""
+
+    config: Config
+    run_dir: Path
+    device: torch.device
+    dataset: Dataset
+    model: Model
+    optimizer: torch.optim.Optimizer | None
+    generator: torch.Generator
+    precision: torch.dtype
+    total_steps: int
+    """Where this call stops: the budget as configured now (``state.schedule_steps`` is the
+    one the run started with, which the schedules keep)."""
+    state: RunState
+
+
 def _train(
     config: Config,
     run_dir: Path,
@@ -250,121 +257,143 @@ def _train(
     progress: bool,
     dataset: Dataset | None,
 ) -> TrainResult:
+    run = _set_up(config, run_dir, restore, dataset)
+    model, state, tc, train_split = run.model, run.state, config.train, run.dataset.train
+    if isinstance(model, ClosedForm) and not restore:
+        model.fit_data(train_split.values())
+    if not restore:
+        distributed.seed_rank(tc.seed)
+    net = distributed.parallel(model) if run.optimizer is not None else model
+    per_example = model.per_example_state() if isinstance(model, PerExampleState) else []
+    bar = tqdm(total=run.total_steps, initial=min(state.step, run.total_steps), unit="batch",
+               disable=not (progress and distributed.is_main()), dynamic_ncols=True,
+               desc=f"train {config.model.name}")
+    model.train()
+    stale = state.epoch - state.best_epoch
+    while state.step < run.total_steps and not (tc.patience and stale >= tc.patience):
+        started = time.perf_counter()
+        sums, seen = _epoch(run, net, per_example, bar)
+        row, improved = _end_epoch(run, sums, seen, started)
+        stale = state.epoch - state.best_epoch
+        rng = rng_state(run.generator)
+        if not distributed.is_main():
+            continue
+        with rundir.transaction(run_dir) as tx:  # the epoch's files, all or none
+            _write_checkpoint(tx, "last", model, run.optimizer, config, state, rng)
+            if improved:
+                _write_checkpoint(tx, "best", model, None, config, state)
+            _write_metrics_csv(tx, state.history)
+        bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith("valid_")})
+    bar.close()
+    return TrainResult(run_dir, model, run.dataset, state.history, state.best_epoch, run.device)
+
+
+def _set_up(config: Config, run_dir: Path, restore: bool, dataset: Dataset | None) -> _Run:
+    """The run's data, model, optimizer and data generator, seeded, and its state: a new one,
+    or the last checkpoint's (``restore``); config.toml written."""
     tc = config.train
     device = distributed.local_device(resolve_device(tc.device))
-    world = distributed.world_size()
     torch.manual_seed(tc.seed)
-
     dataset = (dataset or load_run_data(config.data, run_dir, device)).to(device)
     spec = DataSpec(dataset.event_shape, dataset.kind, dataset.num_classes, dataset.condition_dim,
                     len(dataset.train))
     check_model_fits(config, spec, device)
     model = build_model(config.model, spec).to(device)
-    metric, mode = model.selection
     trainable = [p for p in model.parameters() if p.requires_grad]
     # A closed-form model (PCA) may have nothing for an optimizer to update.
     optimizer = make_optimizer(tc, trainable) if trainable else None
-    precision = resolve_precision(tc.precision, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(tc.seed + 1)
-
-    train_split = dataset.train
-    steps_per_epoch = train_split.steps_per_epoch(tc.batch_size)
-    total_steps = (
-        math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
-        else tc.epochs * steps_per_epoch
-    )
+    steps_per_epoch = dataset.train.steps_per_epoch(tc.batch_size)
+    total_steps = (math.ceil(tc.train_samples / tc.batch_size) if tc.train_samples
+                   else tc.epochs * steps_per_epoch)
     if optimizer is None:  # nothing to train: one epoch measures the fitted model
         total_steps = min(total_steps, steps_per_epoch)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "seconds": 0.0, "schedule_steps": total_steps,
-                             "best_value": -math.inf if mode == "max" else math.inf,
-                             "best_epoch": 0, "history": [], "changes": [],
-                             "data_fingerprint": data_fingerprint(dataset), "peak_memory": {}}
+    fingerprint = data_fingerprint(dataset)
+    metric, mode = model.selection
     if restore:
-        state.update(restore_run(run_dir, config, model, optimizer, generator, state))
+        state = restore_run(run_dir, config, model, optimizer, generator, fingerprint)
+    else:
+        state = RunState(schedule_steps=total_steps, data_fingerprint=fingerprint,
+                         best_value=-math.inf if mode == "max" else math.inf)
+    state.selection = (metric, "max" if mode == "max" else "min")
+    state.metric_names = {k: (v[0], v[1]) for k, v in model.metric_names.items()}
+    precision = resolve_precision(tc.precision, device)
+    state.precision = str(precision).removeprefix("torch.")
     if distributed.is_main():
         with rundir.transaction(run_dir) as tx:
             tx.write("config.toml", dump_toml(config))
+    return _Run(config, run_dir, device, dataset, model, optimizer, generator, precision,
+                total_steps, state)
 
-    if isinstance(model, ClosedForm) and not restore:
-        model.fit_data(train_split.values())
-    if not restore:
-        distributed.seed_rank(tc.seed)
-    net = distributed.parallel(model) if optimizer is not None else model
-    per_example = [b for b in model.buffers() if b.dim() and len(b) == len(train_split)]
-    bar = tqdm(total=total_steps, initial=min(state["step"], total_steps), unit="batch",
-               disable=not (progress and distributed.is_main()), dynamic_ncols=True,
-               desc=f"train {config.model.name}")
-    model.train()
-    stale = state["epoch"] - state["best_epoch"]
-    while state["step"] < total_steps and not (tc.patience and stale >= tc.patience):
-        started = time.perf_counter()
-        order = train_split.epoch_order(generator, tc.batch_size)
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        for start in range(0, len(order), tc.batch_size):
-            if state["step"] >= total_steps:
-                break
-            index = order[start : start + tc.batch_size]
-            batch = split_batch(train_split, index, generator)  # as one process draws it
-            share, count = distributed.shard(len(index))
-            if world > 1:  # this rank's examples; its weight makes DDP's mean the global one
-                batch = Batch._make(None if f is None else f[share] for f in batch)
-            step = Step(state["step"], state["schedule_steps"])
-            with torch.autocast(device.type, precision, enabled=precision != torch.float32):
-                loss, metrics = net(batch, step)
-            if world > 1:
-                loss = loss * (count * world / len(index))
-            if optimizer is not None:
-                if tc.lr_schedule == "iwae":  # by passes: a shorter run is theirs stopped early
-                    rate = tc.lr * iwae_learning_rate_factor(step.index / steps_per_epoch)
-                    for group in optimizer.param_groups:
-                        group["lr"] = rate
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                distributed.sync_rows(per_example, index, share, count)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0) + value.float() * count
-            seen += count
-            state["step"] += 1
-            bar.update(1)
-        state["epoch"] += 1
-        sums, seen = _all_reduce_metrics(sums, seen, device)
-        row: dict[str, float] = {"epoch": state["epoch"], "step": state["step"]}
-        row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
-        if not math.isfinite(row["train_loss"]):
-            last = checkpoint_path(run_dir, "last")
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was kept"
-            raise AevbError(
-                f"training diverged: the loss is {row['train_loss']} in epoch {state['epoch']};"
-                f" {kept}. Lower train.lr or choose a bounded likelihood."
-            )
-        # the schedule as at the step whose update gave these weights
-        step = Step(state["step"] - 1, state["schedule_steps"])
-        valid = distributed.broadcast_object(  # rank 0 validates: one `best` for all
-            validate(model, dataset.valid, config.eval.batch_points, step, tc.seed)
-            if distributed.is_main() else {})
-        row.update({f"valid_{k}": v for k, v in valid.items()})
-        state["seconds"] += time.perf_counter() - started
-        row["seconds"] = round(state["seconds"], 3)
-        state["history"].append(row)
-        improved = better(valid[metric], state["best_value"], mode)
-        if improved:
-            state["best_value"], state["best_epoch"] = valid[metric], state["epoch"]
-        stale = state["epoch"] - state["best_epoch"]
-        state["peak_memory"] = peak_memory(device, state["peak_memory"])
-        meta = {**state, "metrics": row, "selection": [metric, mode],
-                "metric_names": {k: list(v) for k, v in model.metric_names.items()},
-                "precision": str(precision).removeprefix("torch.")}
-        rng = _rng_state(generator)
-        if not distributed.is_main():
-            continue
-        with rundir.transaction(run_dir) as tx:  # the epoch's files, all or none
-            _write_checkpoint(tx, "last", model, optimizer, config, meta, rng)
-            if improved:
-                _write_checkpoint(tx, "best", model, None, config, meta)
-            _write_metrics_csv(tx, state["history"])
-        bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith("valid_")})
-    bar.close()
-    return TrainResult(run_dir, model, dataset, state["history"], state["best_epoch"], device)
+
+def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
+           ) -> tuple[dict[str, torch.Tensor], int]:
+    """One pass over the training set in a fresh order, up to the run's last step: this
+    rank's metric sums (each weighted by its examples) and how many examples it saw."""
+    tc, state, optimizer, world = run.config.train, run.state, run.optimizer, distributed.world_size()
+    train_split, device, precision = run.dataset.train, run.device, run.precision
+    steps_per_epoch = train_split.steps_per_epoch(tc.batch_size)
+    order = train_split.epoch_order(run.generator, tc.batch_size)
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    for start in range(0, len(order), tc.batch_size):
+        if state.step >= run.total_steps:
+            break
+        index = order[start : start + tc.batch_size]
+        batch = split_batch(train_split, index, run.generator)  # as one process draws it
+        share, count = distributed.shard(len(index))
+        if world > 1:  # this rank's examples; its weight makes DDP's mean the global one
+            batch = Batch._make(None if f is None else f[share] for f in batch)
+        step = Step(state.step, state.schedule_steps)
+        with torch.autocast(device.type, precision, enabled=precision != torch.float32):
+            loss, metrics = net(batch, step)
+        if world > 1:
+            loss = loss * (count * world / len(index))
+        if optimizer is not None:
+            rate = learning_rate(tc.lr_schedule, tc.lr, step.index, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            distributed.sync_rows(per_example, index, share, count)
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0) + value.float() * count
+        seen += count
+        state.step += 1
+        bar.update(1)
+    return sums, seen
+
+
+def _end_epoch(run: _Run, sums: dict[str, torch.Tensor], seen: int, started: float
+               ) -> tuple[dict[str, float], bool]:
+    """The epoch's row (its training means over every rank, then rank 0's validation at the
+    step that gave these weights) added to the state; whether it is the best epoch yet."""
+    state, (metric, mode) = run.state, run.model.selection
+    state.epoch += 1
+    sums, seen = _all_reduce_metrics(sums, seen, run.device)
+    row: dict[str, float] = {"epoch": state.epoch, "step": state.step}
+    row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
+    if not math.isfinite(row["train_loss"]):
+        last = checkpoint_path(run.run_dir, "last")
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was kept"
+        raise AevbError(
+            f"training diverged: the loss is {row['train_loss']} in epoch {state.epoch};"
+            f" {kept}. Lower train.lr or choose a bounded likelihood."
+        )
+    # the schedule as at the step whose update gave these weights
+    step = Step(state.step - 1, state.schedule_steps)
+    valid = distributed.broadcast_object(  # rank 0 validates: one `best` for all
+        validate(run.model, run.dataset.valid, run.config.eval.batch_points, step,
+                 run.config.train.seed) if distributed.is_main() else {})
+    row.update({f"valid_{k}": v for k, v in valid.items()})
+    state.seconds += time.perf_counter() - started
+    row["seconds"] = round(state.seconds, 3)
+    state.history.append(row)
+    state.metrics = row
+    improved = better(valid[metric], state.best_value, mode)
+    if improved:
+        state.best_value, state.best_epoch = valid[metric], state.epoch
+    state.peak_memory = peak_memory(run.device, state.peak_memory)
+    return row, improved

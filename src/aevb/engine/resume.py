@@ -32,6 +32,7 @@ from aevb.engine.checkpoint import (
     read_checkpoint,
     restore_optimizer,
 )
+from aevb.engine.state import ArrayPrint, Change, Fingerprint, RunState
 from aevb.errors import CheckpointError, ConfigError, DataError
 from aevb.models import Model
 
@@ -47,13 +48,13 @@ FIXED_TRAIN_KEYS = {
 SPLITS = ("train", "valid", "test")
 
 
-def data_fingerprint(dataset: Dataset) -> dict[str, dict[str, dict[str, Any]]]:
+def data_fingerprint(dataset: Dataset) -> Fingerprint:
     """Per split, per array (x, and y and c when present): its shape, dtype and a BLAKE2b
     hash of its bytes. x is hashed as the model sees it, float32 :meth:`Split.values` (grey
     levels under dynamic binarization), whatever its storage (uint8, a memory-mapped file), in
     pieces of FINGERPRINT_ROWS_VALUES values: the same digest as a float32 tensor's bytes.
     About 0.2 s for MNIST's 50k×784 training images."""
-    prints: dict[str, dict[str, dict[str, Any]]] = {}
+    prints: Fingerprint = {}
     for name in SPLITS:
         split = getattr(dataset, name)
         digest = hashlib.blake2b(digest_size=16)
@@ -61,16 +62,14 @@ def data_fingerprint(dataset: Dataset) -> dict[str, dict[str, dict[str, Any]]]:
         for start in range(0, len(split), rows):
             index = torch.arange(start, min(start + rows, len(split)), device=split.device)
             digest.update(_bytes(split.values(index)))
-        prints[name] = {"x": {"shape": [len(split), *split.event_shape], "dtype": "float32",
-                              "blake2b": digest.hexdigest()}}
+        prints[name] = {"x": ArrayPrint(shape=[len(split), *split.event_shape], dtype="float32",
+                                        blake2b=digest.hexdigest())}
         for array, tensor in (("y", split.y), ("c", split.c)):
             if tensor is None:
                 continue
-            prints[name][array] = {
-                "shape": list(tensor.shape),
-                "dtype": str(tensor.dtype).removeprefix("torch."),
-                "blake2b": hashlib.blake2b(_bytes(tensor), digest_size=16).hexdigest(),
-            }
+            prints[name][array] = ArrayPrint(
+                shape=list(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."),
+                blake2b=hashlib.blake2b(_bytes(tensor), digest_size=16).hexdigest())
     return prints
 
 
@@ -114,11 +113,11 @@ def check_same_data(
         _compare_data(saved, data_fingerprint(dataset), source, hint)
 
 
-def train_changes(current: TrainConfig, saved: TrainConfig, epoch: int) -> list[dict[str, Any]]:
+def train_changes(current: TrainConfig, saved: TrainConfig, epoch: int) -> list[Change]:
     """The ``[train]`` settings that differ, as change records applying from ``epoch``;
     a ConfigError for one a resumed run cannot honour (:data:`FIXED_TRAIN_KEYS`)."""
     now, before = config_to_dict(current), config_to_dict(saved)
-    changes = []
+    changes: list[Change] = []
     for key, value in now.items():
         if value == before[key]:
             continue
@@ -177,13 +176,14 @@ def restore_run(
     model: Model,
     optimizer: torch.optim.Optimizer | None,
     generator: torch.Generator,
-    state: dict[str, Any],
-) -> dict[str, Any]:
+    fingerprint: Fingerprint | None = None,
+) -> RunState:
     """Load ``run_dir``'s last checkpoint into ``model``, ``optimizer``, the global RNG and
-    ``generator``; return its values of the loop's ``state`` keys and its ``changes``, the
-    settings changed now appended.
+    ``generator``; return the loop's state as the checkpoint holds it, the settings changed
+    now appended to its ``changes``.
 
-    ``state["data_fingerprint"]``, when the loop gives it, is compared with the checkpoint's.
+    ``fingerprint`` (the data's, :func:`data_fingerprint`), when given, is compared with the
+    checkpoint's, and kept where the checkpoint has none.
     """
     path = checkpoint_path(run_dir, "last")
     tensors, header = read_checkpoint(path)
@@ -194,15 +194,15 @@ def restore_run(
     _same_run(config, saved)
     epoch = header["epoch"] + 1
     changes = train_changes(config.train, saved.train, epoch)
-    if "data_fingerprint" in state and "data_fingerprint" in header:
-        _compare_data(header["data_fingerprint"], state["data_fingerprint"],
-                      f"cannot resume: {config.data.name}")
+    state = RunState.from_header(header, data_fingerprint=fingerprint)
+    if fingerprint is not None and header.get("data_fingerprint") is not None:
+        _compare_data(header["data_fingerprint"], fingerprint, f"cannot resume: {config.data.name}")
     spec = header_spec(header)
     if spec.train_size is None:  # written before train_size was recorded: nothing to compare
         spec = spec._replace(train_size=model.data.train_size)
     if spec != model.data:
         what = f"its data spec is {spec}; the data's is {model.data}"
-        if "data_fingerprint" in header:  # the data was checked: the checkpoint is wrong
+        if header.get("data_fingerprint") is not None:  # the data was checked: the checkpoint is wrong
             raise corrupt(path, what)
         raise DataError(f"cannot resume on other data: {what}")
     load_weights(model, tensors, path)
@@ -213,6 +213,5 @@ def restore_run(
         device = generator.device.type
         changes.append({"epoch": epoch, "key": "device", "old": "cuda" if device == "cpu"
                         else "cpu", "new": device})
-    restored = {k: header[k] for k in state if k in header}
-    restored["changes"] = [*header.get("changes", []), *changes]
-    return restored
+    state.changes.extend(changes)
+    return state

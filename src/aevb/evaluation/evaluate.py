@@ -33,10 +33,11 @@ from aevb.engine.checkpoint import load_model
 from aevb.engine.device import resolve_device
 from aevb.engine.features import load_run_data
 from aevb.engine.resume import check_same_data
+from aevb.engine.rng import seeded
 from aevb.errors import AevbError
+from aevb.evaluation.speed import compiled_kernels, fast_log_marginal
 from aevb.files import atomic_write_text
 from aevb.models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
-from aevb.nn.heads import compiled_kernels
 
 __all__ = [
     "AGREEMENT_NATS",
@@ -71,10 +72,11 @@ def mean_and_standard_error(values: torch.Tensor) -> tuple[float, float]:
 @torch.no_grad()
 def log_likelihood(model: Likelihood, batch: Batch, samples: int,
                    precision: torch.dtype = torch.float32) -> torch.Tensor:
-    """log p(x) per example (B,) in nats: the model's estimate with K = ``samples``, its
-    matmuls in ``precision`` (bfloat16: autocast, the densities stay float32)."""
+    """log p(x) per example (B,) in nats: the model's estimate with K = ``samples``
+    (``speed.fast_log_marginal``), its matmuls in ``precision`` (bfloat16: autocast, the
+    densities stay float32)."""
     with torch.autocast(batch.x.device.type, precision, enabled=precision != torch.float32):
-        return model.log_marginal(batch, samples).float()
+        return fast_log_marginal(model, batch, samples).float()
 
 
 @contextmanager
@@ -94,11 +96,9 @@ def precision_agreement(model: Likelihood, split: Split, config: EvalConfig, see
     """(mean |log p(x) in bfloat16 - log p(x) in float32| in nats per point, the points): over
     the first ``AGREEMENT_POINTS`` of ``split``, both precisions from the same draws."""
     n = min(_points(split, config.max_points), AGREEMENT_POINTS)
-    devices = [split.device] if split.device.type == "cuda" else []
     estimates = []
     for precision in (torch.float32, torch.bfloat16):
-        with torch.random.fork_rng(devices=devices), _unchecked_distributions():
-            torch.manual_seed(seed)
+        with seeded(seed, split.device), _unchecked_distributions():
             estimates.append(torch.cat([
                 log_likelihood(model, split_batch(split, torch.arange(
                     start, min(start + config.batch_points, n), device=split.device)),
@@ -185,10 +185,7 @@ def evaluate_model(
             warnings.warn(f"bfloat16 log p(x) differs from float32's by {difference:.4f} nats"
                           f" per point on average over the first {checked} points, more than"
                           f" {AGREEMENT_NATS}: evaluating in float32", stacklevel=2)
-    devices = [split.device] if split.device.type == "cuda" else []
-    with (torch.random.fork_rng(devices=devices), _unchecked_distributions(),
-          compiled_kernels(compiling)):
-        torch.manual_seed(seed)
+    with seeded(seed, split.device), _unchecked_distributions(), compiled_kernels(compiling):
         desc = f"evaluate (K={config.is_samples})" if likelihood else "evaluate"
         for start in tqdm(range(0, n, config.batch_points), desc=desc, unit="batch",
                           disable=not progress):
@@ -203,23 +200,8 @@ def evaluate_model(
     joined = {name: torch.cat(parts).double() for name, parts in columns.items()}
     result: dict[str, Any] = {"points": n}
     if likelihood:
-        elbo, elbo_se = mean_and_standard_error(joined["elbo"])
-        log_px, log_px_se = mean_and_standard_error(joined["log_px"])
-        parts = {name[3:]: joined[name] for name in joined if name.startswith("kl:")}
-        result.update(
-            elbo_nats=elbo, elbo_se=elbo_se,
-            log_px_nats=log_px, log_px_se=log_px_se, nll_nats=-log_px,
-            is_samples=config.is_samples, is_precision=str(precision).removeprefix("torch."),
-            **agreement,
-            rate_nats=torch.stack([part.sum(1) for part in parts.values()]).sum(0).mean().item(),
-            distortion_nats=-joined["rec"].mean().item(),
-        )
-        if len(parts) > 1:
-            result.update({f"rate_{name}_nats": part.sum(1).mean().item()
-                           for name, part in parts.items()})
-        result["kl_per_dim_nats"] = {name: part.mean(0).tolist() for name, part in parts.items()}
-        if not (math.isfinite(elbo) and math.isfinite(log_px)):
-            raise AevbError(f"evaluation gave a non-finite value (ELBO {elbo}, log p(x) {log_px})")
+        result.update(_likelihood_result(joined), is_samples=config.is_samples,
+                      is_precision=str(precision).removeprefix("torch."), **agreement)
     result.update({f"test_{name[7:]}": value.mean().item() for name, value in joined.items()
                    if name.startswith("metric:")})
     if "code" in joined:
@@ -234,6 +216,27 @@ def evaluate_model(
     if "misclassified" in joined and len(joined["misclassified"]):
         result["classification_error"] = joined["misclassified"].mean().item()
     result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _likelihood_result(joined: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """ELBO and log p(x) ± s.e., rate (in total, per layer where there are several, per
+    dimension) and distortion, from the points' columns."""
+    elbo, elbo_se = mean_and_standard_error(joined["elbo"])
+    log_px, log_px_se = mean_and_standard_error(joined["log_px"])
+    if not (math.isfinite(elbo) and math.isfinite(log_px)):
+        raise AevbError(f"evaluation gave a non-finite value (ELBO {elbo}, log p(x) {log_px})")
+    parts = {name[3:]: joined[name] for name in joined if name.startswith("kl:")}
+    result: dict[str, Any] = {
+        "elbo_nats": elbo, "elbo_se": elbo_se,
+        "log_px_nats": log_px, "log_px_se": log_px_se, "nll_nats": -log_px,
+        "rate_nats": torch.stack([part.sum(1) for part in parts.values()]).sum(0).mean().item(),
+        "distortion_nats": -joined["rec"].mean().item(),
+    }
+    if len(parts) > 1:
+        result.update({f"rate_{name}_nats": part.sum(1).mean().item()
+                       for name, part in parts.items()})
+    result["kl_per_dim_nats"] = {name: part.mean(0).tolist() for name, part in parts.items()}
     return result
 
 

@@ -29,9 +29,11 @@ from torch import nn
 
 from aevb.data.downloads import default_cache_dir
 from aevb.data.splits import Dataset, Split
+from aevb.engine.rng import seeded
 from aevb.errors import AevbError
 from aevb.files import atomic_file, atomic_write_text
 from aevb.models import Generative, Model
+from aevb.nn.nets import mlp
 
 __all__ = [
     "ClassifierSettings",
@@ -133,12 +135,8 @@ class QualityClassifier(nn.Module):
 
     def __init__(self, input_dim: int, hidden: tuple[int, ...], classes: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        for width in hidden:
-            layers += [nn.Linear(input_dim, width), nn.ReLU()]
-            input_dim = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(input_dim, classes)
+        self.features = nn.Sequential(nn.Flatten(), *mlp([input_dim, *hidden], "relu"))
+        self.head = nn.Linear([input_dim, *hidden][-1], classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -149,8 +147,7 @@ def _train_classifier(dataset: Dataset, settings: ClassifierSettings) -> Quality
     x, y = dataset.train.values(), dataset.train.y
     assert y is not None and dataset.num_classes is not None
     generator = torch.Generator().manual_seed(settings.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)  # the layers' initial weights
+    with seeded(settings.seed):  # the layers' initial weights
         net = QualityClassifier(int(np.prod(dataset.event_shape)), settings.hidden,
                                 dataset.num_classes).to(x.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
@@ -260,10 +257,9 @@ def quality_classifier(
 @torch.no_grad()
 def _draw(model: Generative, n: int, batch: int, seed: int, device: torch.device) -> torch.Tensor:
     """n decoder means (n, *event_shape) from the model's prior, seeded, on ``device``."""
-    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    cuda = torch.cuda.current_device() if torch.cuda.is_available() else None
     parts = []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+    with seeded(seed, None if cuda is None else torch.device("cuda", cuda)):
         for start in range(0, n, batch):
             parts.append(model.sample(min(batch, n - start)).float().to(device))
     return torch.cat(parts)

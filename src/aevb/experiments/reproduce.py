@@ -26,12 +26,10 @@ import functools
 import io
 import json
 import math
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,138 +37,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aevb.config.run import Config, model_config
-from aevb.config.schema import DataConfig, EvalConfig, TrainConfig
+from aevb.config.run import Config
 from aevb.data.datasets import fetch, load_dataset
 from aevb.data.sources.frey import frey_unavailable_reason
 from aevb.data.splits import Dataset, Split
 from aevb.engine.loop import train
+from aevb.engine.rng import seeded
 from aevb.errors import AevbError, ConfigError, DataError
-from aevb.evaluation.evaluate import log_likelihood
+from aevb.experiments.reproduce_measures import measure_bounds, measure_marginal
+from aevb.experiments.reproduce_plan import (
+    EXPERIMENTS,
+    METHODS,
+    PAPER_SAMPLES,
+    STEP_SIZES,
+    VALID_POINTS,
+    Budget,
+    RunSpec,
+    Settings,
+    paper_config,
+    stages,
+)
+from aevb.experiments.reproduce_report import write_report
 from aevb.files import atomic_write_text
-from aevb.inference.marginal import appendix_d_log_marginal
-from aevb.models.base import Batch, Encoder, Generative, Likelihood, Model
-from aevb.nn.nets import MLPConfig
-from aevb.reporting import plots
+from aevb.models.base import Generative, Model
+from aevb.reporting import charts, latents, plots
 
-__all__ = ["EXPERIMENTS", "Budget", "reproduce"]
-
-EXPERIMENTS = ("fig2", "fig3", "fig4", "fig5")
-METHODS = {"aevb": "elbo", "wake-sleep": "wake-sleep", "mcem": "mcem"}
-"""The paper's methods and the ``model.objective`` that trains each."""
-STEP_SIZES = (0.01, 0.02, 0.1)
-"""Adagrad's step sizes, one picked per run on its first iterations (sec. 5)."""
-PAPER_SAMPLES = 10**8
-"""The paper's x axis ends at 10^8 training samples."""
-FIRST_STAGE = 10**4
-STAGES_PER_DECADE = 4
-TRAIN_POINTS = 1000
-"""Training points on which a stage's train bound and train log p(x) are measured."""
-VALID_POINTS = 1000
-"""Validation points checked after every epoch (a 1000-point training set has an epoch of 10
-steps, so the full 10,000 would cost more than the training)."""
-MARGINAL_POINTS = 100
-"""Points of each split whose marginal likelihood fig3 estimates at every stage."""
-IS_SAMPLES = 1000
-"""K of the importance-sampled log p(x) in fig3."""
-HMC_SAMPLES = 200
-"""L of the appendix D estimator (two sets of L posterior samples per point)."""
-HMC_BURN_IN = 100
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Training samples per run, or wall-clock minutes per command (shared by its runs)."""
-
-    samples: int | None = None
-    minutes: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """"1e6" or "1000000": samples per run; "60m" or "60min": minutes for the command."""
-        match = re.fullmatch(r"\s*([0-9.eE+]+)\s*(m|min|minutes)?\s*", text)
-        try:
-            value = float(match.group(1)) if match else math.nan
-        except ValueError:
-            value = math.nan
-        if not match or not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"--budget takes training samples (1e6) or minutes (60m), got {text!r}")
-        if match.group(2):
-            return cls(minutes=value)
-        if value != int(value) or value < 1:
-            raise ConfigError(f"--budget in samples must be a whole number >= 1, got {text!r}")
-        return cls(samples=int(value))
-
-    def __str__(self) -> str:
-        return f"{self.minutes:g} minutes" if self.minutes else f"{self.samples:.3g} samples per run"
-
-
-def stages(last: int) -> list[int]:
-    """Training-sample counts at which a run is measured: four per decade from 10^4, and
-    ``last``."""
-    points = []
-    j = 0
-    while (value := round(FIRST_STAGE * 10 ** (j / STAGES_PER_DECADE))) < last:
-        points.append(value)
-        j += 1
-    return [*points, last]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run of an experiment."""
-
-    dataset: str
-    method: str
-    latent_dim: int
-    hidden: int
-    train_size: int | None = None
-
-    @property
-    def name(self) -> str:
-        size = f"-n{self.train_size}" if self.train_size else ""
-        return f"{self.dataset}-{self.method}-z{self.latent_dim}-h{self.hidden}{size}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every run of one ``reproduce`` command shares."""
-
-    out: Path
-    budget: Budget
-    dataset: str = "mnist"
-    """The MNIST stand-in: mnist, or another binary-image dataset (the tests use digits)."""
-    sizes: tuple[int, ...] | None = None
-    """Latent sizes for fig2 and fig5 (default: the paper's)."""
-    train_sizes: tuple[int, ...] = (1000, 50_000)
-    """fig3's training-set sizes."""
-    marginal_points: int = MARGINAL_POINTS
-    is_samples: int = IS_SAMPLES
-    hmc_samples: int = HMC_SAMPLES
-    hmc_burn_in: int = HMC_BURN_IN
-    cache_dir: str = ""
-    threads: int | None = None
-    progress: bool = True
-    seed: int = 0
-
-
-def paper_config(spec: RunSpec, settings: Settings, lr: float, samples: int) -> Config:
-    """The paper's settings for ``spec``: one tanh hidden layer, Adagrad, M = 100, L = 1."""
-    frey = spec.dataset == "frey-face"
-    data = DataConfig(name=spec.dataset, binarize="none" if frey else "dynamic",
-                      cache_dir=settings.cache_dir, train_size=spec.train_size)
-    model = model_config(
-        "vae", latent_dim=spec.latent_dim,
-        net=MLPConfig(hidden=(spec.hidden,), activation="tanh", init_std=0.01),
-        likelihood="gaussian-sigmoid" if frey else "bernoulli",
-        objective=METHODS[spec.method], estimator="analytic", samples=1,
-    )
-    train_config = TrainConfig(
-        optimizer="adagrad", lr=lr, weight_decay=0.0, batch_size=100, train_samples=samples,
-        seed=settings.seed, threads=settings.threads, precision="float32",
-    )
-    return Config(data=data, model=model, train=train_config,
-                  eval=EvalConfig(batch_points=500, plots=False))
+__all__ = ["EXPERIMENTS", "Budget", "Settings", "reproduce"]
 
 
 def _with_decay(config: Config, dataset: Dataset) -> Config:
@@ -187,52 +79,6 @@ def _load(spec: RunSpec, settings: Settings) -> Dataset:
                   None if valid.y is None else valid.y[:n], valid.binarize,
                   None if valid.c is None else valid.c[:n])
     return replace(dataset, valid=small)
-
-
-def _fixed_sample(split: Split, points: int, seed: int) -> torch.Tensor:
-    """The first ``points`` examples of ``split`` as the model sees them, binarized once with
-    ``seed`` where the split resamples every batch."""
-    index = torch.arange(min(points, len(split)))
-    return split.batch(index.to(split.device), torch.Generator(split.device).manual_seed(seed))
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        yield
-
-
-@torch.no_grad()
-def lower_bound(model: Likelihood, x: torch.Tensor, seed: int = 0, batch: int = 1000) -> float:
-    """The mean ELBO (estimator B, one sample) over ``x``, in nats per example."""
-    with _seeded(seed):
-        values = [model.elbo_terms(Batch(x[i:i + batch]), 1).elbo for i in range(0, len(x), batch)]
-    return torch.cat(values).double().mean().item()
-
-
-def mean_log_likelihood(model: Likelihood, x: torch.Tensor, samples: int, seed: int = 0
-                        ) -> float:
-    """The mean importance-sampled log p(x) with the recognition model as proposal."""
-    with _seeded(seed):
-        return log_likelihood(model, Batch(x), samples).double().mean().item()
-
-
-def appendix_d(model: Model, x: torch.Tensor, samples: int, burn_in: int, seed: int = 0
-               ) -> tuple[float, float]:
-    """The mean appendix-D log p(x) over ``x`` with L = ``samples`` and the HMC acceptance
-    rate; the chains start at the recognition model's means."""
-    log_joint: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = getattr(
-        type(model), "log_joint", None)
-    if log_joint is None or not isinstance(model, Encoder):
-        raise ConfigError(f"{type(model).__name__} has no log p(x, z) and encoder to run HMC on")
-    with torch.no_grad():
-        start = model.encode(Batch(x))
-    result = appendix_d_log_marginal(
-        lambda z: log_joint(model, x, z), start, samples=samples, burn_in=burn_in,
-        generator=torch.Generator(x.device).manual_seed(seed),
-    )
-    return result.log_marginal.double().mean().item(), result.accept_rate.mean().item()
 
 
 # -------------------------------------------------------------------------------------------
@@ -285,7 +131,7 @@ def choose_step_size(spec: RunSpec, settings: Settings, dataset: Dataset, run_di
     return chosen
 
 
-Measure = Callable[[Model, Dataset, "Settings"], dict[str, float]]
+Measure = Callable[[Model, Dataset, Settings], dict[str, float]]
 
 
 def train_in_stages(spec: RunSpec, settings: Settings, measure: Measure, seconds: float | None
@@ -321,28 +167,6 @@ def train_in_stages(spec: RunSpec, settings: Settings, measure: Measure, seconds
         rows.append({k: str(v) for k, v in row.items()})
         _write_rows(table, rows)
     return run_dir, rows
-
-
-def measure_bounds(model: Model, dataset: Dataset, settings: Settings) -> dict[str, float]:
-    """fig2's measurements: the lower bound on training points and on the test set."""
-    assert isinstance(model, Likelihood)
-    return {"train_bound": round(lower_bound(model, _fixed_sample(dataset.train, TRAIN_POINTS, 1)), 4),
-            "test_bound": round(lower_bound(model, dataset.test.values()), 4)}
-
-
-def measure_marginal(model: Model, dataset: Dataset, settings: Settings) -> dict[str, float]:
-    """fig3's measurements: log p(x) by appendix D and by importance sampling on
-    ``settings.marginal_points`` training and test points, and the bounds."""
-    assert isinstance(model, Likelihood)
-    row = measure_bounds(model, dataset, settings)
-    points = settings.marginal_points
-    for split, x in (("train", _fixed_sample(dataset.train, points, 1)),
-                     ("test", dataset.test.values()[:points])):
-        estimate, accept = appendix_d(model, x, settings.hmc_samples, settings.hmc_burn_in)
-        row[f"{split}_log_px_appendix_d"] = round(estimate, 4)
-        row[f"{split}_hmc_accept"] = round(accept, 3)
-        row[f"{split}_log_px_is"] = round(mean_log_likelihood(model, x, settings.is_samples), 4)
-    return row
 
 
 # -------------------------------------------------------------------------------------------
@@ -408,7 +232,7 @@ def draw_fig2(results: dict[RunSpec, list[dict[str, str]]], out: Path) -> list[P
             label = "AEVB" if spec.method == "aevb" else "wake-sleep"
             panel[f"{label} (train)"] = _curve(rows, "train_bound")
             panel[f"{label} (test)"] = _curve(rows, "test_bound")
-        paths.append(plots.curve_panels(panels, out / f"fig2-{dataset}.png",
+        paths.append(charts.curve_panels(panels, out / f"fig2-{dataset}.png",
                                         "training samples evaluated", "lower bound (nats)"))
     return paths
 
@@ -422,7 +246,7 @@ def draw_fig3(results: dict[RunSpec, list[dict[str, str]]], out: Path) -> list[P
             panel = panels.setdefault(f"N_train = {spec.train_size}", {})
             for split in ("train", "test"):
                 panel[f"{spec.method} ({split})"] = _curve(rows, f"{split}_log_px_{estimator}")
-        paths.append(plots.curve_panels(
+        paths.append(charts.curve_panels(
             panels, out / f"fig3-{estimator.replace('_', '-')}.png", "training samples evaluated",
             "marginal log-likelihood (nats)", title=f"log p(x), {title}"))
     return paths
@@ -438,13 +262,13 @@ def _load_last(run_dir: Path) -> Generative:
 
 def draw_fig4(results: dict[RunSpec, list[dict[str, str]]], out: Path) -> list[Path]:
     paths = []
-    grid = plots.manifold_quantiles(20)
+    grid = latents.manifold_quantiles(20)
     for spec in results:
         model = _load_last(out / "runs" / spec.name)
         z = torch.tensor(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2), dtype=torch.float32)
         with torch.no_grad():
             images = model.decode(z).cpu().numpy()
-        paths.append(plots.manifold_grid(images.reshape(20, 20, *images.shape[1:]), grid,
+        paths.append(latents.manifold_grid(images.reshape(20, 20, *images.shape[1:]), grid,
                                          out / f"fig4-{spec.dataset}.png",
                                          f"{spec.dataset}: learned 2-D manifold"))
     return paths
@@ -454,7 +278,7 @@ def draw_fig5(results: dict[RunSpec, list[dict[str, str]]], out: Path) -> list[P
     panels = {}
     for spec in results:
         model = _load_last(out / "runs" / spec.name)
-        with _seeded(0), torch.no_grad():
+        with seeded(0), torch.no_grad():  # the model is on the CPU (_load_last)
             panels[f"N_z = {spec.latent_dim}"] = model.sample(100).cpu().numpy()
     return [plots.image_panels(panels, out / "fig5.png", ncols=10,
                                title="random samples (decoder means at z ~ p(z))")]
@@ -466,8 +290,6 @@ DRAW = {"fig2": draw_fig2, "fig3": draw_fig3, "fig4": draw_fig4, "fig5": draw_fi
 def reproduce(experiment: str, settings: Settings) -> Path:
     """Run ``experiment`` (one of :data:`EXPERIMENTS`, or "all") and write its CSV, pictures and
     ``settings.out/report.md``; return the report's path."""
-    from aevb.experiments.reproduce_report import write_report
-
     chosen = EXPERIMENTS if experiment == "all" else (experiment,)
     if any(name not in EXPERIMENTS for name in chosen):
         raise ConfigError(f"unknown experiment {experiment!r}; choose one of "

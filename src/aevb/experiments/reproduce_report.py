@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from aevb.experiments.reproduce_plan import RunSpec, Settings
 from aevb.files import atomic_write_text
-
-if TYPE_CHECKING:
-    from aevb.experiments.reproduce import RunSpec, Settings
 
 __all__ = ["write_report"]
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from aevb.config.overrides import apply_overrides
 from aevb.config.run import Config, config_keys
-from aevb.data.datasets import load_dataset
 from aevb.data.splits import Dataset
+from aevb.engine.features import load_run_data
 from aevb.errors import ConfigError
 from aevb.experiments.compare import train_and_evaluate
 from aevb.files import atomic_write_text
 from aevb.models import MODELS, Encoder, Likelihood, model_class
-from aevb.reporting import plots
+from aevb.reporting import charts
 
 __all__ = ["sweep", "sweep_table"]
 
@@ -62,7 +62,7 @@ def sweep(
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"sweep needs one or more different betas, got {list(betas)}")
     out_dir = Path(out_dir)
-    dataset = dataset or load_dataset(config.data)
+    dataset = dataset or load_run_data(config.data)  # with data.features: the run's codes
     rows = []
     for beta, name in zip(betas, names, strict=True):
         result, evaluation, _ = train_and_evaluate(
@@ -70,7 +70,7 @@ def sweep(
         rows.append({"beta": float(beta), "run_dir": str(out_dir / name),
                      "epochs": len(result.history),
                      **{key: evaluation[key] for key in EVALUATION_KEYS}})
-    plots.rate_distortion(
+    charts.rate_distortion(
         [row["rate_nats"] for row in rows], [row["distortion_nats"] for row in rows],
         [f"β={row['beta']:g}" for row in rows], out_dir / PICTURE,
         squared_errors=[row["recon_error_per_image"] for row in rows],

@@ -8,9 +8,11 @@ Sønderby et al. 2016).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["IWAE_STAGES", "Step", "iwae_learning_rate_factor", "linear_warmup"]
+__all__ = ["IWAE_STAGES", "LEARNING_RATES", "Step", "iwae_learning_rate_factor", "learning_rate",
+           "linear_warmup"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,17 @@ def iwae_learning_rate_factor(passes: float) -> float:
         stage += 1
         end += 3**stage
     return 10 ** (-stage / 7)
+
+
+LEARNING_RATES: dict[str, Callable[[float, float], float]] = {
+    "constant": lambda lr, passes: lr,
+    # by passes, not the run's fraction: a shorter run is the paper's stopped early
+    "iwae": lambda lr, passes: lr * iwae_learning_rate_factor(passes),
+}
+"""``train.lr_schedule`` → (base rate, passes over the training set so far) ↦ the rate."""
+
+
+def learning_rate(schedule: str, lr: float, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``schedule`` from the base
+    rate ``lr``, with ``steps_per_epoch`` steps to a pass over the training set."""
+    return LEARNING_RATES[schedule](lr, step / steps_per_epoch)

@@ -30,6 +30,7 @@ from aevb.models.base import (
     Likelihood,
     Metrics,
     Model,
+    PerExampleState,
     Step,
 )
 from aevb.models.conv_vae import ConvVAE
@@ -57,6 +58,7 @@ __all__ = [
     "Likelihood",
     "Metrics",
     "Model",
+    "PerExampleState",
     "Step",
     "build_model",
     "model_class",

@@ -13,7 +13,9 @@ the report ask ``isinstance(model, Ability)``, never the model's name:
 - ``ClosedForm``: fitted to the whole training split before the first step (PCA);
 - ``Corrupting``: trains on a corrupted input (``self.corruption``);
 - ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data);
-- ``Classifier``: predicts class probabilities from x alone.
+- ``Classifier``: predicts class probabilities from x alone;
+- ``PerExampleState``: keeps state per training example (MCEM's chains), which a
+  data-parallel loop syncs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "Likelihood",
     "Metrics",
     "Model",
+    "PerExampleState",
     "Step",
 ]
 
@@ -197,3 +200,12 @@ class Classifier(ABC):
     @abstractmethod
     def classify(self, batch: Batch) -> torch.Tensor:
         """Class probabilities (B, classes) from ``batch.x`` alone (its labels are not read)."""
+
+
+class PerExampleState(ABC):
+    """Keeps tensors indexed by training example, updated at the rows of each batch
+    (``Batch.indices``); under data parallelism the loop syncs those rows after each step."""
+
+    @abstractmethod
+    def per_example_state(self) -> list[torch.Tensor]:
+        """The tensors (N, ...), N the training split's size; empty where there are none."""

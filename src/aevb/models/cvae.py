@@ -12,6 +12,7 @@ from torch.distributions import Distribution
 from aevb.errors import ConfigError, check_choice, check_positive
 from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
 from aevb.inference.schedules import Step, linear_warmup
+from aevb.inference.training import weighted_bound_loss
 from aevb.models.base import (
     Batch,
     Conditional,
@@ -22,7 +23,8 @@ from aevb.models.base import (
     Metrics,
     Model,
 )
-from aevb.models.vae import check_bound_keys, check_sizes, vae_nets, weighted_bound_loss
+from aevb.models.bound import BoundConfig, check_sizes
+from aevb.models.vae import vae_nets
 from aevb.nn.nets import ConvNetConfig, MLPConfig
 from aevb.nn.priors import LearnedConditionalPrior, StandardNormal
 
@@ -30,41 +32,24 @@ __all__ = ["CVAE", "CVAEConfig"]
 
 
 @dataclass(frozen=True)
-class CVAEConfig:
+class CVAEConfig(BoundConfig):
     name: str = "cvae"
     latent_dim: int = 20
     """Dimensions of z."""
     net: MLPConfig | ConvNetConfig = MLPConfig()
     """The encoder and decoder networks: an MLP (``--net mlp``, the default) or strided
     convolutions down and pixel-shuffle blocks up (``--net conv``), as the vae and conv-vae."""
-    likelihood: str = "bernoulli"
-    """p(x|z,c): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned |
-    gaussian-pixel."""
-    sigma: float = 1.0
-    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
-    min_sigma: float = 1e-3
-    """Lower bound on a learned decoder standard deviation."""
     prior: str = "standard"
     """p(z|c): standard (N(0, I) whatever c) | learned (a Gaussian whose mean and variance an
     MLP computes from c)."""
     prior_hidden: tuple[int, ...] = (64,)
     """Hidden layer sizes of the learned prior's MLP."""
-    estimator: str = "analytic"
-    """SGVB estimator: analytic (B: closed-form KL) | mc (A: sampled KL)."""
-    samples: int = 1
-    """L, the z samples per datapoint."""
-    beta: float = 1.0
-    """Weight on the KL term of the training objective (1 is the bound itself)."""
-    kl_warmup: float = 0.0
-    """Fraction of the run over which the KL weight rises linearly from 0 to beta (0: none)."""
-    free_bits: float = 0.0
-    """lambda: each latent dimension's minibatch KL costs at least this many nats (0: off)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive("model.latent_dim", self.latent_dim)
         check_choice("model.prior", self.prior, ("standard", "learned"))
         check_sizes("prior_hidden", self.prior_hidden)
-        check_bound_keys(self)
 
 
 class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
@@ -74,9 +59,9 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
     Maximises E_q[log p(x|z,c)] - beta KL(q(z|x,c) || p(z|c)) (estimator A or B, L samples,
     KL warm-up and free bits as for the VAE); the metrics report the unweighted bound, and
     ``log_marginal`` estimates log p(x|c). c is ``batch.c`` where the data brings vectors,
-    else the one-hot vector of ``batch.y``. Where a caller gives no condition at all, c is the
-    zero vector (no class: a fallback for class-agnostic callers, not a value trained on),
-    except that ``sample(n)`` draws each sample's class uniformly.
+    else the one-hot vector of ``batch.y`` (zeros where a batch has neither). ``decode``
+    needs its condition: c = 0 is no value trained on; ``sample(n)`` without one draws each
+    sample's class uniformly.
     """
 
     description = ("conditional VAE (Sohn et al. 2015): q(z|x,c), p(x|z,c), p(z|c) standard or"
@@ -115,7 +100,8 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
         return F.one_hot(labels.long(), self.classes).float()
 
     def condition(self, batch: Batch) -> torch.Tensor:
-        """c (B, condition_dim) of a batch: its ``c``, else its labels' one-hot, else zeros."""
+        """c (B, condition_dim) of a batch: its ``c``, else its labels' one-hot, else zeros (a
+        fallback for class-agnostic callers of ``encode``, not a value trained on)."""
         if batch.c is not None:
             return batch.c.float()
         if batch.y is not None and self.classes is not None:
@@ -168,9 +154,11 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
         return self.likelihood(self.encode(batch), self.condition(batch)).mean
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder means at z (..., D) given c broadcastable to (..., C) (default: zeros)."""
-        c = z.new_zeros(self.condition_dim) if condition is None else condition
-        return self.likelihood(z, c).mean
+        """Decoder means at z (..., D) given c broadcastable to (..., C)."""
+        if condition is None:
+            raise ConfigError("this model decodes z given a condition c: pass condition"
+                              f" (..., {self.condition_dim}), such as condition_of(labels)")
+        return self.likelihood(z, condition).mean
 
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder means of z ~ p(z|c), c (n, C) or (C,); without one, uniform classes."""

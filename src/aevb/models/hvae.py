@@ -16,9 +16,15 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.errors import ConfigError, check_choice
 from aevb.inference.objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
 from aevb.inference.schedules import Step, linear_warmup
+from aevb.inference.training import (
+    ElboConfig,
+    IWAEConfig,
+    objective_config,
+    weighted_bound_loss,
+)
 from aevb.models.base import (
     Batch,
     DataSpec,
@@ -29,15 +35,9 @@ from aevb.models.base import (
     Metrics,
     Model,
 )
-from aevb.models.vae import (
-    VAE,
-    VAEConfig,
-    check_bound_keys,
-    check_sizes,
-    vae_nets,
-    weighted_bound_loss,
-)
-from aevb.nn.heads import DiagonalGaussianHead, log_likelihood_of
+from aevb.models.bound import BoundConfig, check_sizes
+from aevb.models.vae import VAE, vae_nets
+from aevb.nn.heads import DiagonalGaussianHead
 from aevb.nn.nets import MLPConfig, mlp
 from aevb.nn.priors import StandardNormal
 
@@ -45,7 +45,11 @@ __all__ = ["HVAE", "HVAEConfig"]
 
 
 @dataclass(frozen=True)
-class HVAEConfig:
+class HVAEConfig(BoundConfig):
+    """The bound keys (``BoundConfig``) as the vae's, with ``estimator`` analytic: each KL in
+    closed form given the sampled parent wherever that is unbiased (top-down; the top layer),
+    and ``samples`` L draws of the whole hierarchy."""
+
     name: str = "hvae"
     latent_dims: tuple[int, ...] = (100, 50)
     """Dimensions of z1 (next to x) … zn (the top); their count is the number of layers n."""
@@ -56,38 +60,17 @@ class HVAEConfig:
     inference: str = "bottom-up"
     """bottom-up: q(z1|x) q(z2|z1) … | top-down: the ladder VAE's q(zn|x) … q(z1|z2, x), each
     the precision-weighted merge of a bottom-up Gaussian and the prior p(z_l|z_{l+1})."""
-    likelihood: str = "bernoulli"
-    """p(x|z1): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned |
-    gaussian-pixel."""
-    sigma: float = 1.0
-    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
-    min_sigma: float = 1e-3
-    """Lower bound on a learned decoder standard deviation."""
-    objective: str = "elbo"
+    objective: ElboConfig | IWAEConfig | str = ElboConfig()
     """What training maximises: elbo (the SGVB estimate) | iwae (the K-sample bound)."""
-    estimator: str = "analytic"
-    """analytic: each KL in closed form given the sampled parent wherever that is unbiased
-    (top-down; the top layer) | mc: log q - log p at the samples."""
-    samples: int = 1
-    """L, the samples of the whole hierarchy per datapoint in the elbo objective."""
-    iw_samples: int = 5
-    """K, the importance samples per datapoint in the iwae objective."""
-    beta: float = 1.0
-    """Weight on the KL terms of the training objective (1 is the bound itself)."""
-    kl_warmup: float = 0.0
-    """Fraction of the run over which the KL weight rises linearly from 0 to beta (0: none)."""
-    free_bits: float = 0.0
-    """lambda: each latent dimension's (of every layer) minibatch KL costs at least this."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.latent_dims:
             raise ConfigError("model.latent_dims must name at least one layer's size")
         check_sizes("latent_dims", self.latent_dims)
         check_sizes("layer_hidden", self.layer_hidden)
         check_choice("model.inference", self.inference, ("bottom-up", "top-down"))
-        check_choice("model.objective", self.objective, ("elbo", "iwae"))
-        check_positive("model.iw_samples", self.iw_samples)
-        check_bound_keys(self)
+        object.__setattr__(self, "objective", objective_config(self.objective, ("elbo", "iwae")))
 
     @property
     def latent_dim(self) -> int:
@@ -127,9 +110,7 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         super().__init__(config, data)
         dims = config.latent_dims
         # the x <-> z1 nets are the vae's, built in its order (one layer is the vae)
-        self.encoder, first_head, self.decoder, self.likelihood_head = vae_nets(
-            VAEConfig(latent_dim=dims[0], net=config.net, likelihood=config.likelihood,
-                      sigma=config.sigma, min_sigma=config.min_sigma), data)
+        self.encoder, first_head, self.decoder, self.likelihood_head = vae_nets(config, data)
         top_down = config.inference == "top-down"
         inputs = [first_head.linear.in_features]  # the features each up-head reads
         self.up = nn.ModuleList()
@@ -213,12 +194,12 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         config = self.config
         weight = config.beta * linear_warmup(step, config.kl_warmup)
         warming = config.kl_warmup > 0
-        if config.objective == "elbo":
+        if not isinstance(config.objective, IWAEConfig):
             terms = self.elbo_terms(batch, config.samples)
             loss, metrics = weighted_bound_loss(terms.rec - weight * terms.kl_total, terms,
                                                 weight, config.free_bits, warming)
         else:
-            layers = self.layers(batch.x, config.iw_samples)
+            layers = self.layers(batch.x, config.objective.iw_samples)
             log_px_z = self.likelihood(layers[0].z).log_prob(batch.x)
             log_ratio = self._log_ratio(layers)
             terms = ElboTerms(log_px_z.mean(0), self.kl_parts(layers, True))
@@ -235,23 +216,28 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         rec = self.likelihood(layers[0].z).log_prob(batch.x).mean(0)
         return ElboTerms(rec, self.kl_parts(layers, self.config.estimator == "analytic"))
 
-    def log_weights(self, batch: Batch, samples: int) -> torch.Tensor:
-        """log p(x, z1..zn) - log q(z1..zn|x), (K, B), the whole hierarchy the proposal."""
-        return self._weights_of(batch.x)(samples)
-
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
         return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel(),
                                   batch.x.device)
 
     def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """k ↦ k fresh log-weights (k, B) of x, x encoded once for every call (as
-        ``VAE._weights_of``)."""
-        features = self.encoder(x)
-        log_px_given = log_likelihood_of(self.likelihood_head, x)
+        """k ↦ k fresh log-weights (k, B) of x, x encoded once for every call."""
+        draw = self.proposal(x)
 
-        def draw(k: int) -> torch.Tensor:
+        def log_weights(k: int) -> torch.Tensor:
+            z1, log_ratio = draw(k)
+            return self.likelihood(z1).log_prob(x) + log_ratio
+
+        return log_weights
+
+    def proposal(self, x: torch.Tensor) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """k ↦ k draws of the whole hierarchy from q given x, x encoded once for every call:
+        z1 (k, B, D_1) and sum_l log p(z_l|z_{l+1}) - log q(z_l|·) (k, B)."""
+        features = self.encoder(x)
+
+        def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
             layers = self._layers_from(features, k)
-            return log_px_given(self.decoder(layers[0].z)) + self._log_ratio(layers)
+            return layers[0].z, self._log_ratio(layers)
 
         return draw
 

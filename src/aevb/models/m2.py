@@ -5,14 +5,14 @@ and unlabelled examples together (sec. 3.1.2, eqs. 6-9)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, kl_divergence
 
-from aevb.errors import ConfigError, check_choice, check_positive
+from aevb.errors import ConfigError, check_positive
 from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
 from aevb.inference.schedules import Step
 from aevb.models.base import (
@@ -26,31 +26,24 @@ from aevb.models.base import (
     Metrics,
     Model,
 )
+from aevb.models.bound import BoundConfig
 from aevb.models.cvae import CVAE, CVAEConfig
-from aevb.nn.heads import LIKELIHOODS
 from aevb.nn.nets import MLPConfig, mlp
 
 __all__ = ["M2", "M2Config"]
 
 
 @dataclass(frozen=True)
-class M2Config:
+class M2Config(BoundConfig):
+    """The bound keys (``BoundConfig``) are those of p(x|y,z) and of L(x,y), with L the z
+    samples per datapoint and class; M2 trains eqs. 7 and 9 as they are: beta 1, no warm-up,
+    no free bits."""
+
     name: str = "m2"
     latent_dim: int = 50
     """Dimensions of z (the paper: 50)."""
     net: MLPConfig = MLPConfig()
     """The networks of q(z|x,y), p(x|y,z) and q(y|x) (each the same hidden layers)."""
-    likelihood: str = "bernoulli"
-    """p(x|y,z): bernoulli | continuous-bernoulli | gaussian-fixed | gaussian-learned |
-    gaussian-pixel."""
-    sigma: float = 1.0
-    """Decoder standard deviation for gaussian-fixed, initial value for gaussian-learned."""
-    min_sigma: float = 1e-3
-    """Lower bound on a learned decoder standard deviation."""
-    estimator: str = "analytic"
-    """SGVB estimator: analytic (B: closed-form KL) | mc (A: sampled KL)."""
-    samples: int = 1
-    """L, the z samples per datapoint and class."""
     alpha: float = 50.0
     """Weight on log q(y|x) of each labelled example in the minibatch's mean loss. The paper's
     alpha = 0.1 N on a sum over the data weighs the mean over labelled examples by 0.1; with m
@@ -59,12 +52,11 @@ class M2Config:
     for 100 labels."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive("model.latent_dim", self.latent_dim)
-        check_choice("model.likelihood", self.likelihood, tuple(LIKELIHOODS))
-        check_choice("model.estimator", self.estimator, ("analytic", "mc"))
-        check_positive("model.samples", self.samples)
-        check_positive("model.sigma", self.sigma)
-        check_positive("model.min_sigma", self.min_sigma)
+        if self.weighted:
+            raise ConfigError("m2 trains its bounds as they are (eqs. 7 and 9): it takes beta 1,"
+                              " kl_warmup 0 and free_bits 0")
         if self.alpha < 0:
             raise ConfigError(f"model.alpha must be >= 0, got {self.alpha}")
 
@@ -99,9 +91,8 @@ class M2(Model, Encoder, Generative, Likelihood, Conditional, Classifier):
             raise ConfigError("m2 needs class labels (y) and no conditioning vectors (c)")
         self.num_classes: int = data.num_classes
         self.classes = self.condition_dim = data.num_classes
-        self.cvae = CVAE(CVAEConfig(latent_dim=config.latent_dim, net=config.net,
-                                    likelihood=config.likelihood, sigma=config.sigma,
-                                    min_sigma=config.min_sigma, estimator=config.estimator),
+        bound = {f.name: getattr(config, f.name) for f in fields(BoundConfig)}
+        self.cvae = CVAE(CVAEConfig(latent_dim=config.latent_dim, net=config.net, **bound),
                          DataSpec(data.event_shape, data.kind, data.num_classes))
         hidden = list(config.net.hidden)
         features = math.prod(data.event_shape)

@@ -11,10 +11,6 @@ full precision.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import ParamSpec
 
 import torch
 from torch import nn
@@ -28,8 +24,6 @@ from torch.distributions import (
 
 from aevb.errors import ConfigError
 
-P = ParamSpec("P")
-
 __all__ = [
     "LIKELIHOODS",
     "BernoulliHead",
@@ -37,11 +31,7 @@ __all__ = [
     "DecoderHead",
     "DiagonalGaussianHead",
     "GaussianHead",
-    "compiled",
-    "compiled_kernels",
     "decoder_head",
-    "log_likelihood_of",
-    "softplus_sum",
 ]
 
 
@@ -105,117 +95,6 @@ class BernoulliHead(DecoderHead):
         (logits,) = self._outputs(features)
         return self._independent(Bernoulli(logits=logits))
 
-    def log_likelihood(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """features (..., B, F) ↦ log p(x|z) (..., B) in nats, for binary x (B, *event_shape):
-        ``self(features).log_prob(x)`` to float rounding, without building the distribution.
-
-        log p(x|z) = sum_i [x_i l_i - softplus(l_i)], logits l = W h + b. Through a linear head
-        in float32 the first sum is h . (W^T x) + b . x, and W^T x is formed here, once per
-        data point: only the softplus needs every sample's logits. Logits rounded to bfloat16
-        (autocast) would enter the two sums differently, so that their rounding errors no
-        longer cancel; there, and for a per-pixel (convolutional) head, it is
-        -sum_i softplus((1 - 2 x_i) l_i), each pixel's term from one logit.
-        """
-        x = x.flatten(-len(self.event_shape)).float()  # (B, P)
-        flip = 1 - 2 * x
-        linear = self.linear
-        if not isinstance(linear, nn.Linear):  # per-pixel, or a BayesianLinear (full VB)
-            dims = len(self.event_shape)
-            return lambda features: _flipped(self._outputs(features)[0].flatten(-dims), flip)
-        with torch.autocast(x.device.type, enabled=False):  # W^T x in float32
-            x_weight, x_bias = x @ linear.weight.float(), x @ linear.bias.float()  # (B, F), (B,)
-
-        def log_prob(features: torch.Tensor) -> torch.Tensor:
-            if features.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
-                return _flipped(linear(features), flip)
-            # the bias added apart from the product: compiled (``compiled``), it is added
-            # inside the softplus kernel, not written over the logits before the product
-            logits = torch.matmul(features, linear.weight.T).add_(linear.bias)  # (..., B, P)
-            return (features * x_weight).sum(-1) + x_bias - softplus_sum(logits)
-
-        return log_prob
-
-
-def _flipped(logits: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """-sum_i softplus(flip_i l_i) (..., B) for flat logits (..., B, P) and flip = 1 - 2x
-    (B, P): sum_i log Bernoulli(x_i; sigmoid(l_i)) for binary x, in float32."""
-    return -softplus_sum(logits.float() * flip)
-
-
-def softplus_sum(values: torch.Tensor) -> torch.Tensor:
-    """sum_i softplus(v_i) over the last dimension (...,), to float rounding; inside
-    ``compiled_kernels`` one kernel compiled by torch.compile (2x faster on a CPU), or part
-    of the kernel of a function being compiled (``compiled``)."""
-    if torch.compiler.is_compiling():
-        return _softplus_sum(values)
-    if _compiled:
-        try:
-            return _compiled[0](values)
-        except Exception as error:  # no compiler here: stay eager from now on
-            warnings.warn(f"torch.compile failed, evaluating without it: {error}", stacklevel=2)
-            _compiled.clear()
-    return _softplus_sum(values)
-
-
-_compiled: list[Callable[[torch.Tensor], torch.Tensor]] = []
-"""The compiled ``_softplus_sum`` while ``compiled_kernels`` is on."""
-_compiled_cache: list[Callable[[torch.Tensor], torch.Tensor]] = []
-
-
-def compiled(fn: Callable[P, torch.Tensor]) -> Callable[P, torch.Tensor]:
-    """``fn`` compiled by torch.compile inside ``compiled_kernels``, else ``fn`` itself.
-
-    For a pure function of tensors called many times at few shapes (an importance-sampling
-    chunk): Inductor fuses its elementwise work and reductions into the kernels after each
-    matmul. torch.compile keeps its compiled graphs per code object, so a closure made anew
-    for every batch is compiled once (once more, with dynamic sizes, at a second shape). If
-    compiling fails, a warning, and everything runs eager from then on."""
-    if not _compiled:
-        return fn
-    compiled_fn = torch.compile(fn)
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> torch.Tensor:
-        if _compiled:
-            try:
-                return compiled_fn(*args, **kwargs)
-            except Exception as error:  # no compiler here: stay eager from now on
-                warnings.warn(f"torch.compile failed, evaluating without it: {error}",
-                              stacklevel=2)
-                _compiled.clear()
-        return fn(*args, **kwargs)
-
-    return run
-
-
-@contextmanager
-def compiled_kernels(enabled: bool = True) -> Iterator[None]:
-    """Inside, ``softplus_sum`` (the Bernoulli heads' ``log_likelihood``) runs compiled, and
-    ``compiled`` compiles: a few seconds to compile on first use, worth it for long
-    evaluations only."""
-    if not enabled:
-        yield
-        return
-    if not _compiled_cache:
-        _compiled_cache.append(torch.compile(_softplus_sum, dynamic=True))
-    _compiled[:] = _compiled_cache
-    try:
-        yield
-    finally:
-        _compiled.clear()
-
-
-def _softplus_sum(values: torch.Tensor) -> torch.Tensor:
-    """``softplus_sum``: softplus(v) = relu(v) + log(1 + exp(-|v|)), the logarithms taken of
-    products of up to 64 factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one
-    log per product instead of a log1p per value, which is what makes softplus slow. The
-    values are viewed as (n, size / n) and multiplied along the n: each product step takes
-    whole vectors of neighbouring values, so a compiled kernel keeps every SIMD lane busy."""
-    size = values.shape[-1]
-    n = max(d for d in range(1, min(size, 64) + 1) if size % d == 0)
-    shape = (n, size // n)
-    logs = torch.exp(-values.abs()).add_(1).unflatten(-1, shape).prod(-2).log_()
-    return (logs + values.clamp(min=0).unflatten(-1, shape).sum(-2)).sum(-1)
-
 
 class ContinuousBernoulliHead(DecoderHead):
     """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019), a proper density on [0, 1]."""
@@ -277,16 +156,6 @@ LIKELIHOODS = {
     "gaussian-sigmoid": "data in [0, 1]: Gaussian with sigmoid means and a per-pixel sigma"
                         " (the paper's Frey Face decoder)",
 }
-
-
-def log_likelihood_of(head: DecoderHead, x: torch.Tensor
-                      ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """features (..., B, F) ↦ log p(x|z) (..., B) in nats, ``head(features).log_prob(x)``,
-    with what depends on x alone prepared once: a Bernoulli head's fused form
-    (``BernoulliHead.log_likelihood``), any other head's distribution."""
-    if isinstance(head, BernoulliHead):
-        return head.log_likelihood(x)
-    return lambda features: head(features).log_prob(x)
 
 
 def decoder_head(

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
+from aevb.nn.nets import mlp
+
 __all__ = ["LearnedConditionalPrior", "StandardNormal"]
 
 
@@ -39,14 +41,11 @@ class LearnedConditionalPrior(nn.Module):
     def __init__(self, condition_dim: int, latent_dim: int, hidden: Sequence[int] = (64,)
                  ) -> None:
         super().__init__()
-        sizes = [condition_dim, *hidden]
-        layers: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(n_in, n_out), nn.Tanh()]
-        out = nn.Linear(sizes[-1], 2 * latent_dim)
+        body = mlp([condition_dim, *hidden], "tanh")  # first: the same random stream as ever
+        out = nn.Linear([condition_dim, *hidden][-1], 2 * latent_dim)
         nn.init.zeros_(out.weight)
         nn.init.zeros_(out.bias)
-        self.net = nn.Sequential(*layers, out)
+        self.net = nn.Sequential(*body, out)
 
     def forward(self, c: torch.Tensor) -> Independent:
         mu, log_var = self.net(c).float().chunk(2, dim=-1)

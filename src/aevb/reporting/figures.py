@@ -18,6 +18,7 @@ from aevb.engine.batches import split_batch
 from aevb.engine.checkpoint import load_model
 from aevb.engine.features import load_run_data
 from aevb.engine.resume import check_same_data
+from aevb.engine.rng import seeded
 from aevb.models import (
     Batch,
     Conditional,
@@ -28,7 +29,7 @@ from aevb.models import (
     Likelihood,
     Model,
 )
-from aevb.reporting import plots
+from aevb.reporting import charts, latents, plots
 
 __all__ = ["draw_figures", "draw_run_figures", "read_history"]
 
@@ -89,9 +90,7 @@ def draw_figures(
     device = test.device  # the model's too; a PCA has buffers but no parameters
     images = plots.is_image_shape(dataset.event_shape)
     written = []
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         batch = split_batch(test, torch.arange(min(12, len(test)), device=device))
         if images and isinstance(model, Encoder):
             written.append(plots.comparison_grid(
@@ -119,11 +118,11 @@ def draw_figures(
             written += _class_pictures(run_dir, model, batch)
         history = read_history(run_dir)
         if history:
-            written.append(plots.training_curves(history, run_dir / "curves.png",
+            written.append(charts.training_curves(history, run_dir / "curves.png",
                                                  model.metric_names))
         kl = _kl_per_dimension(run_dir) if isinstance(model, Likelihood) else {}
         if kl:
-            written.append(plots.bar_chart(
+            written.append(charts.bar_chart(
                 kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
                 title="KL(q(z|x) || p(z)) of each latent dimension, test set",
             ))
@@ -134,20 +133,20 @@ def draw_figures(
         codes = torch.cat([model.encode(split_batch(test, index[i : i + 500]))
                            for i in range(0, n, 500)])
         labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
-        written.append(plots.latent_scatter(
+        written.append(latents.latent_scatter(
             _numpy(codes), labels, run_dir / "latent.png",
             title=f"Encoder means of {n} test points",
         ))
         if isinstance(model, Hierarchical):
             written += _layer_pictures(run_dir, model, test, n, labels, images)
         if images and isinstance(model, Generative) and codes.shape[1] == 2:
-            grid = plots.manifold_quantiles(manifold_size)
+            grid = latents.manifold_quantiles(manifold_size)
             axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
             # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
             z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
             z = torch.stack([z1, z2], -1)
             if not isinstance(model, Conditional):
-                written.append(plots.manifold_grid(
+                written.append(latents.manifold_grid(
                     _numpy(model.decode(z)), grid, run_dir / "manifold.png",
                     title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
                 ))
@@ -156,7 +155,7 @@ def draw_figures(
                     min(3, classes))
                 panels = {f"class {k}": _numpy(model.decode(z, model.condition_of(
                     torch.tensor(k, device=device)))) for k in shown}
-                written.append(plots.manifold_panels(
+                written.append(latents.manifold_panels(
                     panels, grid, run_dir / "manifold_by_class.png",
                     title="Learned 2-D manifold of each class: decoder means of p(x|z,c)",
                 ))
@@ -197,7 +196,7 @@ def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
     parts = [model.encode_layers(split_batch(test, index[i : i + 500])) for i in range(0, n, 500)]
     if len(parts[0]) < 2:  # one layer: latent.png is its picture, and nothing is kept above it
         return []
-    written = [plots.latent_scatter(
+    written = [latents.latent_scatter(
         _numpy(torch.cat([part[name] for part in parts])), labels,
         run_dir / f"latent_{name}.png", title=f"Posterior means of layer {name}, {n} test points",
     ) for name in parts[0]]

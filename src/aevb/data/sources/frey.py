@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from aevb.data.downloads import DOWNLOAD_TIMEOUT_S, default_cache_dir, download
+from aevb.data.downloads import default_cache_dir, download
 from aevb.data.splits import SPLITS, Arrays
 from aevb.errors import DataError
 
@@ -45,10 +45,11 @@ NAME = "frey-face"
 FREY_BASE_URL = "https://cs.nyu.edu/~roweis/data/"
 FREY_FILE = "frey_rawface.mat"
 FREY_SHA256: str | None = None
-"""The sha256 of ``FREY_FILE`` as served. Unknown: it cannot be learned on the offline machine
-this was written on, and a guessed digest would reject the real file. While None a download is
-checked by its structure only; when set, the download is checked by ``files.save_verified``
-and a mismatch is refused and not kept."""
+"""The sha256 of ``FREY_FILE`` as served: unknown (this was written offline, and a guessed
+digest would reject the real file), so a download is checked by its structure alone. Its
+digest is recorded in the cached dataset's source text (``aevb data info frey-face``) and
+logged by pooch at download; to pin it, set ``frey.FREY_SHA256`` to that digest: a download
+that differs is then refused and not kept."""
 FREY_SHAPE = (560, 1965)
 """``ff``: 28 × 20 pixels (rows) by frames (columns)."""
 IMAGE_SHAPE = (28, 20)
@@ -137,6 +138,6 @@ def _source_file(root: Path, allow_download: bool = True) -> tuple[Path, str]:
 
 def _download(url: str, dest: Path) -> None:
     try:
-        download(FREY_FILE, (FREY_BASE_URL,), dest, FREY_SHA256, DOWNLOAD_TIMEOUT_S)
+        download(FREY_FILE, (FREY_BASE_URL,), dest, FREY_SHA256)
     except DataError as error:
         raise DataError(f"could not fetch Frey Face from {url}: {error}; {HOW_TO_FIX}") from None

