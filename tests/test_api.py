@@ -203,3 +203,18 @@ def test_split_indices_say_which_rows_each_split_got(digits):
     assert np.array_equal(dataset.train.values().numpy(), x[indices["train"]])
     with pytest.raises(AevbError, match="no split indices"):
         _ = aevb.fit("digits", latent_dim=2, **TINY).split_indices
+
+
+def test_decode_passes_the_condition_a_conditional_model_needs(digits):
+    x, y = digits[0][:300], load_digits().target[:300]
+    fitted = aevb.fit(x, y, model="cvae", latent_dim=2, **TINY)
+    z = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(AevbError, match="condition"):
+        fitted.decode(z)  # no c = 0: a value never trained on
+    threes = fitted.decode(z, np.full(4, 3))
+    assert threes.shape == (4, 1, 8, 8)
+    assert np.array_equal(threes, fitted.decode(z, np.eye(10, dtype=np.float32)[[3, 3, 3, 3]]))
+    assert not np.array_equal(threes, fitted.decode(z, np.full(4, 7)))
+    assert isinstance(fitted.decode(torch.from_numpy(z), torch.full((4,), 3)), torch.Tensor)
+    with pytest.raises(AevbError, match="label 10 is no class"):
+        fitted.decode(z, np.full(4, 10))

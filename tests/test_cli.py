@@ -200,6 +200,8 @@ def test_models_name_prints_its_keys_defaults_and_docs(capsys):
     out = capsys.readouterr().out
     assert 'objective.kind = "elbo"' in out and "net.hidden = [500]" in out
     assert "Fraction of the run over which the KL weight rises" in out
+    # each kind of the objective with its own keys, not only the default kind's
+    assert "iw_samples = 5" in out and "hmc_step_size = 0.1" in out
     assert main(["models", "nope"]) == 2
 
 

@@ -1,5 +1,6 @@
 """Run configs: each model's own keys, typed overrides, nested TOML, and the first format."""
 
+import re
 import sys
 
 import pytest
@@ -76,6 +77,9 @@ def test_switching_model_keeps_the_settings_that_were_changed_and_that_it_has():
     # keys given with the new model are looked up in the new model's config
     assert apply_overrides(base, {"model": "conv-ae", "channels": "4"}).model.net == \
         ConvNetConfig((4,), "tanh")
+    # a key that the old model's default sub-table lacks (a conv net's channels) is a setting
+    conv_cvae = apply_overrides(Config(model=model_config("cvae")), {"net": "conv", "channels": "8"})
+    assert apply_overrides(conv_cvae, {"model": "conv-vae"}).model.net == ConvNetConfig((8,), "relu")
 
 
 def test_toml_round_trip_with_sub_tables(tmp_path):
@@ -105,3 +109,27 @@ def test_configs_of_the_first_format_are_read_as_their_model_nests_them():
         config_from_dict({"model": flat})  # today, those keys are errors
     assert config_to_dict(config)["model"]["net"] == {"hidden": [16], "activation": "relu",
                                                        "init_std": None}
+
+
+
+@pytest.mark.parametrize(("model", "table", "message"), [
+    ("vae", {"kind": "mcem", "hmc_step_size": -1}, "model.objective.hmc_step_size must be positive"),
+    ("vae", {"kind": "iwae", "iw_samples": 0}, "model.objective.iw_samples must be positive"),
+    ("vae", {"kind": "mcem", "hmc_steps": 3}, "'model.objective.hmc_steps' (known: kind, hmc_"),
+    ("hvae", {"kind": "mcem"}, "model.objective kind must be one of elbo, iwae; got 'mcem'"),
+])
+def test_a_sub_config_table_is_read_as_the_kind_it_names(model, table, message):
+    objective = {"kind": "mcem", "hmc_transitions": 2}
+    assert config_from_dict({"model": {"objective": objective}}).model.objective.hmc_transitions == 2
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"model": {"name": model, "objective": table}})
+
+
+def test_a_kind_a_model_lacks_is_named_for_its_own_sub_config():
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(Config(), {"net": "conv"})  # the plain vae's net is always an MLP
+    message = str(caught.value)
+    assert "model.net" in message and "'mlp'" in message and "conv-vae" in message
+    assert "net" not in message.replace("model.net", "")  # it speaks of no net but the key's
+    with pytest.raises(ConfigError, match="model.net kind must be one of mlp, conv; got 'dense'"):
+        apply_overrides(Config(model=model_config("cvae")), {"net": "dense"})

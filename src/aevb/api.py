@@ -1,9 +1,8 @@
 """The library on arrays: ``fit`` a model to an array, then encode, sample, reconstruct and score.
 
-numpy in, numpy out; tensors in, tensors out (on the input's device). Batching and the model's
-device are handled inside, always in eval mode without gradients. ``fit`` runs the one training
-loop (``training.train``) in a run directory, a temporary one unless given; arrays are written
-into it as ``data.npz``, so a saved run is self-contained and ``aevb evaluate`` works on it.
+numpy in, numpy out; tensors in, tensors out (on the input's device); batched, in eval mode,
+without gradients. ``fit`` runs the one training loop in a run directory (a temporary one unless
+given) holding the arrays as ``data.npz``, so a saved run is self-contained for ``aevb evaluate``.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +29,7 @@ from aevb.engine.device import resolve_device
 from aevb.engine.loop import train
 from aevb.engine.rng import seeded
 from aevb.errors import AevbError, CheckpointError
+from aevb.evaluation.evaluate import log_likelihood
 from aevb.models import Batch, Conditional, Encoder, Generative, Likelihood, Model
 from aevb.reporting.figures import draw_run_figures, read_history
 from aevb.reporting.report import write_report
@@ -38,9 +37,8 @@ from aevb.reporting.report import write_report
 __all__ = ["Fitted", "fit", "load"]
 
 ARRAY_FILE = "data.npz"
-"""The name of a fitted array inside its run directory (relative: found wherever the run is)."""
+"""A fitted array inside its run directory (relative: found wherever the run is)."""
 BATCH_SIZE = 500
-"""Examples per forward pass of the ``Fitted`` methods."""
 ABILITIES: dict[type, str] = {
     Encoder: "has no encoder: it cannot encode or reconstruct",
     Generative: "is not generative: it has no prior to sample from and no decoder",
@@ -50,30 +48,21 @@ ABILITIES: dict[type, str] = {
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-def fit(
-    data: np.ndarray | torch.Tensor | str | os.PathLike[str],
-    y: np.ndarray | torch.Tensor | None = None,
-    *,
-    c: np.ndarray | torch.Tensor | None = None,
-    model: str | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
-    config: Config | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> Fitted:
+def fit(data: np.ndarray | torch.Tensor | str | os.PathLike[str],
+        y: np.ndarray | torch.Tensor | None = None, *, c: np.ndarray | torch.Tensor | None = None,
+        model: str | None = None, run_dir: str | os.PathLike[str] | None = None,
+        config: Config | None = None, progress: bool = True, **overrides: Any) -> Fitted:
     """Train ``model`` (default: ``config``'s, else "vae") on ``data`` and return it, fitted.
 
     ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,) and
-    conditioning vectors ``c`` (N, C) (a conditional model's condition; without ``c`` it is
-    the one-hot label), split 80/10/10 by ``data.split_seed`` (which rows went where:
-    ``Fitted.split_indices``), or a dataset name or
-    ``.npy``/``.npz`` path. ``overrides``
-    are config keys as for the CLI (``latent_dim=2, epochs=20, hidden=(64,)``) applied to
-    ``config`` (default ``Config()``). For arrays, unless set: real-valued data is not
-    binarized and a model with a likelihood gets ``gaussian-learned``; grey levels in [0, 1]
-    that are not binarized get ``continuous-bernoulli``. Without ``run_dir`` the run lives in
-    a temporary directory, removed when the result is garbage-collected (unless saved).
-    A run directory (``run_dir``, or ``save``) gets the run's pictures and ``report.md``.
+    conditioning vectors ``c`` (N, C) (without ``c`` a conditional model takes the one-hot
+    label), split 80/10/10 by ``data.split_seed`` (``Fitted.split_indices``); or a dataset name
+    or ``.npy``/``.npz`` path. ``overrides`` are config keys as for the CLI (``latent_dim=2,
+    hidden=(64,)``) applied to ``config`` (default ``Config()``). For arrays, unless set:
+    real-valued data is not binarized and a model with a likelihood gets ``gaussian-learned``;
+    unbinarized grey levels in [0, 1] get ``continuous-bernoulli``. Without ``run_dir`` the run
+    lives in a temporary directory, removed with the result (unless saved); a run directory
+    (``run_dir``, or ``save``) gets the run's pictures and ``report.md``.
     """
     base = config or Config()
     overrides = {"model": model or base.model.name, **overrides}
@@ -104,15 +93,15 @@ def fit(
 def load(run_dir: str | os.PathLike[str], which: str = "best",
          device: str | torch.device = "auto") -> Fitted:
     """The model of any run directory (from ``fit`` or the CLI); ``which`` is best or last;
-    ``device`` auto is a GPU where there is one, as for training (so a model loaded where it
-    was fitted computes what it did)."""
+    ``device`` auto is a GPU where there is one, as for training."""
     resolved = resolve_device(str(device))
     config, model, _ = load_model(Path(run_dir), which, resolved)
     return Fitted(Path(run_dir), config, model, resolved)
 
 
 class Fitted:
-    """A trained model and its run directory; every method takes a batch of examples (N, ...).
+    """A trained ``model`` (its ``config``, ``device`` and ``run_dir``); every method takes a
+    batch of examples (N, ...).
 
     Every method that draws (``sample``, ``log_likelihood``, ``elbo``) takes ``seed``, default
     0: the same call gives the same numbers, and the global random state is left alone.
@@ -120,32 +109,15 @@ class Fitted:
 
     def __init__(self, run_dir: Path, config: Config, model: Model, device: torch.device,
                  temporary: bool = False, tensors_on: torch.device | None = None) -> None:
-        self._run_dir, self._config, self._model, self._device = run_dir, config, model, device
+        self.run_dir, self.config, self.model, self.device = run_dir, config, model, device
         self._tensors_on = tensors_on  # where ``sample``'s tensors go; None: it gives numpy
-        self._model.eval()
-        # Only the directory's path goes into the finalizer: a reference to self would keep
-        # the object alive forever.
+        self.model.eval()
+        # only the path goes into the finalizer: a reference to self would keep it alive
         self._cleanup = (weakref.finalize(self, shutil.rmtree, str(run_dir), True)
                          if temporary else None)
 
     def __repr__(self) -> str:
-        return f"Fitted(model={self._config.model.name!r}, run_dir={str(self._run_dir)!r})"
-
-    @property
-    def model(self) -> Model:
-        return self._model
-
-    @property
-    def config(self) -> Config:
-        return self._config
-
-    @property
-    def run_dir(self) -> Path:
-        return self._run_dir
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
+        return f"Fitted(model={self.config.model.name!r}, run_dir={str(self.run_dir)!r})"
 
     @property
     def split_indices(self) -> dict[str, np.ndarray]:
@@ -153,22 +125,22 @@ class Fitted:
         int64 indices into it, disjoint and covering every row (train n - 2 (n // 10), about
         80 %; only its first ``data.train_size`` where that is set), drawn by
         ``data.split_seed``. Only for a run fitted on an array."""
-        if self._config.data.name != ARRAY_FILE:
-            raise AevbError(f"this run was trained on {self._config.data.name!r}, not on an"
+        if self.config.data.name != ARRAY_FILE:
+            raise AevbError(f"this run was trained on {self.config.data.name!r}, not on an"
                             " array given to fit: it has no split indices")
-        with np.load(self._run_dir / ARRAY_FILE) as arrays:
+        with np.load(self.run_dir / ARRAY_FILE) as arrays:
             n = len(arrays["x"])
-        # The rows' own numbers split by the rule that split the array (user_splits)
-        splits = user_splits(self._run_dir / ARRAY_FILE, {"x": np.arange(n)},
-                             self._config.data.split_seed)
+        # the rows' own numbers, split by the rule that split the array
+        splits = user_splits(self.run_dir / ARRAY_FILE, {"x": np.arange(n)},
+                             self.config.data.split_seed)
         indices = {s: splits[f"x_{s}"].astype(np.int64) for s in SPLITS}
-        indices["train"] = indices["train"][:self._config.data.train_size]
+        indices["train"] = indices["train"][:self.config.data.train_size]
         return indices
 
     @property
     def history(self) -> list[dict[str, float]]:
         """One dict per epoch from the run's ``metrics.csv`` (train_*/valid_* metrics)."""
-        return read_history(self._run_dir)
+        return read_history(self.run_dir)
 
     def encode(self, x: Array, y: Array | None = None) -> Array:
         """Codes (N, code_dim) of x (N, *event_shape); a VAE's posterior means."""
@@ -180,10 +152,16 @@ class Fitted:
         encoder = self._ability(Encoder)
         return self._map(encoder.reconstruct, self._examples(x), x, _labels(y)).reshape(x.shape)
 
-    def decode(self, z: Array) -> Array:
-        """Decoder means (N, *event_shape) at codes z (N, code_dim)."""
+    def decode(self, z: Array, condition: Array | None = None) -> Array:
+        """Decoder means (N, *event_shape) at codes z (N, code_dim). A conditional model (cvae,
+        m2) needs ``condition``: class labels (N,), or the vectors c (N, C) it was fitted with."""
         generative = self._ability(Generative)
-        return self._map(lambda batch: generative.decode(batch.x), _as_tensor(z), z)
+        c = None
+        if condition is not None:
+            c = _as_tensor(condition)
+            if c.ndim == 1 and isinstance(generative, Conditional):  # labels: their one-hot
+                c = generative.condition_of(self._label(generative, c.long()))
+        return self._map(lambda batch: generative.decode(batch.x, batch.y), _as_tensor(z), z, c)
 
     def sample(self, n: int, seed: int = 0, label: int | None = None) -> np.ndarray | torch.Tensor:
         """Decoder means of n draws z ~ p(z), (n, *event_shape) float32, as the type fitted on
@@ -192,16 +170,9 @@ class Fitted:
         if n < 0:
             raise AevbError(f"n must be >= 0 samples, got {n}")
         generative = self._ability(Generative)
-        condition = None
-        if label is not None:
-            classes = generative.classes if isinstance(generative, Conditional) else None
-            if classes is None:
-                raise AevbError(f"model {self._config.model.name!r} is not conditioned on class"
-                                " labels: it takes no label")
-            if not 0 <= label < classes:
-                raise AevbError(f"label {label} is no class of this model (0..{classes - 1})")
-            condition = generative.condition_of(torch.tensor(label, device=self._device))
-        with self._seeded(seed), torch.no_grad():  # n = 0: one empty draw, shaped (0, ...)
+        condition = None if label is None else generative.condition_of(
+            self._label(generative, torch.tensor(label, device=self.device)))
+        with seeded(seed, self.device), torch.no_grad():  # n = 0: one empty draw, shaped (0, ...)
             parts = [generative.sample(min(BATCH_SIZE, n - start), condition).float().cpu()
                      for start in range(0, max(n, 1), BATCH_SIZE)]
         samples = torch.cat(parts)
@@ -209,19 +180,19 @@ class Fitted:
 
     def log_likelihood(self, x: Array, k: int = 1000, seed: int = 0,
                        y: Array | None = None) -> Array:
-        """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws; for a
-        model conditioned on labels, log p(x|y) given the labels ``y`` (N,).
+        """log p(x) per example (N,) in nats, importance-sampled with K = ``k`` draws as ``aevb
+        evaluate`` does (``evaluation.evaluate.log_likelihood``); for a model conditioned on
+        labels, log p(x|y) given the labels ``y`` (N,).
 
-        Where the run binarized its data (static, dynamic or threshold), x is binarized first,
-        as ``aevb evaluate`` holds its test split: x > 0.5, or one fixed Bernoulli sample of
-        the whole x, drawn on the CPU from float32 x by a generator seeded with ``seed``
-        (whatever the device and batching; ``seed`` also seeds the importance samples). So
-        the same x and seed give the same numbers, equal to those of that binary sample.
+        Where the run binarized its data, x is binarized first as ``aevb evaluate`` holds its
+        test split: x > 0.5, or one Bernoulli sample of all of float32 x from a CPU generator
+        seeded with ``seed`` (whatever the device and batching; ``seed`` also seeds the
+        importance samples): the same x and seed give the numbers of that binary sample.
         """
         if k < 1:
             raise AevbError(f"k must be a positive number of importance samples, got {k}")
         likelihood = self._ability(Likelihood)
-        return self._scored(lambda batch: likelihood.log_marginal(batch, k), x, seed,
+        return self._scored(lambda batch: log_likelihood(likelihood, batch, k), x, seed,
                             _labels(y))
 
     def elbo(self, x: Array, seed: int = 0, y: Array | None = None) -> Array:
@@ -237,26 +208,37 @@ class Fitted:
         target = Path(path)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise AevbError(f"cannot save to {target}: it exists and is not an empty directory")
-        shutil.copytree(self._run_dir, target, dirs_exist_ok=True)
+        shutil.copytree(self.run_dir, target, dirs_exist_ok=True)
         if not (target / "report.md").exists():  # a temporary run has none yet
-            _write_pictures_and_report(target, None, self._device)
+            _write_pictures_and_report(target, None, self.device)
         if self._cleanup is not None:
             self._cleanup()
-            self._cleanup, self._run_dir = None, target
+            self._cleanup, self.run_dir = None, target
         return target
 
     # -----------------------------------------------------------------------------------------
 
     def _ability(self, ability: type) -> Any:
         """The model, checked to have ``ability`` (an abstract class of ``models.base``)."""
-        if not isinstance(self._model, ability):
-            raise AevbError(f"model {self._config.model.name!r} {ABILITIES[ability]}")
-        return self._model
+        if not isinstance(self.model, ability):
+            raise AevbError(f"model {self.config.model.name!r} {ABILITIES[ability]}")
+        return self.model
+
+    def _label(self, model: Any, labels: torch.Tensor) -> torch.Tensor:
+        """``labels``, checked to be classes of a model conditioned on class labels."""
+        classes = model.classes if isinstance(model, Conditional) else None
+        if classes is None:
+            raise AevbError(f"model {self.config.model.name!r} is not conditioned on class"
+                            " labels: it takes no label")
+        wrong = labels[(labels < 0) | (labels >= classes)]
+        if len(wrong):
+            raise AevbError(f"label {wrong[0].item()} is no class of this model (0..{classes - 1})")
+        return labels
 
     def _examples(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         """x as float32 (N, *event_shape); flat rows (N, prod(event_shape)) are reshaped."""
         tensor = _as_tensor(x)
-        event = tuple(self._model.data.event_shape)
+        event = tuple(self.model.data.event_shape)
         if tuple(tensor.shape[1:]) == event:
             return tensor
         if tensor.ndim == 2 and tensor.shape[1] == math.prod(event):
@@ -274,8 +256,8 @@ class Fitted:
             # range(..., max(n, 1), ...): one (empty) batch gives an empty output its shape
             for start in range(0, max(len(inputs), 1), BATCH_SIZE):
                 stop = start + BATCH_SIZE
-                y = None if labels is None else labels[start:stop].to(self._device)
-                parts.append(function(Batch(inputs[start:stop].to(self._device), y)).float())
+                y = None if labels is None else labels[start:stop].to(self.device)
+                parts.append(function(Batch(inputs[start:stop].to(self.device), y)).float())
         return _like(torch.cat(parts), like)
 
     def _scored(self, score: Callable[[Batch], torch.Tensor], x: Array, seed: int,
@@ -283,13 +265,13 @@ class Fitted:
         inputs = self._examples(x)
         if len(inputs) == 0:  # the models' sums over K draws need at least one example
             return _like(torch.zeros(0), x)
-        with self._seeded(seed):
+        with seeded(seed, self.device):
             return self._map(score, self._binarized(inputs, seed), x, labels)
 
     def _binarized(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """x (N, ...) binarized as the run's test split is (``load_dataset``): x > 0.5, or one
         Bernoulli sample of all of x from a CPU generator seeded with ``seed``."""
-        mode = self._config.data.binarize
+        mode = self.config.data.binarize
         if mode == "none":
             return x
         if x.min() < 0 or x.max() > 1:
@@ -298,12 +280,6 @@ class Fitted:
             return (x > 0.5).float()
         # on the CPU: a CUDA generator would draw another sample for the same seed
         return torch.bernoulli(x.cpu(), generator=torch.Generator().manual_seed(seed))
-
-    @contextmanager
-    def _seeded(self, seed: int | None) -> Iterator[None]:
-        """Seed torch's global generator for the block and restore it afterwards."""
-        with seeded(seed, self._device):
-            yield
 
 
 def _write_pictures_and_report(run_dir: Path, dataset: Dataset | None,

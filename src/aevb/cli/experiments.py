@@ -73,8 +73,7 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
         "compare", help="train several models with one budget; one table of test errors",
         description="Train each model with the same config and budget (any config key is an"
         " option, as for train), evaluate it on the test split and print one Markdown table.",
-        allow_abbrev=False,
-    )
+        allow_abbrev=False)
     compare.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
     compare.add_argument("--models", help="comma-separated names (default: every autoencoder)")
     compare.add_argument("--out", help="the directory of the runs (default: runs/compare-DATASET-TIME)")
@@ -86,9 +85,7 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
         description="Train the model once per beta with the same config and budget (any config"
         " key is an option, as for train), evaluate each on the test split, draw the test rate"
         " against the distortion (OUT/rate_distortion.png) and print one Markdown table"
-        " (OUT/sweep.md). The model needs a beta key (vae).",
-        allow_abbrev=False,
-    )
+        " (OUT/sweep.md). The model needs a beta key (vae).", allow_abbrev=False)
     sweep.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
     sweep.add_argument("--beta", required=True, help="comma-separated KL weights, e.g. 0.1,1,10")
     sweep.add_argument("--out", help="the directory of the runs (default: runs/sweep-DATASET-TIME)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +58,39 @@ def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
     width = max(len(f"{key} = {default}") for key, default, _ in rows)
     for key, default, doc in rows:
         print(f"  {f'{key} = {default}':{width}}  {doc}".rstrip())
+    for line in _kinds(cls.config_class):
+        print(line)
     return 0
+
+
+def _kinds(config_class: type) -> list[str]:
+    """For each key that is one of several sub-configs picked by ``kind`` (the objective; an
+    MLP or a conv net): each kind, its doc and its keys with their defaults."""
+    from dataclasses import fields, is_dataclass
+
+    from aevb.config.run import field_docs
+
+    lines, default = [], config_class()
+    hints = typing.get_type_hints(config_class)
+    for f in fields(config_class):
+        kinds: list[Any] = [t for t in typing.get_args(hints[f.name]) if is_dataclass(t)]
+        if len(kinds) < 2:
+            continue
+        lines.append(f"\n{f.name}: one of {len(kinds)} kinds (--{f.name} KIND: its defaults;"
+                     " then its keys as --KEY VALUE):")
+        for kind in kinds:
+            config = getattr(default, f.name)
+            config = config if type(config) is kind else kind()
+            names = [k.name for k in fields(config)]  # a net's kind is no field: a ClassVar
+            doc = field_docs(kind).get("kind", "") if "kind" in names else ""
+            keys = ", ".join(f"{name} = {_toml(getattr(config, name))}" for name in names
+                             if name != "kind")
+            lines.append(f"  {kind.kind:11} {keys or '(no keys of its own)'}  {doc}".rstrip())
+    return lines
+
+
+def _toml(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value)
 
 
 def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:

@@ -37,8 +37,7 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     """The parser and its subparsers by command name."""
     parser = Parser(
         prog="aevb", description="Autoencoders and variational autoencoders (AEVB) on PyTorch.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --threads for the commands without config overrides (train, compare, sweep: a config key)
     threads = Parser(add_help=False)

@@ -21,6 +21,7 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from aevb.engine.distributed import is_main
     from aevb.engine.loop import train
     from aevb.evaluation.evaluate import evaluate_run
+    from aevb.reporting.figures import draw_run_figures
     from aevb.reporting.report import write_report
 
     if args.resume and not args.out:
@@ -30,9 +31,8 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     out = default_out(args, f"{Path(config.data.name).stem}-{config.model.name}")
     result = train(config, out, resume=args.resume, progress=not args.quiet)
     if not is_main():  # under torchrun rank 0 alone evaluates, draws and reports
-        # A rank > 0 has nothing left to write; leaving without the interpreter's teardown
-        # avoids a native abort ("terminate called without an active exception") that torch's
-        # distributed teardown raised now and then at the exit of such a rank.
+        # leaving without the interpreter's teardown avoids a native abort ("terminate called
+        # without an active exception") that torch's distributed teardown raised now and then
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -47,15 +47,9 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     elif last:
         print(", ".join(f"{k} {v:.3f}" for k, v in last.items() if k.startswith("valid_")))
     if config.eval.plots:
-        _draw(out, result.dataset, result.device)
+        draw_run_figures(out, result.dataset, result.device)
     print(f"report: {write_report(out)}")
     return 0
-
-
-def _draw(run_dir: Path, dataset: Any = None, device: Any = "cpu") -> None:
-    from aevb.reporting.figures import draw_run_figures
-
-    draw_run_figures(run_dir, dataset, device)
 
 
 def _print_evaluation(result: dict[str, Any]) -> None:
@@ -102,7 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: Sequence[str]) -> int:
     eval_config = replace(config.eval, **{k: v for k, v in (
         ("is_samples", args.k), ("max_points", args.max_points),
         ("is_precision", args.precision)) if v is not None})
-    # First, so that a model or dataset it cannot judge fails before the long evaluation.
+    # first: a model or dataset it cannot judge fails before the long evaluation
     quality = _sample_quality(args, config) if args.sample_quality else {}
     result = evaluate_run(args.run, eval_config, args.split, args.checkpoint,
                           progress=not (args.json or args.quiet), device=args.device,
@@ -133,7 +127,7 @@ def _sample_quality(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         raise ConfigError(f"--sample-quality compares images, and {args.run} models codes"
                           f" (data.features = {config.data.features}), not images")
     _, model, _ = load_model(args.run, args.checkpoint)
-    # Grey levels, every training image: the classifier must not depend on the run's binarization.
+    # grey levels, every training image: the classifier must not depend on the run's binarization
     data = load_dataset(replace(config.data, name=args.dataset or config.data.name,
                                 binarize="none", train_size=None, labelled=None),
                         base_dir=args.run)
@@ -169,7 +163,7 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
             raise AevbError(f"--label {args.label} is no class of this model"
                             f" (0..{model.classes - 1})")
         condition, source = model.condition_of(torch.tensor(args.label)), f"p(z|y={args.label})"
-    # Never over the run's own samples.png (training draws it): a file of its own by default.
+    # never over the run's own samples.png (training draws it)
     label = "" if args.label is None else f"-label{args.label}"
     last = "-last" if args.checkpoint == "last" else ""
     out = Path(args.out or Path(args.run) / f"samples-n{args.n}-seed{args.seed}{label}{last}.png")
@@ -192,10 +186,11 @@ def _cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def _cmd_plot(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from aevb.engine.rundir import locked
+    from aevb.reporting.figures import draw_run_figures
     from aevb.reporting.report import write_report
 
     with locked(args.run):  # one writer at a time: a training run may be drawing too
-        _draw(Path(args.run))
+        draw_run_figures(Path(args.run))
         print(write_report(args.run))
     return 0
 
@@ -206,8 +201,7 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
         "train", help="train a model, evaluate it and write its report",
         description="Train a model. Any config key is an option: --epochs 5, --latent_dim 2,"
         " --model.hidden 400,400, --dataset digits (data.name), --model vae (model.name).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-    )
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     train.add_argument("config", nargs="?", help="a TOML config file (default: built-in defaults)")
     train.add_argument("--out", help="the run directory (default: runs/DATASET-MODEL-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -227,8 +221,7 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
                           help="matmuls of log p(x) (default: the run's eval.is_precision);"
                           " bfloat16 is kept only within 0.02 nats/point of float32")
     evaluate.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    evaluate.add_argument("--max-points", type=positive_int,
-                          help="evaluate only the first N points")
+    evaluate.add_argument("--max-points", type=positive_int, help="evaluate only the first N points")
     evaluate.add_argument("--dataset", help="evaluate on this dataset instead of the run's own")
     evaluate.add_argument("--checkpoint", default="best", choices=["best", "last"])
     evaluate.add_argument("--device", default="auto",
@@ -253,7 +246,6 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
     sample.add_argument("--checkpoint", default="best", choices=["best", "last"])
     sample.set_defaults(handler=_cmd_sample)
 
-    plot = commands.add_parser("plot", help="redraw a run's pictures and report",
-                               parents=[threads])
+    plot = commands.add_parser("plot", help="redraw a run's pictures and report", parents=[threads])
     plot.add_argument("run", help="a run directory")
     plot.set_defaults(handler=_cmd_plot)

@@ -1,10 +1,8 @@
 """A run's configuration: frozen dataclasses, read from TOML, overridden from the command line.
 
-Two layers. :mod:`aevb.config.schema` (data, train and eval settings) knows no model, so the
-data layer may import it. :mod:`aevb.config.run` (``Config``, TOML in and out) and
-:mod:`aevb.config.overrides` read the model registry for ``[model]``, so they sit above the
-models; their names load from here on first use, which keeps ``import aevb.data`` free of
-every model.
+:mod:`aevb.config.schema` knows no model, so the data layer may import it; :mod:`~.run` and
+:mod:`~.overrides` read the model registry, so their names load from here on first use (which
+keeps ``import aevb.data`` free of every model).
 """
 
 from __future__ import annotations
@@ -29,32 +27,13 @@ if TYPE_CHECKING:
         save_config,
     )
 
-_ABOVE_MODELS = {
-    "apply_overrides": "aevb.config.overrides",
-    **dict.fromkeys(["Config", "config_from_dict", "config_keys", "config_to_dict", "dump_toml",
-                     "field_docs", "load_config", "model_config", "model_keys", "save_config"],
-                    "aevb.config.run"),
-}
-
-__all__ = [
-    "Config",
-    "DataConfig",
-    "EvalConfig",
-    "TrainConfig",
-    "apply_overrides",
-    "config_from_dict",
-    "config_keys",
-    "config_to_dict",
-    "dump_toml",
-    "field_docs",
-    "load_config",
-    "model_config",
-    "model_keys",
-    "save_config",
-]
+__all__ = ["Config", "DataConfig", "EvalConfig", "TrainConfig", "apply_overrides", "config_from_dict",
+           "config_keys", "config_to_dict", "dump_toml", "field_docs", "load_config",
+           "model_config", "model_keys", "save_config"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ABOVE_MODELS:
-        return getattr(importlib.import_module(_ABOVE_MODELS[name]), name)
+    if name in __all__:  # the names above the models (the schema's are already here)
+        module = "overrides" if name == "apply_overrides" else "run"
+        return getattr(importlib.import_module(f"aevb.config.{module}"), name)
     raise AttributeError(f"module 'aevb.config' has no attribute {name!r}")

@@ -12,7 +12,6 @@ from aevb.config.run import (
     Config,
     _unknown_key_message,
     config_from_dict,
-    config_keys,
     config_to_dict,
 )
 from aevb.errors import ConfigError
@@ -21,28 +20,29 @@ from aevb.models import model_class
 __all__ = ["ALIASES", "apply_overrides"]
 
 ALIASES = {"dataset": "data.name", "model": "model.name"}
+Keys = tuple[str, ...]
 
 
-def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    paths: list[tuple[str, ...]] = []
+def _paths(tree: dict[str, Any], tables: bool = False, prefix: Keys = ()) -> list[Keys]:
+    """The paths of ``tree``'s leaves, or (``tables``) of its sub-tables."""
+    paths: list[Keys] = []
     for key, value in tree.items():
         if isinstance(value, dict):
-            paths += _leaves(value, (*prefix, key))
-        else:
+            paths += [(*prefix, key)] * tables + _paths(value, tables, (*prefix, key))
+        elif not tables:
             paths.append((*prefix, key))
     return paths
 
 
-def _resolve_key(key: str, tree: dict[str, Any]) -> tuple[str, ...]:
+def _resolve_key(key: str, tree: dict[str, Any]) -> Keys:
     """The path in ``tree`` (the config as nested dicts) that an override key names."""
     key = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
     parts = tuple(key.split("."))
-    leaves = _leaves(tree)
+    leaves = _paths(tree)
     if parts in leaves:
         return parts
-    # "model.hidden" or "hidden": the one leaf under the given sections that ends that way
-    # "hidden", "net.hidden", "model.hidden": a path that ends so, or starts and ends so.
-    # A field named for a Python keyword ends with "_" (lambda_): it answers to its name without.
+    # "hidden", "net.hidden", "model.hidden": a path that ends so, or starts and ends so. A field
+    # named for a Python keyword ends with "_" (lambda_): it answers to its name without.
     spoken = {p: (*p[:-1], p[-1].removesuffix("_")) for p in leaves}
     matches = [p for p in leaves if parts in (p[-len(parts):], spoken[p][-len(parts):])
                or (len(parts) == 2 and p[0] == parts[0] and parts[-1] in (p[-1], spoken[p][-1]))]
@@ -51,68 +51,51 @@ def _resolve_key(key: str, tree: dict[str, Any]) -> tuple[str, ...]:
     if matches:
         choices = " or ".join(".".join(m) for m in matches)
         raise ConfigError(f"config key {key!r} is ambiguous: say {choices}")
-    name = tree["model"]["name"]
-    if parts[0] in ("data", "train", "eval") and len(parts) > 1:
-        cls = typing.get_type_hints(Config)[parts[0]]
-        raise ConfigError(_unknown_key_message(key, cls, parts[0]))
-    keys = ", ".join(config_keys(model_class(name).config_class))
-    raise ConfigError(f"unknown config key {key!r}: it is no data, train or eval key, and model"
-                      f" {name!r} has the keys {keys} (`aevb models {name}` describes them)")
+    section = parts[0] if parts[0] in ("data", "train", "eval") and len(parts) > 1 else "model"
+    cls = (model_class(tree["model"]["name"]).config_class if section == "model"
+           else typing.get_type_hints(Config)[section])
+    raise ConfigError(_unknown_key_message(key, cls, section))
+
+
+def _get(tree: dict[str, Any], path: Keys) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], path: Keys, value: Any) -> None:
+    _get(tree, path[:-1])[path[-1]] = value
 
 
 def _switch_model(current: Any, name: str) -> dict[str, Any]:
     """The model section for model ``name``: its defaults, with every setting of ``current``
     that differs from ``current``'s own defaults carried over where the new model has it."""
     cls = model_class(name).config_class
+    old = config_to_dict(current)
     if type(current) is cls:
-        return config_to_dict(current)
-    new = config_to_dict(cls())
-    changed = _leaves(config_to_dict(current))
-    old, old_defaults = config_to_dict(current), config_to_dict(type(current)())
-    for path in changed:
-        if path == ("name",) or path not in _leaves(new):
-            continue
-        value, default = _get(old, path), _get(old_defaults, path)
-        if value != default:
-            _set(new, path, value)
+        return old
+    new, defaults = config_to_dict(cls()), config_to_dict(type(current)())
+    keys, unset = set(_paths(new)) - {("name",)}, set(_paths(old)) - set(_paths(defaults))
+    for path in _paths(old):  # a key the default lacks (a net of another kind's): a setting
+        if path in keys and (path in unset or _get(old, path) != _get(defaults, path)):
+            _set(new, path, _get(old, path))
     return new
 
 
-def _get(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value
-
-
-def _tables(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    paths: list[tuple[str, ...]] = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            paths += [(*prefix, key), *_tables(value, (*prefix, key))]
-    return paths
-
-
-def _kind_path(key: str, tree: dict[str, Any]) -> tuple[str, ...] | None:
+def _kind_path(key: str, tree: dict[str, Any]) -> Keys | None:
     """The sub-table that ``--net conv`` names (a model key whose value picks a kind)."""
     parts = tuple(key.replace("-", "_").split("."))
-    matches = [p for p in _tables(tree) if len(p) > 1 and p[-len(parts):] == parts]
+    matches = [p for p in _paths(tree, tables=True) if len(p) > 1 and p[-len(parts):] == parts]
     return matches[0] if len(matches) == 1 else None
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """A copy of ``config`` with ``{key: value}`` applied, type-checked.
 
-    A new ``model`` (``model.name``) is applied first: the model section becomes that model's
-    defaults plus the settings of the old one that differ from its defaults and that the new
-    model has. Then a kind for a sub-table (``net="conv"``, where the model takes either kind
-    of net) replaces it with that kind's defaults; every other key is then looked up among the
-    keys the model has now.
+    A new ``model`` (``model.name``) comes first: that model's defaults plus the old one's
+    settings that differ from its defaults and that the new model has. Then a kind for a
+    sub-table (``net="conv"``) replaces it with that kind's defaults; every other key is then
+    looked up among the keys the model has now.
     """
     tree = config_to_dict(config)
     for key, value in overrides.items():

@@ -1,14 +1,8 @@
 """A run's configuration: the data, model, train and eval sections, read from and written to TOML.
 
-Every value is type-checked; unknown keys are errors. The defaults are the paper's MNIST net
-(Kingma & Welling 2014, sec. 5: one hidden layer of 500 tanh units, minibatches of M=100, L=1)
-trained with Adam; ``configs/paper-mnist.toml`` switches to the paper's Adagrad. Overrides
-from the command line: :mod:`aevb.config.overrides`.
-
-``[model]`` is the chosen model's own config dataclass, which lives beside the model (its
-class's ``config_class``), with shared parts such as ``[model.net]`` as sub-tables. To read it
-this module asks the model registry, so it sits above ``models`` in the layers: models import
-nothing of it.
+Every value is type-checked; unknown keys are errors. ``[model]`` is the chosen model's own
+config dataclass (its class's ``config_class``), shared parts such as ``[model.net]`` as
+sub-tables; reading it asks the model registry, so this module sits above ``models``.
 """
 
 from __future__ import annotations
@@ -42,18 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = [
-    "Config",
-    "config_from_dict",
-    "config_keys",
-    "config_to_dict",
-    "dump_toml",
-    "field_docs",
-    "load_config",
-    "model_config",
-    "model_keys",
-    "save_config",
-]
+__all__ = ["Config", "config_from_dict", "config_keys", "config_to_dict", "dump_toml", "field_docs",
+           "load_config", "model_config", "model_keys", "save_config"]
 
 
 def model_config(name: str = "vae", **values: Any) -> Any:
@@ -70,10 +54,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-# ---------------------------------------------------------------------------------------------
-# dict <-> dataclass with type checks: a cattrs converter whose hooks convert only where that is
-# lossless (the command line's values are strings: "2", "2_000", "1e3", "true", "400,400")
-
+# dict -> dataclass with type checks: cattrs hooks that convert only where that is lossless (the
+# command line's values are strings: "2", "2_000", "1e3", "true", "400,400")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -111,11 +93,10 @@ def _number(value: Any, _: Any) -> float:
 
 
 def _flag(value: Any, _: Any) -> bool:
-    if isinstance(value, str) and value.lower() in _BOOLS:
-        return _BOOLS[value.lower()]
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"must be true or false, got {value!r}")
+    flag = _BOOLS.get(value.lower()) if isinstance(value, str) else value
+    if not isinstance(flag, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return flag
 
 
 def _string(value: Any, _: Any) -> str:
@@ -139,10 +120,18 @@ def _tuple(value: Any, annotation: Any) -> tuple[Any, ...]:
 
 
 def _union(value: Any, annotation: Any) -> Any:
-    """The first kind of sub-config (``MLPConfig | ConvNetConfig``) that a table or a kind's
-    name (``--net conv``) fits."""
+    """The option of a union of sub-configs (``MLPConfig | ConvNetConfig``) that a kind's name
+    (``--net conv``) or a table's ``kind`` picks; a table without a kind: the first it fits."""
+    options = typing.get_args(annotation)
+    kinds = {o.kind: o for o in options if isinstance(getattr(o, "kind", None), str)}
+    kind = value.get("kind") if isinstance(value, dict) else value
+    if isinstance(kind, str) and kind in kinds:
+        return _CONVERTER.structure(value, kinds[kind])
+    if (isinstance(value, dict) and "kind" in value) or (isinstance(value, str)
+                                                        and str not in options):
+        raise ValueError(f"kind must be one of {', '.join(kinds)}; got {kind!r}")
     errors = []
-    for option in typing.get_args(annotation):
+    for option in options:
         try:
             return _CONVERTER.structure(value, option)
         except (cattrs.BaseValidationError, ValueError) as error:
@@ -159,8 +148,9 @@ def _dataclass_hook(cls: Any, converter: cattrs.Converter) -> Any:
         if isinstance(data, str) and kind is not None:  # --net conv: that kind's defaults
             if data == kind:
                 return cls()
-            raise ValueError(f"of this model is a {kind} net, not {data!r} (a conv VAE is the"
-                             " model conv-vae)")
+            takers = ", ".join(_models_taking(data))
+            raise ValueError(f"of this model is always {kind!r}, not {data!r}"
+                             + (f" (models that take {data!r}: {takers})" if takers else ""))
         if not isinstance(data, dict):
             raise ValueError(f"must be a table, got {data!r}")
         data = {key: {**config_to_dict(sub[key]), **value}  # a partial sub-table fills in from
@@ -170,6 +160,15 @@ def _dataclass_hook(cls: Any, converter: cattrs.Converter) -> Any:
         return base(data, cls)
 
     return structure
+
+
+def _models_taking(kind: str) -> list[str]:
+    """The registered models with a sub-config of kind ``kind`` (``conv``: conv-vae, ...)."""
+    def admits(hint: Any) -> bool:
+        return any(getattr(o, "kind", None) == kind for o in typing.get_args(hint) or [hint])
+
+    return [name for name, model in MODELS.items()
+            if any(map(admits, typing.get_type_hints(model.config_class).values()))]
 
 
 _CONVERTER = cattrs.Converter(forbid_extra_keys=True)
@@ -206,12 +205,12 @@ def _config_error(error: BaseException, key: str) -> ConfigError:
 
 
 def _unknown_key_message(key: str, cls: type, prefix: str) -> str:
-    name = getattr(cls, "name", None)
-    if prefix == "model" and name in MODELS:
-        keys = ", ".join(config_keys(cls))
-        return (f"unknown config key {key!r}: model {name!r} has the keys {keys}"
-                f" (`aevb models {name}` describes them)")
-    return f"unknown config key {key!r} (known: {', '.join(config_keys(cls))})"
+    name, keys = getattr(cls, "name", None), ", ".join(config_keys(cls))
+    if prefix != "model" or name not in MODELS:
+        return f"unknown config key {key!r} (known: {keys})"
+    other = "" if key.startswith("model.") else "it is no data, train or eval key, and "
+    return (f"unknown config key {key!r}: {other}model {name!r} has the keys {keys}"
+            f" (`aevb models {name}` describes them)")
 
 
 def config_keys(cls: type) -> list[str]:
@@ -228,10 +227,10 @@ def config_keys(cls: type) -> list[str]:
 
 def model_keys(name: str) -> list[tuple[str, str, str]]:
     """(key, default as TOML, one-line doc) for every key of model ``name``'s config."""
-    return _key_rows(model_class(name).config_class(), "")
+    return _key_rows(model_class(name).config_class())
 
 
-def _key_rows(config: Any, prefix: str) -> list[tuple[str, str, str]]:
+def _key_rows(config: Any, prefix: str = "") -> list[tuple[str, str, str]]:
     rows = []
     docs = field_docs(type(config))
     for f in fields(config):
@@ -299,9 +298,7 @@ def config_from_dict(data: dict[str, Any], legacy: bool = False) -> Config:
     sections = [f.name for f in fields(Config)]
     unknown = sorted(set(data) - set(sections))
     if unknown:
-        raise ConfigError(
-            f"unknown config section [{unknown[0]}] (known: {', '.join(sections)})"
-        )
+        raise ConfigError(f"unknown config section [{unknown[0]}] (known: {', '.join(sections)})")
     hints = typing.get_type_hints(Config)
     values = {name: _section_from_dict(hints[name], data.get(name, {}), name)
               for name in sections if name != "model"}

@@ -1,7 +1,6 @@
-"""The run's data, training and evaluation settings: frozen dataclasses whose defaults are the
-paper's MNIST setup (Kingma & Welling 2014, sec. 5: minibatches of M=100, L=1) trained with
-Adam. Every value is checked when it is made. Nothing here knows a model: each model's config
-lives beside the model, and :mod:`aevb.config.run` composes them into a run's ``Config``.
+"""A run's data, training and evaluation settings: frozen dataclasses, checked when made, whose
+defaults are the paper's MNIST setup (Kingma & Welling 2014, sec. 5: minibatches of M=100, L=1)
+trained with Adam. Nothing here knows a model (:mod:`aevb.config.run` adds the model's config).
 """
 
 from __future__ import annotations
@@ -10,15 +9,8 @@ from dataclasses import dataclass
 
 from aevb.errors import ConfigError, check_choice, check_positive
 
-__all__ = [
-    "BINARIZE_MODES",
-    "LR_SCHEDULES",
-    "OPTIMIZERS",
-    "PRECISIONS",
-    "DataConfig",
-    "EvalConfig",
-    "TrainConfig",
-]
+__all__ = ["BINARIZE_MODES", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "DataConfig", "EvalConfig",
+           "TrainConfig"]
 
 BINARIZE_MODES = ("none", "static", "dynamic", "threshold")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
@@ -57,9 +49,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_choice("data.binarize", self.binarize, BINARIZE_MODES)
-        check_positive("data.train_size", self.train_size)
-        check_positive("data.labelled", self.labelled)
-        check_positive("data.labelled_per_batch", self.labelled_per_batch)
+        for key in ("train_size", "labelled", "labelled_per_batch"):
+            check_positive(f"data.{key}", getattr(self, key))
         if self.image_channels not in (1, 3):
             raise ConfigError("data.image_channels must be 1 (grey) or 3 (RGB),"
                               f" got {self.image_channels}")
@@ -67,8 +58,6 @@ class DataConfig:
             raise ConfigError(
                 f"data.image_size must be empty or two positive sizes H, W; got {self.image_size}"
             )
-
-
 
 
 @dataclass(frozen=True)
@@ -97,20 +86,16 @@ class TrainConfig:
     precision: str = "auto"
     """Training matmuls: float32 | bfloat16 (autocast; distribution parameters, losses and
     weights stay float32) | auto (bfloat16 on a CPU whose native bf16 matmuls were timed at
-    1.25x float32's or faster, else float32: ``training.bf16_matmuls_pay``).
-    Validation runs in float32; the evaluation, in float32 unless eval.is_precision says."""
+    1.25x float32's or faster: ``engine.device.bf16_matmuls_pay``). Validation runs in float32;
+    the evaluation, in float32 unless eval.is_precision says."""
 
     def __post_init__(self) -> None:
         check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_positive("train.adam_eps", self.adam_eps)
-        check_positive("train.lr", self.lr)
-        check_positive("train.batch_size", self.batch_size)
-        check_positive("train.epochs", self.epochs)
-        check_positive("train.train_samples", self.train_samples)
-        check_positive("train.patience", self.patience)
-        check_positive("train.threads", self.threads)
+        for key in ("adam_eps", "lr", "batch_size", "epochs", "train_samples", "patience",
+                    "threads"):
+            check_positive(f"train.{key}", getattr(self, key))
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
 
@@ -134,7 +119,5 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_choice("eval.is_precision", self.is_precision, ("float32", "bfloat16"))
-        check_positive("eval.is_samples", self.is_samples)
-        check_positive("eval.batch_points", self.batch_points)
-        check_positive("eval.max_points", self.max_points)
-
+        for key in ("is_samples", "batch_points", "max_points"):
+            check_positive(f"eval.{key}", getattr(self, key))

@@ -5,15 +5,5 @@ from aevb.data.datasets import dataset_info, fetch, list_datasets, load_dataset
 from aevb.data.downloads import default_cache_dir
 from aevb.data.splits import SPLITS, UNLABELLED, Dataset, MappedRows, Split
 
-__all__ = [
-    "SPLITS",
-    "UNLABELLED",
-    "Dataset",
-    "MappedRows",
-    "Split",
-    "dataset_info",
-    "default_cache_dir",
-    "fetch",
-    "list_datasets",
-    "load_dataset",
-]
+__all__ = ["SPLITS", "UNLABELLED", "Dataset", "MappedRows", "Split", "dataset_info",
+           "default_cache_dir", "fetch", "list_datasets", "load_dataset"]

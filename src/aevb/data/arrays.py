@@ -57,6 +57,7 @@ def memory_budget() -> int:
 
 NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")
 """How a .npy file and a .npz (zip) file begin."""
+PICKLED = "holds Python objects, not arrays of numbers; aevb loads no pickles"
 
 
 def load_npz(path: Path) -> Arrays:
@@ -78,8 +79,7 @@ def load_npz(path: Path) -> Arrays:
     except ValueError as error:
         if "allow_pickle" not in str(error):
             raise DataError(f"cannot read {path} (corrupt?): {error}") from None
-        raise DataError(f"{path} holds Python objects, not arrays of numbers; aevb loads no"
-                        " pickles") from None
+        raise DataError(f"{path} {PICKLED}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {path} (corrupt, or not a numpy file?): {error}") from None
 
@@ -96,8 +96,7 @@ def large_npy(path: Path) -> NpyFile | None:
     if 4 * math.prod(shape) <= memory_budget():
         return None
     if dtype.hasobject:
-        raise DataError(f"{path} holds Python objects, not arrays of numbers; aevb loads no"
-                        " pickles")
+        raise DataError(f"{path} {PICKLED}")
     if fortran or not shape:
         raise DataError(f"{path} is too large to load and is not C-ordered rows; save it with"
                         " numpy.save(path, numpy.ascontiguousarray(x)) to train on it mapped")
@@ -116,9 +115,8 @@ def user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
         keys = [f"{a}_{s}" for a in "xyc" for s in SPLITS]
         return {k: found[k] for k in keys if k in found}
     if "x" not in found:
-        raise DataError(
-            f"{path} holds {sorted(found)}; expected x_train, x_valid, x_test (+ y_*) or x (+ y)"
-        )
+        raise DataError(f"{path} holds {sorted(found)}; expected x_train, x_valid, x_test (+ y_*)"
+                        " or x (+ y)")
     x, y, c = found["x"], found.get("y"), found.get("c")
     n = x.shape[0] if x.ndim else 0
     if y is not None and (y.ndim != 1 or y.shape[0] != n):
@@ -127,25 +125,21 @@ def user_splits(path: Path, found: Arrays, seed: int) -> Arrays:
         raise DataError(f"{path}: c has shape {c.shape} but x has shape {x.shape}; expected c"
                         " (N, C)")
     if n < 10:
-        raise DataError(
-            f"{path}: x has shape {x.shape}; need at least 10 examples to split 80/10/10"
-        )
+        raise DataError(f"{path}: x has shape {x.shape}; need at least 10 examples to split 80/10/10")
     order = np.random.default_rng(seed).permutation(n)
     tenth = n // 10
     cuts = (order[: n - 2 * tenth], order[n - 2 * tenth : n - tenth], order[n - tenth :])
     parts = dict(zip(SPLITS, cuts, strict=True))
     if isinstance(x, NpyFile):  # the same rows as loaded, listed, never copied whole
         return {f"x_{s}": MappedRows(x, i) for s, i in parts.items()}
-    arrays = {f"x_{s}": x[i] for s, i in parts.items()}
-    if y is not None:
-        arrays.update({f"y_{s}": y[i] for s, i in parts.items()})
-    if c is not None:
-        arrays.update({f"c_{s}": c[i] for s, i in parts.items()})
-    return arrays
+    given = {"x": x, "y": y, "c": c}
+    return {f"{a}_{s}": v[i] for a, v in given.items() if v is not None for s, i in parts.items()}
 
 
 REAL_KINDS = "biuf"
 """numpy dtype kinds of data: bool, signed and unsigned integers, floats (not complex)."""
+CHUNK_VALUES = 1 << 22
+"""Values checked at a time: a memory-mapped file is read in pieces, never whole."""
 
 
 def check_arrays(name: str, arrays: Arrays) -> None:
@@ -156,10 +150,8 @@ def check_arrays(name: str, arrays: Arrays) -> None:
         if x is None:
             raise DataError(f"{name}: no x_{s} array")
         if x.ndim < 2 or x.shape[0] == 0:
-            raise DataError(
-                f"{name}: x_{s} has shape {x.shape}; expected (N, *event_shape) with N >= 1 "
-                "(one example per row)"
-            )
+            raise DataError(f"{name}: x_{s} has shape {x.shape}; expected (N, *event_shape) with"
+                            " N >= 1 (one example per row)")
         if x.dtype.kind not in REAL_KINDS:
             raise DataError(f"{name}: x_{s} has dtype {x.dtype}; expected real numbers")
         event_shapes.add(x.shape[1:])
@@ -171,10 +163,8 @@ def check_arrays(name: str, arrays: Arrays) -> None:
         if (y is None) != (arrays.get("y_train") is None):
             raise DataError(f"{name}: labels given for some splits only (y_{s} vs y_train)")
         if y is not None and (y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer)):
-            raise DataError(
-                f"{name}: y_{s} has shape {y.shape} and dtype {y.dtype}; expected integer labels "
-                f"of shape ({x.shape[0]},) to match x_{s}"
-            )
+            raise DataError(f"{name}: y_{s} has shape {y.shape} and dtype {y.dtype}; expected"
+                            f" integer labels of shape ({x.shape[0]},) to match x_{s}")
         if y is not None and y.size and y.min() < 0:
             raise DataError(f"{name}: y_{s} holds negative labels; expected classes 0..C-1")
         check_conditions(name, s, arrays, x.shape[0])
@@ -197,10 +187,6 @@ def check_conditions(name: str, split: str, arrays: Arrays, n: int) -> None:
                         f" number matrix ({n}, C), C as in c_train")
     if not np.isfinite(c).all():
         raise DataError(f"{name}: c_{split} holds NaN or inf values")
-
-
-CHUNK_VALUES = 1 << 22
-"""Values checked at a time: a memory-mapped file is read in pieces, never whole."""
 
 
 def value_chunks(x: Any) -> Iterator[np.ndarray]:

@@ -44,10 +44,9 @@ def _mix(y: torch.Tensor | None, batch_size: int, labelled_per_batch: int | None
         return None
     m = labelled_per_batch or default_labelled_per_batch(batch_size, count, len(y))
     if not 1 <= m < batch_size:
-        raise ConfigError(
-            f"data.labelled_per_batch={m} must be in 1..{batch_size - 1}: a minibatch of"
-            f" train.batch_size={batch_size} holds m labelled and at least one unlabelled example"
-        )
+        raise ConfigError(f"data.labelled_per_batch={m} must be in 1..{batch_size - 1}: a minibatch"
+                          f" of train.batch_size={batch_size} holds m labelled and at least one"
+                          " unlabelled example")
     return torch.nonzero(known).flatten(), torch.nonzero(~known).flatten(), m
 
 

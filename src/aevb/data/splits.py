@@ -1,15 +1,9 @@
 """A dataset as tensors on one device: its splits and what the models need to know of it.
 
-Each split is a single tensor ``raw`` of shape (N, *event_shape) that a model sees as the float32
-``raw / scale`` (:meth:`Split.values`; images are (N, 1, H, W) in [0, 1]), and optional int64
-labels ``y`` (N,); a minibatch is an index slice, never a Python loop over examples. Grey levels
-stay uint8 in memory (scale 255, or 16 for digits; binarized data {0, 1} with scale 1) and are
-divided per batch on the device. A user's ``.npy`` too large to load stays on disk as
-:class:`MappedRows`, whose minibatches are read through a memory map.
-
-A semi-supervised split's :meth:`Split.epoch_order` puts ``labelled_per_batch`` labelled
-examples in every minibatch (:mod:`aevb.data.batching`); any other split's order is a random
-permutation.
+Each split is one tensor ``raw`` (N, *event_shape) that a model sees as the float32 ``raw / scale``
+(images are (N, 1, H, W) in [0, 1]), and optional int64 labels ``y`` (N,); a minibatch is an
+index slice, never a Python loop over examples. A user's ``.npy`` too large to load stays on disk
+as :class:`MappedRows`, whose minibatches are read through a memory map.
 """
 
 from __future__ import annotations
@@ -27,12 +21,8 @@ from aevb.data import batching
 __all__ = ["SPLITS", "UNLABELLED", "Arrays", "Dataset", "MappedRows", "NpyFile", "Split"]
 
 SPLITS = ("train", "valid", "test")
-
-
 UNLABELLED = -1
 """The label of a training example whose label is hidden (``DataConfig.labelled``)."""
-
-
 Arrays = dict[str, Any]
 """x_*, y_*, c_* → np.ndarray, or :class:`MappedRows` for the x of a memory-mapped file."""
 
@@ -58,13 +48,10 @@ that the process's address space (``ulimit -v``) need not hold the file."""
 
 @dataclass(frozen=True, eq=False)
 class MappedRows:
-    """Some rows of a ``.npy`` file, read from disk one minibatch at a time.
-
-    ``index`` int64 (n,) are the file's rows that make this split, in the split's order.
-    A gather sorts the rows it wants, maps the file (``np.memmap``) one window of at most
-    WINDOW_BYTES at a time, copies the rows out and returns them in the order asked.
-    ``device`` is where gathered rows go. Shaped like an array (``shape``, ``ndim``,
-    ``dtype``, row slices) so that :func:`check_arrays` reads it in chunks like one."""
+    """Some rows of a ``.npy`` file, read from disk one minibatch at a time: ``index`` int64 (n,)
+    are the file's rows that make this split, in its order; ``device`` is where gathered rows go.
+    Shaped like an array (``shape``, ``ndim``, ``dtype``, row slices), so that
+    :func:`~aevb.data.arrays.check_arrays` reads it in chunks like one."""
 
     file: NpyFile
     index: np.ndarray
@@ -86,7 +73,8 @@ class MappedRows:
         return len(self.index)
 
     def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
-        """The rows ``rows`` of this split as an in-memory array of the file's dtype."""
+        """The rows ``rows`` of this split as an in-memory array of the file's dtype: sorted,
+        mapped (``np.memmap``) one window of at most WINDOW_BYTES at a time, copied out."""
         wanted = self.index[rows]
         order = np.argsort(wanted, kind="stable")
         ascending = wanted[order]
@@ -113,21 +101,16 @@ class MappedRows:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split on one device: examples ``raw`` (N, *event_shape), y int64 (N,) or None, and
-    the data's own conditioning vectors c float32 (N, C) or None. ``y`` is ``UNLABELLED`` (-1)
-    for an example whose label is hidden (semi-supervised training, ``DataConfig.labelled``).
+    """One split on one device: examples ``raw`` (N, *event_shape), y int64 (N,) or None
+    (``UNLABELLED`` where a label is hidden), and the data's own conditioning vectors c float32
+    (N, C) or None.
 
-    What a model sees is ``raw / scale`` as float32 (:meth:`values`, :meth:`batch`): ``raw`` is
-    float32 with ``scale`` 1, or uint8 grey levels k with ``scale`` 255 (16 for digits; 1 for
-    binarized data) divided on the device per batch, 4x smaller than float32 and the same
-    numbers (float32 division is correctly rounded, as numpy's was), or the rows of a
-    memory-mapped ``.npy`` (:class:`MappedRows`) gathered per batch.
-
-    ``binarize`` says how the values became what the model sees: "dynamic" means they are
-    probabilities in [0, 1] and every :meth:`batch` draws a fresh Bernoulli sample; any other
-    value ("none", "static", "threshold") means they are used as they are.
-    ``labelled_per_batch`` is m of :meth:`epoch_order` (None:
-    :func:`aevb.data.batching.default_labelled_per_batch`).
+    A model sees ``raw / scale`` as float32 (:meth:`values`): ``raw`` is float32 with ``scale``
+    1, or uint8 grey levels k with ``scale`` 255 (16 for digits; 1 for binarized data) divided
+    on the device per batch, 4x smaller than float32 and the same numbers (float32 division is
+    correctly rounded, as numpy's was), or :class:`MappedRows` gathered per batch. ``binarize``
+    "dynamic": the values are probabilities and every :meth:`batch` draws a fresh Bernoulli
+    sample; any other mode: used as they are. ``labelled_per_batch`` is m of :meth:`epoch_order`.
     """
 
     raw: torch.Tensor | MappedRows
@@ -165,17 +148,13 @@ class Split:
         return x / torch.tensor(self.scale, dtype=torch.float32, device=x.device)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """values(index), shape (B, *event_shape); resampled on every call when binarize is
-        dynamic."""
+        """values(index), (B, *event_shape); resampled on every call when binarize is dynamic."""
         x = self.values(index)
-        if self.binarize == "dynamic":
-            return torch.bernoulli(x, generator=generator)
-        return x
+        return torch.bernoulli(x, generator=generator) if self.binarize == "dynamic" else x
 
     def epoch_order(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
-        """One epoch's indices, to be cut into minibatches of ``batch_size`` in order: a
-        random permutation, or, where y mixes labelled and ``UNLABELLED`` examples, m labelled
-        ones in every minibatch (:func:`aevb.data.batching.epoch_order`)."""
+        """One epoch's indices, cut into minibatches of ``batch_size`` in order
+        (:func:`aevb.data.batching.epoch_order`)."""
         return batching.epoch_order(self.y, len(self), batch_size, generator,
                                     self.labelled_per_batch)
 
@@ -193,12 +172,9 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Three splits plus what a model needs to know about them.
-
-    ``kind`` is "binary" (values in {0, 1} as trained on, i.e. after any binarization), "unit"
-    (values in [0, 1]) or "real"; ``num_classes`` is None when there are no labels;
-    ``condition_dim`` is C of the splits' conditioning vectors ``c``, None without them.
-    """
+    """Three splits plus what a model needs to know about them: ``kind`` "binary" (values in
+    {0, 1} as trained on, after any binarization), "unit" ([0, 1]) or "real"; ``num_classes``
+    None without labels; ``condition_dim`` C of the splits' vectors ``c``, None without them."""
 
     name: str
     train: Split

@@ -13,9 +13,11 @@ from aevb.models import Batch
 __all__ = ["batches", "split_batch"]
 
 
-def batches(split: Split, batch_size: int) -> Iterator[Batch]:
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
+def batches(split: Split, batch_size: int, n: int | None = None) -> Iterator[Batch]:
+    """The first ``n`` (default all) examples of ``split``, in order, ``batch_size`` at a time."""
+    n = len(split) if n is None else n
+    for start in range(0, n, batch_size):
+        index = torch.arange(start, min(start + batch_size, n), device=split.device)
         yield split_batch(split, index)
 
 

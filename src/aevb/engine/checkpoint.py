@@ -1,19 +1,15 @@
-"""Checkpoints that describe themselves: safetensors tensors + JSON metadata.
+"""Checkpoints that describe themselves: safetensors tensors + JSON metadata; nothing unpickled.
 
 One file holds the model weights (``model.*``), the optimizer's tensors (``optim.*``) and the
 RNG states (``rng.*``); its safetensors header carries the JSON metadata (config, data spec,
-epoch, step, the run's planned steps, history, the optimizer's non-tensor state). A readable
-copy of the metadata (less the optimizer) goes beside it as ``NAME.json``
-(:func:`encode_checkpoint` gives both; the training loop commits them with the epoch's other
-files through :mod:`aevb.engine.rundir`). Nothing is ever unpickled.
+the :class:`aevb.engine.state.RunState` fields, the optimizer's non-tensor state), and
+``NAME.json`` beside it a readable copy, less the optimizer and the history.
 
-Reading checks everything against what aevb writes: the metadata against the fields of
-:class:`aevb.engine.state.RunState` and :data:`SCHEMA`, each model tensor's shape and dtype
-against the model's, each optimizer tensor against its parameter, the RNG states' sizes. Anything else is one CheckpointError, never a traceback or an optimizer
-running over a short buffer.
-
-``FORMAT_1`` checkpoints (before each model owned its config: one flat ``[model]`` table with
-every model's keys, a ``best_loss``) still load, evaluate and draw.
+Reading checks everything against what aevb writes (the metadata against RunState and
+:data:`SCHEMA`, each tensor's shape and dtype against the model's or its parameter's, the RNG
+states' sizes): anything else is one CheckpointError, never a traceback or an optimizer running
+over a short buffer. ``FORMAT_1`` checkpoints (one flat ``[model]`` table with every model's
+keys, a ``best_loss``) still load, evaluate and draw.
 """
 
 from __future__ import annotations
@@ -32,22 +28,9 @@ from aevb.engine.state import RunState, fits, misfit
 from aevb.errors import AevbError, CheckpointError
 from aevb.models import DataSpec, Model, build_model
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_1",
-    "SCHEMA",
-    "checkpoint_path",
-    "corrupt",
-    "encode_checkpoint",
-    "header_config",
-    "header_spec",
-    "load_model",
-    "load_weights",
-    "model_from_checkpoint",
-    "read_checkpoint",
-    "restore_optimizer",
-    "run_config",
-]
+__all__ = ["FORMAT", "FORMAT_1", "SCHEMA", "checkpoint_path", "corrupt", "encode_checkpoint",
+           "header_config", "header_spec", "load_model", "load_weights", "model_from_checkpoint",
+           "read_checkpoint", "restore_optimizer", "run_config"]
 
 FORMAT = "aevb-checkpoint-2"
 FORMAT_1 = "aevb-checkpoint-1"
@@ -60,10 +43,6 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 def corrupt(path: str | Path, what: str) -> CheckpointError:
     """The one error of a checkpoint whose contents do not fit what aevb writes."""
     return CheckpointError(f"checkpoint {path} is corrupt or not an aevb checkpoint: {what}")
-
-
-# ---------------------------------------------------------------------------------------------
-# the metadata: the loop's RunState (aevb.engine.state) and what describes the checkpoint
 
 
 class DataSpecHeader(TypedDict):  # and sizes, checked by _sized: older checkpoints lack some
@@ -89,10 +68,6 @@ def _sized(spec: dict[str, Any]) -> bool:
             and all(n is None or (fits(n, int) and n > 0) for n in sizes))
 
 
-def _whole(_: Any) -> bool:
-    return True
-
-
 def _numbered(optimizer: dict[str, Any] | None) -> bool:
     """The optimizer's groups and states name parameters by number."""
     return optimizer is None or (all(k.isdigit() for k in optimizer["state"]) and all(
@@ -100,22 +75,18 @@ def _numbered(optimizer: dict[str, Any] | None) -> bool:
 
 
 SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
-    "config": (ConfigHeader, _whole, "a table of data, model, train tables"),
+    "config": (ConfigHeader, lambda _: True, "a table of data, model, train tables"),
     "data_spec": (DataSpecHeader, _sized, "an event_shape of positive sizes and a kind"),
-    "best_loss": (float, _whole, "a number"),
-    "optimizer": (OptimizerHeader | None, _numbered, "param_groups and state"),
-}
-"""The metadata beside the RunState's fields (``state.misfit`` checks those): each one's type
-(``state.fits``), what its type cannot say, and what it should be."""
+    "best_loss": (float, lambda _: True, "a number"),
+    "optimizer": (OptimizerHeader | None, _numbered, "param_groups and state")}
+"""The metadata beside RunState's fields: type, a check its type cannot say, what it should be."""
 
 REQUIRED = {
     FORMAT: ("config", "data_spec", "epoch", "step", "seconds", "schedule_steps", "best_value",
              "best_epoch", "history", "metrics", "selection", "precision", "optimizer"),
     FORMAT_1: ("config", "data_spec", "epoch", "step", "seconds", "best_loss", "best_epoch",
-               "history", "metrics", "optimizer"),
-}
-"""The fields every checkpoint of a format has; the others (metric_names came later, changes
-and data_fingerprint later still) are checked when present."""
+               "history", "metrics", "optimizer")}
+"""The fields every checkpoint of a format has; later ones are checked when present."""
 
 
 def _check_header(path: Path, header: dict[str, Any]) -> None:
@@ -155,26 +126,18 @@ def _describe(tensor: torch.Tensor) -> str:
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, plain = {}, {"param_groups": state["param_groups"], "state": {}}
-    for param_id, values in state["state"].items():
-        plain["state"][str(param_id)] = {}
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{param_id}.{name}"] = value
-            else:
-                plain["state"][str(param_id)][name] = value
-    return tensors, plain
+    per_param = state["state"].items()
+    tensors = {f"optim.{i}.{name}": value for i, values in per_param
+               for name, value in values.items() if isinstance(value, torch.Tensor)}
+    plain = {str(i): {name: value for name, value in values.items()
+                      if not isinstance(value, torch.Tensor)} for i, values in per_param}
+    return tensors, {"param_groups": state["param_groups"], "state": plain}
 
 
-def encode_checkpoint(
-    model: Model,
-    optimizer: torch.optim.Optimizer | None,
-    config: Config,
-    state: RunState,
-    rng: dict[str, torch.Tensor] | None = None,
-) -> tuple[bytes, str]:
-    """The bytes of a checkpoint file and the text of its readable ``.json`` copy: the
-    metadata is ``state``'s fields beside the config and the data spec."""
+def encode_checkpoint(model: Model, optimizer: torch.optim.Optimizer | None, config: Config,
+                      state: RunState, rng: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[bytes, str]:
+    """The bytes of a checkpoint file and the text of its readable ``.json`` copy."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_plain = None
     if optimizer is not None:
@@ -182,26 +145,16 @@ def encode_checkpoint(
         tensors.update(optim_tensors)
     tensors.update({f"rng.{k}": v for k, v in (rng or {}).items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    header = {
-        "format": FORMAT,
-        "config": config_to_dict(config),
-        "data_spec": {
-            "event_shape": list(model.data.event_shape),
-            "kind": model.data.kind,
-            "num_classes": model.data.num_classes,
-            "condition_dim": model.data.condition_dim,
-            "train_size": model.data.train_size,
-        },
-        **state.header(),
-    }
+    header = {"format": FORMAT, "config": config_to_dict(config),
+              "data_spec": {**model.data._asdict(), "event_shape": list(model.data.event_shape)},
+              **state.header()}
     metadata = {"aevb": json.dumps(header), "optimizer": json.dumps(optim_plain)}
     readable = {k: v for k, v in header.items() if k != "history"}
     return safetensors_bytes(tensors, metadata=metadata), json.dumps(readable, indent=2) + "\n"
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a checkpoint file, its metadata checked against :data:`SCHEMA`
-    and its RNG states' sizes; a CheckpointError names what is wrong."""
+    """(tensors, metadata) of a checkpoint file, checked; a CheckpointError names what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -228,8 +181,7 @@ def header_config(header: dict[str, Any]) -> Config:
 
 
 def header_spec(header: dict[str, Any]) -> DataSpec:
-    """The data spec (event shape, kind, classes, condition size, training-set size) a
-    checkpoint's model was built for; checkpoints written before ``train_size`` have None."""
+    """The data spec a checkpoint's model was built for (older ones lack ``train_size``: None)."""
     spec = header["data_spec"]
     return DataSpec(tuple(spec["event_shape"]), spec["kind"], spec.get("num_classes"),
                     spec.get("condition_dim"), spec.get("train_size"))
@@ -239,12 +191,10 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_weights(
-    model: Model, tensors: dict[str, torch.Tensor], path: str | Path, legacy: bool = False
-) -> None:
-    """Load the ``model.*`` tensors, each of the shape and dtype of the model's own; ``legacy``
-    (FORMAT_1) lets state that is now derived (the stacked autoencoder's phase buffer) go
-    unused, never a missing weight."""
+def load_weights(model: Model, tensors: dict[str, torch.Tensor], path: str | Path,
+                 legacy: bool = False) -> None:
+    """Load the ``model.*`` tensors, each checked against the model's own; ``legacy``
+    (FORMAT_1) lets now-derived state (the stacked autoencoder's phase) go unused."""
     weights = _prefixed(tensors, "model.")
     own = model.state_dict()
     for name, tensor in own.items():
@@ -259,13 +209,10 @@ def load_weights(
     model.load_state_dict({k: weights[k] for k in own})
 
 
-def model_from_checkpoint(
-    tensors: dict[str, torch.Tensor],
-    header: dict[str, Any],
-    device: str | torch.device = "cpu",
-    path: str | Path = "",
-) -> tuple[Config, Model]:
-    """The config and the model of a checkpoint read by :func:`read_checkpoint` from ``path``."""
+def model_from_checkpoint(tensors: dict[str, torch.Tensor], header: dict[str, Any],
+                          device: str | torch.device = "cpu", path: str | Path = ""
+                          ) -> tuple[Config, Model]:
+    """The config and the model of a checkpoint :func:`read_checkpoint` read from ``path``."""
     config = header_config(header)
     try:
         model = build_model(config.model, header_spec(header))
@@ -276,14 +223,12 @@ def model_from_checkpoint(
 
 
 def run_config(run_dir: str | Path, which: str = "last") -> Config:
-    """The config a run was trained with, from its checkpoint (any format)."""
     _, header = read_checkpoint(checkpoint_path(run_dir, which))
     return header_config(header)
 
 
-def load_model(
-    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[Config, Model, dict[str, Any]]:
+def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+               ) -> tuple[Config, Model, dict[str, Any]]:
     """The config, the model (in eval mode) and the metadata of a run's checkpoint."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -294,19 +239,14 @@ def load_model(
     return config, model.eval(), header
 
 
-OPTIMIZER_STATE = {
-    torch.optim.Adam: ({"step", "exp_avg", "exp_avg_sq"}, {"max_exp_avg_sq"}),
-    torch.optim.Adagrad: ({"step", "sum"}, set()),
-    torch.optim.SGD: (set(), {"momentum_buffer"}),
-}
-"""The per-parameter state each optimizer keeps: (always, sometimes). ``step`` is a scalar;
-every other tensor has its parameter's shape and dtype."""
+OPTIMIZER_STATE = {torch.optim.Adam: ({"step", "exp_avg", "exp_avg_sq"}, {"max_exp_avg_sq"}),
+                   torch.optim.Adagrad: ({"step", "sum"}, set()),
+                   torch.optim.SGD: (set(), {"momentum_buffer"})}
+"""The per-parameter state each optimizer keeps: (always, sometimes); ``step`` is a scalar."""
 
 
-def _check_optimizer_state(
-    optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]], groups: list[dict],
-    path: str | Path,
-) -> None:
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]],
+                           groups: list[dict], path: str | Path) -> None:
     own = optimizer.param_groups
     if len(groups) != len(own) or any(len(g["params"]) != len(o["params"])
                                       for g, o in zip(groups, own, strict=False)):
@@ -335,15 +275,10 @@ def _check_optimizer_state(
                                     f" its parameter is {_describe(param)}")
 
 
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer,
-    tensors: dict[str, torch.Tensor],
-    plain: dict[str, Any] | None,
-    path: str | Path,
-) -> None:
-    """Load the optimizer's saved state (moments, accumulators, steps), each tensor checked
-    against its parameter. Its hyperparameters (lr, weight decay, ...) stay those it was built
-    with, from the config: a resumed run honours the lr the user gives now."""
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                      plain: dict[str, Any] | None, path: str | Path) -> None:
+    """Load the optimizer's saved state, each tensor checked against its parameter; its
+    hyperparameters stay the config's: a resumed run honours the lr the user gives now."""
     if plain is None:
         raise corrupt(path, "it holds no optimizer state")
     state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in plain["state"].items()}

@@ -1,5 +1,5 @@
-"""Devices and precision: which device a run uses, whether bfloat16 pays on this CPU, and the
-peak memory a run took."""
+"""Devices and precision: which device a run uses, whether bfloat16 pays on this CPU, the peak
+memory a run took; and distribution argument checks, off in the hot loops."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import functools
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from aevb.errors import ConfigError
 
-__all__ = ["BF16_SPEEDUP_NEEDED", "bf16_matmuls_pay", "peak_memory", "resolve_device", "resolve_precision"]
+__all__ = ["BF16_SPEEDUP_NEEDED", "bf16_matmuls_pay", "peak_memory", "resolve_device",
+           "resolve_precision", "unchecked_args"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,13 +35,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 BF16_SPEEDUP_NEEDED = 1.25
-"""``auto`` picks bfloat16 on a CPU only where its matmuls ran at least this many times as fast
-as float32's in :func:`bf16_matmuls_pay`'s probe: autocast's casts eat a smaller gain."""
+"""How many times as fast as float32's a CPU's bfloat16 matmuls must be for ``auto`` to pick
+bfloat16: autocast's casts eat a smaller gain."""
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """The dtype of training's autocast region: ``auto`` picks bfloat16 on a CPU whose bf16
-    matmuls pay (:func:`bf16_matmuls_pay`), float32 elsewhere."""
+    """Training's autocast dtype: ``auto`` is bfloat16 on a CPU where it pays, else float32."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cpu" and bf16_matmuls_pay() else torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
@@ -46,13 +48,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 @functools.cache
 def bf16_matmuls_pay() -> bool:
-    """Whether this CPU has native bf16 units and its bfloat16 matmuls run at least
-    ``BF16_SPEEDUP_NEEDED`` times as fast as float32's at a training step's size, a
-    (100, 784) @ (784, 500) product, timed here once per process (a few tens of ms).
-
-    The units alone do not say it: on an AMD EPYC with avx512_bf16 bfloat16 matmuls ran 2.3-3.9x
-    float32's and training 1.5x as fast; on an Intel Xeon with avx512_bf16 but no AMX they ran
-    at 0.55x and training at 0.7-0.75x (benchmarks/training.py, 2026-11-24)."""
+    """Whether this CPU has native bf16 units and its bfloat16 matmuls run ``BF16_SPEEDUP_NEEDED``
+    times as fast as float32's on a (100, 784) @ (784, 500) product, timed once per process (tens
+    of ms). The units alone do not say it: with avx512_bf16, an AMD EPYC's bf16 matmuls ran
+    2.3-3.9x float32's (training 1.5x), an Intel Xeon's without AMX 0.55x (training 0.7x;
+    benchmarks/training.py)."""
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
     generator = torch.Generator().manual_seed(0)
@@ -71,9 +71,8 @@ def bf16_matmuls_pay() -> bool:
 
 
 def peak_memory(device: torch.device, before: dict[str, int] | None = None) -> dict[str, int]:
-    """This process's peak resident memory (``ru_maxrss``) as ``rss_bytes`` and, on CUDA,
-    the peak memory allocated to tensors as ``cuda_bytes``; each the larger of it and
-    ``before`` (a resumed run's earlier sessions)."""
+    """Peak resident memory as ``rss_bytes`` and, on CUDA, peak tensor memory as ``cuda_bytes``,
+    each the larger of it and ``before`` (a resumed run's earlier sessions)."""
     peak = dict(before or {})
     try:
         import resource  # not on Windows
@@ -86,3 +85,15 @@ def peak_memory(device: torch.device, before: dict[str, int] | None = None) -> d
     if device.type == "cuda":
         peak["cuda_bytes"] = max(peak.get("cuda_bytes", 0), torch.cuda.max_memory_allocated(device))
     return peak
+
+
+@contextmanager
+def unchecked_args() -> Iterator[None]:
+    """No distribution argument checks inside: the data was checked once when loaded, and
+    checking every distribution of every step costs several percent."""
+    validating = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validating)

@@ -1,12 +1,10 @@
 """Data-parallel training under ``torchrun``: the process group, and who does what in it.
 
 ``torchrun --nproc_per_node N -m aevb train ...`` starts N processes with ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; :func:`session` joins them
-into one process group (gloo for CPU tensors, NCCL for CUDA ones, GPU ``cuda:LOCAL_RANK``) and
-leaves it at the end. The training loop (:mod:`aevb.engine.loop`) then runs in every process on
-its share of each global minibatch, under ``DistributedDataParallel``; rank 0 alone touches
-the run directory. Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every function here is the
-single process's answer and costs nothing.
+``RANK``, ``LOCAL_RANK`` set; :func:`session` joins them into one process group for the
+training loop, which runs in every process on its share of each global minibatch; rank 0 alone
+touches the run directory. Without ``torchrun`` every function here is the single process's
+answer and costs nothing.
 """
 
 from __future__ import annotations
@@ -23,22 +21,9 @@ import torch.distributed as dist
 
 from aevb.errors import AevbError
 
-__all__ = [
-    "all_gather_object",
-    "all_reduce_sum",
-    "broadcast_object",
-    "is_main",
-    "launched",
-    "local_device",
-    "on_main",
-    "parallel",
-    "rank",
-    "seed_rank",
-    "session",
-    "shard",
-    "sync_rows",
-    "world_size",
-]
+__all__ = ["all_gather_object", "all_reduce_sum", "broadcast_object", "is_main", "launched",
+           "local_device", "on_main", "parallel", "rank", "seed_rank", "session", "shard",
+           "sync_rows", "world_size"]
 
 T = TypeVar("T")
 
@@ -58,14 +43,9 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank: the group's, else ``$RANK`` of a torchrun launch, else 0.
-
-    Outside a session a launched process still knows its rank, so that a command can leave
-    what follows training (evaluation, pictures, the report) to rank 0.
-    """
-    if _active():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0")) if launched() else 0
+    """This process's rank: the group's, else ``$RANK`` of a torchrun launch (so that a command
+    can leave what follows training to rank 0), else 0."""
+    return dist.get_rank() if _active() else int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def is_main() -> bool:
@@ -74,9 +54,8 @@ def is_main() -> bool:
 
 
 def init_from_env() -> bool:
-    """Join torchrun's process group (``env://`` rendezvous) unless already in one; True when
-    this call joined. Backend gloo for CPU tensors and, where CUDA is present, NCCL for CUDA
-    ones, each process on GPU ``LOCAL_RANK``."""
+    """Join torchrun's process group (``env://``) unless already in one; True when this call
+    joined. Gloo for CPU tensors, NCCL for CUDA ones, each process on GPU ``LOCAL_RANK``."""
     if not launched() or _active():
         return False
     if not dist.is_available():
@@ -114,33 +93,24 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def seed_rank(seed: int) -> None:
-    """Give each rank but 0 its own stream for the model's own noise (reparameterization,
-    dropout): rank r > 0 is seeded with ``seed + 1_000_003 r``; rank 0 keeps the single
-    process's stream."""
+    """Seed rank r > 0's stream for the model's own noise with ``seed + 1_000_003 r``."""
     if rank():
         torch.manual_seed(seed + 1_000_003 * rank())
 
 
 def shard(n: int) -> tuple[slice, int]:
-    """This rank's share of a global minibatch of ``n``: positions ``rank, rank + W, ...``
-    (strided, so that the m labelled examples at the head of a semi-supervised minibatch are
-    spread over the ranks) and how many that is. A rank left with none (a last minibatch
-    smaller than W) gets position 0 and a count of 0: it must still join the all-reduce of
-    the gradients, and its loss is weighted by 0."""
+    """This rank's share of a global minibatch of ``n``, strided (to spread a semi-supervised
+    minibatch's labelled head), and how many; a rank left with none gets position 0 and count 0
+    (it still joins the gradients' all-reduce, its loss weighted by 0)."""
     share = slice(rank(), n, world_size())
     count = len(range(n)[share])
     return (share, count) if count else (slice(0, 1), 0)
 
 
 def parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` under DistributedDataParallel in a group (gradients averaged over the ranks
-    during ``backward``), else ``model`` itself.
-
-    Buffers are not broadcast from rank 0 on every forward: they are the same on every rank
-    (constants, or fitted on the same data) except per-example state, which
-    :func:`sync_rows` keeps. Unused parameters are searched for, as a model may leave some
-    out of a step (a classifier on a minibatch without labels).
-    """
+    """``model`` under DistributedDataParallel in a group, else ``model``. Buffers are the same
+    on every rank but per-example state (:func:`sync_rows`), so not broadcast; unused parameters
+    are searched for (a classifier's, on a minibatch without labels)."""
     if world_size() == 1:
         return model
     ddp = torch.nn.parallel.DistributedDataParallel
@@ -162,8 +132,7 @@ def sync_rows(buffers: list[torch.Tensor], index: torch.Tensor, share: slice, co
     for buffer in buffers:
         rows = buffer[index]
         keep = mine.view(-1, *[1] * (rows.dim() - 1))
-        rows = all_reduce_sum(torch.where(keep, rows, torch.zeros_like(rows)))
-        buffer[index] = rows
+        buffer[index] = all_reduce_sum(torch.where(keep, rows, torch.zeros_like(rows)))
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,8 @@
 """Data as the codes of a trained model: M1+M2 (Kingma et al. 2014, sec. 3.2) and the like.
 
 With ``data.features`` = a run directory, every split's x is replaced by that run's encoder
-means (``Encoder.encode``, e.g. a VAE's posterior means), shape (N, code_dim) float32, kind
-"real": the model of this run (M2, say, with a Gaussian likelihood) is trained on codes.
-Every split is encoded from its grey levels (``data.binarize`` does not apply to a features
-run: the codes are the data).
+means (``Encoder.encode``), encoded from its grey levels: the model of this run (M2, say, with a
+Gaussian likelihood) is trained on codes, and ``data.binarize`` does not apply.
 """
 
 from __future__ import annotations
@@ -23,13 +21,12 @@ from aevb.models import Batch, Encoder
 
 __all__ = ["ENCODE_BATCH", "encode_dataset", "load_run_data"]
 
-ENCODE_BATCH = 1000
-"""Examples encoded at a time."""
+ENCODE_BATCH = 1000  # examples encoded at a time
 
 
 def features_dir(features: str, base_dir: str | Path | None = None) -> Path:
-    """The run directory ``features`` names: a relative one is looked up in ``base_dir`` (the
-    run directory that uses it) first, then in the working directory, as data files are."""
+    """The run directory ``features`` names: a relative one in ``base_dir`` (the run that uses
+    it) first, then in the working directory, as data files are."""
     path = Path(features).expanduser()
     if base_dir is not None and not path.is_absolute() and (Path(base_dir) / path).exists():
         return Path(base_dir) / path
@@ -39,9 +36,8 @@ def features_dir(features: str, base_dir: str | Path | None = None) -> Path:
 @torch.no_grad()
 def encode_dataset(dataset: Dataset, run_dir: str | Path,
                    device: str | torch.device = "cpu") -> Dataset:
-    """``dataset`` with every split's x replaced by the encoder means of the run in
-    ``run_dir`` (its best checkpoint): x (N, code_dim) float32, kind "real", used as stored
-    (binarize "none"); labels, conditioning vectors and the batching are kept."""
+    """``dataset`` with every split's x the encoder means (N, code_dim) float32 of the run in
+    ``run_dir`` (best checkpoint), kind "real", binarize "none"; labels and conditions kept."""
     config, model, _ = load_model(run_dir, "best", device)
     if not isinstance(model, Encoder):
         raise ConfigError(f"data.features: the run {run_dir} is a {config.model.name}, which has"
@@ -67,8 +63,7 @@ def _encode_split(model: Encoder, split: Split) -> Split:
 
 def load_run_data(config: DataConfig, base_dir: str | Path | None = None,
                   device: str | torch.device = "cpu") -> Dataset:
-    """:func:`aevb.data.datasets.load_dataset` on ``device``, then, with ``config.features``, the
-    codes of that run (:func:`encode_dataset`)."""
+    """:func:`load_dataset` on ``device``; with ``config.features``, that run's codes."""
     if config.features is None:
         return load_dataset(config, base_dir=base_dir).to(device)
     # Grey levels for every split: under "dynamic" the training split would be encoded from

@@ -1,9 +1,8 @@
 """Refuse, before anything is allocated, a model whose parameters cannot fit in memory.
 
-The model is built on PyTorch's meta device (shapes only, no storage), so ``--latent_dim
-100000000`` costs nothing to measure; training needs each trainable parameter about
-2 + s times over (weights, gradients and the optimizer's s state tensors: 2 for Adam, 1 for
-Adagrad), plus the buffers. Activations come on top, so this is a floor, not an estimate.
+The model is built on PyTorch's meta device (shapes only), so ``--latent_dim 100000000`` costs
+nothing to measure; training needs each trainable parameter 2 + s times over (weights, gradients,
+the optimizer's s state tensors), plus the buffers: a floor, as activations come on top.
 """
 
 from __future__ import annotations
@@ -22,12 +21,11 @@ __all__ = ["available_bytes", "check_model_fits", "model_bytes"]
 
 OPTIMIZER_STATES = {"adam": 2, "adagrad": 1, "sgd": 0}
 """Tensors of optimizer state per trainable parameter tensor."""
-GIB = 2**30
 
 
 def model_bytes(model_config: Any, spec: DataSpec, optimizer: str = "adam") -> int:
     """Bytes that training ``model_config`` on data ``spec`` needs for its parameters, their
-    gradients and optimizer state, and its buffers (from a build on the meta device)."""
+    gradients and optimizer state, and its buffers."""
     try:
         with torch.device("meta"):
             model = build_model(model_config, spec)
@@ -61,18 +59,16 @@ def available_bytes(device: str | torch.device = "cpu") -> int | None:
 
 
 def check_model_fits(config: Config, spec: DataSpec, device: str | torch.device = "cpu") -> None:
-    """Raise a ConfigError, with both sizes in GiB, if training ``config`` (a run's
-    ``Config``) on data ``spec`` needs more memory than ``device`` has free."""
+    """Raise a ConfigError, with both sizes in GiB, if training ``config`` on data ``spec``
+    needs more memory than ``device`` has free."""
     need = model_bytes(config.model, spec, config.train.optimizer)
     free = available_bytes(device)
     if free is not None and need > free:
-        raise ConfigError(
-            f"the model needs about {_gib(need)} GiB for its parameters, gradients and"
-            f" optimizer state; {_gib(free)} GiB are available on {torch.device(device)}"
-            " (lower latent_dim or the hidden sizes)"
-        )
+        raise ConfigError(f"the model needs about {_gib(need)} GiB for its parameters, gradients"
+                          f" and optimizer state; {_gib(free)} GiB are available on"
+                          f" {torch.device(device)} (lower latent_dim or the hidden sizes)")
 
 
 def _gib(size: int) -> str:
-    gib = size / GIB
+    gib = size / 2**30
     return f"{gib:,.0f}" if gib >= 100 else f"{gib:.3g}"

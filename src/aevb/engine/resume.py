@@ -1,12 +1,10 @@
-"""Resuming a run: its checkpoint read back into the model, the optimizer and the RNGs; the
-checks that the run being continued is the one that was started, on the same data; and the
-training settings the user changed, applied and recorded.
+"""Resuming a run: its checkpoint read back into the model, the optimizer and the RNGs, after
+checking that it is the run that was started, on the same data.
 
-A resumed run keeps its data, model, seed, optimizer and minibatch size (the step count and the
-schedules are in minibatches of M); the learning rate, weight decay, budget, patience,
-precision, device and threads may change. Each change is kept in the checkpoints' ``changes``
-as ``{"epoch", "key", "old", "new"}`` (the first epoch trained with the new value) and shown
-in the report.
+A resumed run keeps its data, model, seed, optimizer and minibatch size (steps and schedules
+are in minibatches of M); lr, weight decay, budget, patience, precision, device and threads may
+change, each change kept in the checkpoints' ``changes`` as ``{"epoch", "key", "old", "new"}``
+(the first epoch trained with the new value) and shown in the report.
 """
 
 from __future__ import annotations
@@ -20,18 +18,8 @@ import torch
 
 from aevb.config.run import Config, config_to_dict
 from aevb.config.schema import TrainConfig
-from aevb.data.splits import Dataset
-from aevb.engine import distributed
-from aevb.engine.checkpoint import (
-    FORMAT_1,
-    checkpoint_path,
-    corrupt,
-    header_config,
-    header_spec,
-    load_weights,
-    read_checkpoint,
-    restore_optimizer,
-)
+from aevb.data.splits import SPLITS, Dataset
+from aevb.engine import checkpoint, distributed
 from aevb.engine.state import ArrayPrint, Change, Fingerprint, RunState
 from aevb.errors import CheckpointError, ConfigError, DataError
 from aevb.models import Model
@@ -45,14 +33,11 @@ FIXED_TRAIN_KEYS = {
 }
 """The training settings a resumed run cannot change, and why."""
 
-SPLITS = ("train", "valid", "test")
-
 
 def data_fingerprint(dataset: Dataset) -> Fingerprint:
     """Per split, per array (x, and y and c when present): its shape, dtype and a BLAKE2b
-    hash of its bytes. x is hashed as the model sees it, float32 :meth:`Split.values` (grey
-    levels under dynamic binarization), whatever its storage (uint8, a memory-mapped file), in
-    pieces of FINGERPRINT_ROWS_VALUES values: the same digest as a float32 tensor's bytes.
+    hash of its bytes. x is hashed as the model sees it, float32 :meth:`Split.values`, whatever
+    its storage (uint8, memory-mapped), in pieces: the digest of a float32 tensor's bytes.
     About 0.2 s for MNIST's 50k×784 training images."""
     prints: Fingerprint = {}
     for name in SPLITS:
@@ -65,11 +50,10 @@ def data_fingerprint(dataset: Dataset) -> Fingerprint:
         prints[name] = {"x": ArrayPrint(shape=[len(split), *split.event_shape], dtype="float32",
                                         blake2b=digest.hexdigest())}
         for array, tensor in (("y", split.y), ("c", split.c)):
-            if tensor is None:
-                continue
-            prints[name][array] = ArrayPrint(
-                shape=list(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."),
-                blake2b=hashlib.blake2b(_bytes(tensor), digest_size=16).hexdigest())
+            if tensor is not None:
+                prints[name][array] = ArrayPrint(
+                    shape=list(tensor.shape), dtype=str(tensor.dtype).removeprefix("torch."),
+                    blake2b=hashlib.blake2b(_bytes(tensor), digest_size=16).hexdigest())
     return prints
 
 
@@ -81,9 +65,13 @@ def _bytes(tensor: torch.Tensor) -> Any:
     return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
-def _compare_data(
-    saved: dict[str, Any], current: dict[str, Any], source: str, hint: str = ""
-) -> None:
+def check_same_data(header: dict[str, Any], data: Dataset | Fingerprint, source: str,
+                    hint: str = "") -> None:
+    """Raise a DataError naming the split and array of ``data`` (a dataset from ``source``, or its
+    fingerprint) unlike checkpoint ``header``'s, ``hint`` appended; one without prints passes."""
+    if (saved := header.get("data_fingerprint")) is None:
+        return
+    current = data if isinstance(data, dict) else data_fingerprint(data)
     for split, arrays in saved.items():
         now = current.get(split, {})
         for array in sorted(arrays.keys() | now.keys()):
@@ -99,18 +87,6 @@ def _compare_data(
                 what = "holds other values now (same shape and dtype)"
             raise DataError(f"{source} is not the data this run was trained on:"
                             f" the {split} split's {array} {what}" + (f"; {hint}" if hint else ""))
-
-
-def check_same_data(
-    header: dict[str, Any], dataset: Dataset, source: str, hint: str = ""
-) -> None:
-    """Raise a DataError naming the split and array of ``dataset`` (read from ``source``) that
-    differ from those the checkpoint with metadata ``header`` was trained on, ``hint`` (what
-    the user may do) appended. A checkpoint written before runs kept a fingerprint passes
-    (there is nothing to compare)."""
-    saved = header.get("data_fingerprint")
-    if saved is not None:
-        _compare_data(saved, data_fingerprint(dataset), source, hint)
 
 
 def train_changes(current: TrainConfig, saved: TrainConfig, epoch: int) -> list[Change]:
@@ -135,22 +111,17 @@ def _same_run(config: Config, saved: Config) -> None:
         if current[section] != before[section]:
             key = next(k for k in {**before[section], **current[section]}
                        if current[section].get(k) != before[section].get(k))
-            raise ConfigError(
-                f"cannot resume with {section}.{key} = {current[section].get(key)!r}:"
-                f" the run was started with {before[section].get(key)!r}"
-            )
+            raise ConfigError(f"cannot resume with {section}.{key} = {current[section].get(key)!r}:"
+                              f" the run was started with {before[section].get(key)!r}")
 
 
-def _restore_rng(
-    tensors: dict[str, torch.Tensor], generator: torch.Generator, path: Path, seed: int
-) -> bool:
+def _restore_rng(tensors: dict[str, torch.Tensor], generator: torch.Generator, path: Path,
+                 seed: int) -> bool:
     """Restore the global and the data-order RNG; False when the data generator's state is
-    another device's (the run moved from CPU to GPU or back): it is then seeded afresh.
-
-    Rank r > 0 of a data-parallel run restores its own global RNG (``rng.torch.rankR``,
-    ``rng.cuda.rankR``), or seeds it afresh where the run had fewer processes."""
+    another device's (the run moved between CPU and GPU): it is then seeded afresh. Rank r > 0
+    restores its own (``rng.torch.rankR``), or seeds it afresh where the run had fewer."""
     if "rng.torch" not in tensors or "rng.data" not in tensors:
-        raise corrupt(path, "it holds no RNG state (rng.torch, rng.data)")
+        raise checkpoint.corrupt(path, "it holds no RNG state (rng.torch, rng.data)")
     data = tensors["rng.data"]
     other = {torch.Generator().get_state().numel(), 16} - {generator.get_state().numel()}
     own = f".rank{distributed.rank()}" if distributed.rank() else ""
@@ -166,48 +137,38 @@ def _restore_rng(
         if f"rng.cuda{own}" in tensors and generator.device.type == "cuda":
             torch.cuda.set_rng_state(tensors[f"rng.cuda{own}"], generator.device)
     except RuntimeError as error:
-        raise corrupt(path, f"its RNG state does not restore: {error}") from None
+        raise checkpoint.corrupt(path, f"its RNG state does not restore: {error}") from None
     return True
 
 
-def restore_run(
-    run_dir: Path,
-    config: Config,
-    model: Model,
-    optimizer: torch.optim.Optimizer | None,
-    generator: torch.Generator,
-    fingerprint: Fingerprint | None = None,
-) -> RunState:
-    """Load ``run_dir``'s last checkpoint into ``model``, ``optimizer``, the global RNG and
-    ``generator``; return the loop's state as the checkpoint holds it, the settings changed
-    now appended to its ``changes``.
-
-    ``fingerprint`` (the data's, :func:`data_fingerprint`), when given, is compared with the
-    checkpoint's, and kept where the checkpoint has none.
-    """
-    path = checkpoint_path(run_dir, "last")
-    tensors, header = read_checkpoint(path)
-    if header.get("format") == FORMAT_1:
+def restore_run(run_dir: Path, config: Config, model: Model,
+                optimizer: torch.optim.Optimizer | None, generator: torch.Generator,
+                fingerprint: Fingerprint | None = None) -> RunState:
+    """Load ``run_dir``'s last checkpoint into ``model``, ``optimizer`` and the RNGs, checking
+    ``fingerprint`` (kept where it has none); the loop's state, with the settings changed now."""
+    path = checkpoint.checkpoint_path(run_dir, "last")
+    tensors, header = checkpoint.read_checkpoint(path)
+    if header.get("format") == checkpoint.FORMAT_1:
         raise CheckpointError(f"{run_dir} was written by an older aevb (checkpoint format 1):"
                               " it can be evaluated and drawn, not resumed")
-    saved = header_config(header)
+    saved = checkpoint.header_config(header)
     _same_run(config, saved)
     epoch = header["epoch"] + 1
     changes = train_changes(config.train, saved.train, epoch)
     state = RunState.from_header(header, data_fingerprint=fingerprint)
-    if fingerprint is not None and header.get("data_fingerprint") is not None:
-        _compare_data(header["data_fingerprint"], fingerprint, f"cannot resume: {config.data.name}")
-    spec = header_spec(header)
+    if fingerprint is not None:
+        check_same_data(header, fingerprint, f"cannot resume: {config.data.name}")
+    spec = checkpoint.header_spec(header)
     if spec.train_size is None:  # written before train_size was recorded: nothing to compare
         spec = spec._replace(train_size=model.data.train_size)
     if spec != model.data:
         what = f"its data spec is {spec}; the data's is {model.data}"
         if header.get("data_fingerprint") is not None:  # the data was checked: the checkpoint is wrong
-            raise corrupt(path, what)
+            raise checkpoint.corrupt(path, what)
         raise DataError(f"cannot resume on other data: {what}")
-    load_weights(model, tensors, path)
+    checkpoint.load_weights(model, tensors, path)
     if optimizer is not None:
-        restore_optimizer(optimizer, tensors, header["optimizer"], path)
+        checkpoint.restore_optimizer(optimizer, tensors, header["optimizer"], path)
     moved = not _restore_rng(tensors, generator, path, config.train.seed + header["step"])
     if moved and all(change["key"] != "device" for change in changes):
         device = generator.device.type

@@ -15,9 +15,8 @@ __all__ = ["rng_state", "seeded"]
 
 @contextmanager
 def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
-    """Inside, torch's global generator (and ``device``'s, when it is a GPU) starts from
-    ``seed``; after, every stream is as it was before: the block neither perturbs nor depends
-    on the caller's draws. ``seed=None``: the block draws from the caller's streams as they are."""
+    """Inside, torch's global generator (and a GPU ``device``'s) starts from ``seed``; after, every
+    stream is as before. ``seed=None``: the block draws from the caller's streams as they are."""
     if seed is None:
         yield
         return
@@ -28,9 +27,8 @@ def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterat
 
 
 def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The global, CUDA and data-order (``generator``) RNG states, as a checkpoint's ``rng.*``
-    tensors, with the model's noise streams of ranks r > 0 (``distributed.seed_rank``) as
-    ``torch.rankR``, ``cuda.rankR``; every rank must call it."""
+    """The global, CUDA and data-order RNG states as a checkpoint's ``rng.*`` tensors, ranks
+    r > 0's as ``torch.rankR``, ``cuda.rankR``; every rank must call it."""
     state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
     if generator.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(generator.device)

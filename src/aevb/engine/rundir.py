@@ -1,9 +1,7 @@
 """A run directory as a small database: one writer at a time, and changes committed whole.
 
-A run is ``config.toml``, ``metrics.csv`` and ``checkpoints/{last,best}.{safetensors,json}``.
-An epoch changes several of them, and they must agree (the best checkpoint, the metrics rows
-and the last checkpoint of one epoch), so an epoch's files are written in a
-:func:`transaction`:
+A run is ``config.toml``, ``metrics.csv`` and ``checkpoints/{last,best}.{safetensors,json}``;
+an epoch changes several of them, which must agree, so they are written in a :func:`transaction`:
 
 1. each file is written to a staged name ``.NAME.staged`` beside its own and fsynced;
 2. a journal ``RUN/.commit.json`` listing the renames (staged → final) is written atomically
@@ -13,9 +11,8 @@ and the last checkpoint of one epoch), so an epoch's files are written in a
 A kill before 2 leaves the previous state and some staged files, which :func:`recover` deletes
 (roll back); a kill after 2 leaves the journal, which :func:`recover` finishes (roll forward).
 Rolling forward is idempotent: a staged file that is gone was renamed already, and no staged
-name is reused until its journal is deleted. :func:`locked` takes ``RUN/.lock`` (a ``filelock``
-lock the OS releases when its process dies) and recovers, so a reader or writer that holds the
-lock never sees half a commit.
+name is reused until its journal is deleted. :func:`locked` takes ``RUN/.lock`` (released by the
+OS when its process dies) and recovers, so whoever holds the lock never sees half a commit.
 """
 
 from __future__ import annotations
@@ -49,11 +46,8 @@ _points = 0
 
 def _write_point(name: str) -> None:
     """A point where a crash must leave the run consistent; ``name`` says which, for tests.
-
-    For fault injection only: with the environment variable ``AEVB_FAULT_KILL_AT=N`` the
-    process kills itself with SIGKILL at its N-th write point (counted from 1), exactly as a
-    crash, an OOM kill or ``kill -9`` would. Never set it outside tests.
-    """
+    Fault injection: with ``AEVB_FAULT_KILL_AT=N`` the process SIGKILLs itself at its N-th
+    write point (from 1), as a crash would. Never set it outside tests."""
     global _points
     _points += 1
     if os.environ.get("AEVB_FAULT_KILL_AT") == str(_points):
@@ -72,8 +66,8 @@ class Transaction:
         self.renames: dict[str, str] = {}  # final → staged, relative to run_dir
 
     def write(self, name: str | Path, data: bytes | str) -> None:
-        """Stage ``data`` (str as UTF-8) for ``name`` (relative to the run directory, or a path
-        inside it): on disk and fsynced now, visible only once the transaction commits."""
+        """Stage ``data`` (str as UTF-8) for ``name`` (in the run directory): on disk and
+        fsynced now, visible only once the transaction commits."""
         inside = Path(name).absolute()
         final = inside if inside.is_relative_to(self.run_dir) else self.run_dir / name
         staged = _staged(final)
@@ -138,11 +132,8 @@ def _roll_forward(run_dir: Path, pairs: list[list[str]]) -> None:
 
 
 def recover(run_dir: str | Path) -> None:
-    """Finish a commit that was interrupted after its commit point, undo one interrupted
-    before it, and delete the temp files of interrupted atomic writes (``.NAME.*.part``).
-
-    Call it holding the lock (:func:`locked` does); safe to call any number of times.
-    """
+    """Finish a commit interrupted after its commit point, undo one interrupted before it, delete
+    interrupted atomic writes' ``.NAME.*.part``. Idempotent; hold the lock (:func:`locked` does)."""
     run_dir = Path(run_dir)
     journal = run_dir / JOURNAL
     if journal.is_file():
@@ -173,12 +164,9 @@ def _owner(lock_path: Path) -> str:
 @contextmanager
 def locked(run_dir: str | Path) -> Iterator[Path]:
     """Hold the run directory's lock, after recovering it, or fail at once if another holds it.
-
-    Everything that writes into a run directory (training, evaluation, figures) holds this
-    lock; re-entering it in the same thread is allowed (a command that trains, then evaluates).
-    The lock file ``RUN/.lock`` holds its owner's pid, for the error message; it stays behind,
-    as deleting a lock file races with the next process opening it.
-    """
+    Everything that writes into a run directory holds it; the same thread may re-enter it. The
+    lock file holds its owner's pid, for the error message, and stays behind: deleting a lock
+    file races with the next process opening it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():  # filelock would create the missing directories
         raise CheckpointError(f"no run directory at {run_dir}")

@@ -1,10 +1,8 @@
-"""The training loop's state, named once: what it carries from epoch to epoch and what every
-checkpoint's metadata holds of it (:func:`RunState.header`, read back by
-:func:`RunState.from_header` and checked field by field by :func:`misfit`).
+"""The training loop's state, named once: what it carries from epoch to epoch and every
+checkpoint's metadata holds of it, checked field by field by :func:`misfit`.
 
-Each field's type says what a checkpoint may hold there, and its annotation how an error names
-it: an ``int`` is a count (never negative), a ``float`` any number, a ``TypedDict`` a JSON table
-with at least its keys.
+Each field's type says what a checkpoint may hold there (an ``int`` is a count, never negative;
+a ``TypedDict`` a JSON table with at least its keys), its annotation how an error names it.
 """
 
 from __future__ import annotations
@@ -53,23 +51,17 @@ Fingerprint = dict[str, dict[str, ArrayPrint]]
 class RunState:
     """The loop's state after ``epoch`` epochs; a checkpoint holds it as it was at its epoch."""
 
-    epoch: Annotated[int, "a count"] = 0
-    """Epochs finished."""
-    step: Annotated[int, "a count"] = 0
-    """Optimizer steps (minibatches) taken."""
-    seconds: Annotated[float, "a number"] = 0.0
-    """Training time so far in seconds, validation included."""
+    epoch: Annotated[int, "a count"] = 0  # epochs finished
+    step: Annotated[int, "a count"] = 0  # optimizer steps (minibatches) taken
+    seconds: Annotated[float, "a number"] = 0.0  # training time so far, validation included
     schedule_steps: Annotated[int, "a count"] = 0
     """The run's planned steps, fixed when it starts: the total its schedules see."""
-    best_value: Annotated[float, "a number"] = -math.inf
-    """The best validation value of the model's selection metric so far."""
-    best_epoch: Annotated[int, "a count"] = 0
-    """The epoch that gave it (checkpoints/best)."""
+    best_value: Annotated[float, "a number"] = -math.inf  # of the selection metric, validated
+    best_epoch: Annotated[int, "a count"] = 0  # the epoch that gave it (checkpoints/best)
     history: Annotated[list[dict[str, float]], "a list of rows"] = field(default_factory=list)
     """One row of metrics per epoch (metrics.csv)."""
     changes: Annotated[list[Change], "a list of {epoch, key, old, new}"] = field(
-        default_factory=list)
-    """The settings changed on resuming (aevb.engine.resume)."""
+        default_factory=list)  # the settings changed on resuming (aevb.engine.resume)
     data_fingerprint: Annotated[Fingerprint | None,
                                 "a table of splits' arrays' shape, dtype and hash"] = None
     """The data trained on; None in checkpoints written before runs kept it."""
@@ -80,10 +72,8 @@ class RunState:
     selection: Annotated[tuple[str, Literal["max", "min"]], "[metric, max|min]"] = ("loss", "min")
     """The metric that picks the best checkpoint, and whether more is better."""
     metric_names: Annotated[dict[str, tuple[str, str]], "a table of [name, unit]"] = field(
-        default_factory=dict)
-    """Each metric's readable name and unit (the report's)."""
-    precision: Annotated[str, "a string"] = "float32"
-    """The training matmuls' dtype."""
+        default_factory=dict)  # each metric's readable name and unit (the report's)
+    precision: Annotated[str, "a string"] = "float32"  # the training matmuls' dtype
 
     def header(self) -> dict[str, Any]:
         """The fields as a checkpoint's JSON metadata holds them."""
@@ -101,7 +91,6 @@ class RunState:
 
 
 FIELDS: dict[str, Any] = get_type_hints(RunState, include_extras=True)
-"""Each field's annotated type."""
 
 
 def misfit(header: dict[str, Any]) -> str | None:

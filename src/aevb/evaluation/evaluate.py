@@ -16,8 +16,6 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,9 +26,9 @@ from tqdm.auto import tqdm
 from aevb.config.schema import EvalConfig
 from aevb.data.splits import Dataset, Split
 from aevb.engine import rundir
-from aevb.engine.batches import split_batch
+from aevb.engine.batches import batches
 from aevb.engine.checkpoint import load_model
-from aevb.engine.device import resolve_device
+from aevb.engine.device import resolve_device, unchecked_args
 from aevb.engine.features import load_run_data
 from aevb.engine.resume import check_same_data
 from aevb.engine.rng import seeded
@@ -39,24 +37,14 @@ from aevb.evaluation.speed import compiled_kernels, fast_log_marginal
 from aevb.files import atomic_write_text
 from aevb.models import Batch, Classifier, Encoder, Hierarchical, Likelihood, Model, Step
 
-__all__ = [
-    "AGREEMENT_NATS",
-    "AGREEMENT_POINTS",
-    "COMPILE_SAMPLES",
-    "active_units",
-    "evaluate_model",
-    "evaluate_run",
-    "evaluation_file",
-    "log_likelihood",
-    "mean_and_standard_error",
-    "precision_agreement",
-]
+__all__ = ["AGREEMENT_NATS", "AGREEMENT_POINTS", "COMPILE_SAMPLES", "active_units",
+           "evaluate_model", "evaluate_run", "evaluation_file", "log_likelihood",
+           "mean_and_standard_error", "precision_agreement"]
 
 AGREEMENT_POINTS = 200
 """A bfloat16 evaluation also scores this many of its first points in float32, same draws."""
 AGREEMENT_NATS = 0.02
-"""The largest mean |log p(x) in bfloat16 - in float32| per point, in nats, at which a
-bfloat16 evaluation keeps its precision."""
+"""The largest mean |log p(x) in bfloat16 - in float32| per point, in nats, that keeps bfloat16."""
 COMPILE_SAMPLES = 10**7
 """points x K from which ``eval.is_compile`` compiles (a few seconds, paid back by then)."""
 
@@ -79,18 +67,6 @@ def log_likelihood(model: Likelihood, batch: Batch, samples: int,
         return fast_log_marginal(model, batch, samples).float()
 
 
-@contextmanager
-def _unchecked_distributions() -> Iterator[None]:
-    """No distribution argument checks inside (the data was checked when it was loaded); on
-    in a sampling loop they cost several percent."""
-    validating = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(validating)
-
-
 def precision_agreement(model: Likelihood, split: Split, config: EvalConfig, seed: int = 0
                         ) -> tuple[float, int]:
     """(mean |log p(x) in bfloat16 - log p(x) in float32| in nats per point, the points): over
@@ -98,20 +74,15 @@ def precision_agreement(model: Likelihood, split: Split, config: EvalConfig, see
     n = min(_points(split, config.max_points), AGREEMENT_POINTS)
     estimates = []
     for precision in (torch.float32, torch.bfloat16):
-        with seeded(seed, split.device), _unchecked_distributions():
-            estimates.append(torch.cat([
-                log_likelihood(model, split_batch(split, torch.arange(
-                    start, min(start + config.batch_points, n), device=split.device)),
-                    config.is_samples, precision)
-                for start in range(0, n, config.batch_points)]))
+        with seeded(seed, split.device), unchecked_args():
+            estimates.append(torch.cat([log_likelihood(model, batch, config.is_samples, precision)
+                                        for batch in batches(split, config.batch_points, n)]))
     return (estimates[1] - estimates[0]).abs().mean().item(), n
 
 
 def active_units(codes: torch.Tensor, threshold: float = 1e-2) -> int:
-    """Latent dimensions whose posterior mean varies across data: Cov_x(E_q[z_u]) > threshold.
-
-    Burda et al. (2016), sec. 5.2; ``codes`` are the posterior means (N, D).
-    """
+    """Latent dimensions whose posterior mean varies across data: Cov_x(E_q[z_u]) > threshold
+    (Burda et al. 2016, sec. 5.2); ``codes`` are the posterior means (N, D)."""
     return int((codes.double().var(0) > threshold).sum().item())
 
 
@@ -144,28 +115,18 @@ def _batch_columns(model: Model, batch: Batch, samples: int, step: Step,
 
 
 @torch.no_grad()
-def evaluate_model(
-    model: Model,
-    split: Split,
-    config: EvalConfig,
-    progress: bool = True,
-    seed: int = 0,
-    step: Step | None = None,
-) -> dict[str, Any]:
+def evaluate_model(model: Model, split: Split, config: EvalConfig, progress: bool = True,
+                   seed: int = 0, step: Step | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on (the first ``config.max_points`` of) ``split``.
 
-    A classifier gets its classification error on the labelled points; a model with an
-    encoder gets reconstruction errors and active units (a hierarchical one, per layer too:
-    ``active_units_z1`` …); a model with a
-    likelihood gets its ELBO (L = 1), split into rate (KL, in total, per latent layer when it
-    has several, and per dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with
-    K = ``config.is_samples``, in ``config.is_precision``: bfloat16 is kept only where it
-    agrees with float32 within ``AGREEMENT_NATS`` per point (``precision_agreement``, reported
-    as ``bf16_agreement_nats``), else it falls back to float32 with a warning. A model without
-    a likelihood gets the means of its own training
-    metrics on these points (``model.loss`` in eval mode, at ``step``: the training step that
-    gave the weights, where a schedule matters; default the end of a one-step run) as
-    ``test_<metric>``.
+    A classifier gets its classification error on the labelled points; a model with an encoder
+    reconstruction errors and active units (per layer too: ``active_units_z1`` …); a model with
+    a likelihood its ELBO (L = 1), split into rate (KL: in total, per latent layer, per
+    dimension) and distortion (-E_q[log p(x|z)]), and its log p(x) with K = ``is_samples`` in
+    ``is_precision``: bfloat16 only where it agrees with float32 within ``AGREEMENT_NATS`` per
+    point (``bf16_agreement_nats``), else float32 and a warning. A model without a likelihood
+    gets the means of its own metrics (``model.loss`` in eval mode at ``step``, the training
+    step that gave the weights) as ``test_<metric>``.
     """
     step = step or Step(0, 1)
     model.eval()
@@ -185,12 +146,10 @@ def evaluate_model(
             warnings.warn(f"bfloat16 log p(x) differs from float32's by {difference:.4f} nats"
                           f" per point on average over the first {checked} points, more than"
                           f" {AGREEMENT_NATS}: evaluating in float32", stacklevel=2)
-    with seeded(seed, split.device), _unchecked_distributions(), compiled_kernels(compiling):
+    with seeded(seed, split.device), unchecked_args(), compiled_kernels(compiling):
         desc = f"evaluate (K={config.is_samples})" if likelihood else "evaluate"
-        for start in tqdm(range(0, n, config.batch_points), desc=desc, unit="batch",
-                          disable=not progress):
-            index = torch.arange(start, min(start + config.batch_points, n), device=split.device)
-            batch = split_batch(split, index)
+        for batch in tqdm(batches(split, config.batch_points, n), desc=desc, unit="batch",
+                          total=math.ceil(n / config.batch_points), disable=not progress):
             for name, value in _batch_columns(model, batch, config.is_samples, step,
                                               precision).items():
                 columns.setdefault(name, []).append(value.float().cpu())
@@ -205,12 +164,10 @@ def evaluate_model(
     result.update({f"test_{name[7:]}": value.mean().item() for name, value in joined.items()
                    if name.startswith("metric:")})
     if "code" in joined:
-        result.update(
-            latent_dim=int(joined["code"].shape[1]),
-            recon_error_per_pixel=joined["sq_pixel"].mean().item(),
-            recon_error_per_image=joined["sq_image"].mean().item(),
-            active_units=active_units(joined["code"]),
-        )
+        result.update(latent_dim=int(joined["code"].shape[1]),
+                      recon_error_per_pixel=joined["sq_pixel"].mean().item(),
+                      recon_error_per_image=joined["sq_image"].mean().item(),
+                      active_units=active_units(joined["code"]))
     result.update({f"active_units_{name[6:]}": active_units(codes)
                    for name, codes in joined.items() if name.startswith("layer:")})
     if "misclassified" in joined and len(joined["misclassified"]):
@@ -240,13 +197,11 @@ def _likelihood_result(joined: dict[str, torch.Tensor]) -> dict[str, Any]:
     return result
 
 
-def evaluation_file(
-    run_eval: EvalConfig, config: EvalConfig, split: str = "test", which: str = "best",
-    data_name: str | None = None,
-) -> str:
-    """The file an evaluation is written to: ``evaluation.json`` for the run's own one (the
-    test split, the run's K and points, the best checkpoint, its own data), which the report
-    shows; any other beside it, named by what differs: ``evaluation-valid-k10-last.json``."""
+def evaluation_file(run_eval: EvalConfig, config: EvalConfig, split: str = "test",
+                    which: str = "best", data_name: str | None = None) -> str:
+    """``evaluation.json`` for the run's own evaluation (test split, the run's K and points,
+    best checkpoint, own data: the report's); any other named by what differs, as in
+    ``evaluation-valid-k10-last.json``."""
     differs = []
     if config.is_samples != run_eval.is_samples:
         differs.append(f"k{config.is_samples}")
@@ -264,27 +219,20 @@ def evaluation_file(
     return "-".join(["evaluation", split, *differs]) + ".json"
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    config: EvalConfig | None = None,
-    split: str = "test",
-    which: str = "best",
-    progress: bool = True,
-    dataset: Dataset | None = None,
-    device: str | torch.device = "auto",
-    data_name: str | None = None,
-) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None, split: str = "test",
+                 which: str = "best", progress: bool = True, dataset: Dataset | None = None,
+                 device: str | torch.device = "auto", data_name: str | None = None
+                 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint and write it to ``evaluation_file(...)`` in the run
-    directory (the split's name and the file's in it). ``data_name``: evaluate on that dataset
-    (a name or a path) instead of the run's own. ``device``: auto is a GPU where there is one,
-    as for training."""
+    directory. ``data_name``: evaluate on that dataset (a name or a path) instead of the run's
+    own. ``device``: auto is a GPU where there is one."""
     device = resolve_device(str(device))
     run_config, model, header = load_model(run_dir, which, device)
     config = config or run_config.eval
     if split not in ("train", "valid", "test"):
         raise AevbError(f"unknown split {split!r}: use train, valid or test")
-    data_config = run_config.data if data_name is None else replace(run_config.data,
-                                                                      name=data_name)
+    data_config = (run_config.data if data_name is None
+                   else replace(run_config.data, name=data_name))
     if dataset is None:
         dataset = load_run_data(data_config, run_dir, device)
         if data_name is None:  # the run's own data must be the data it trained on
@@ -295,14 +243,9 @@ def evaluate_run(
     steps = int(header.get("step") or 1)
     # the schedule as at the step whose update gave these weights (as validation had it)
     step = Step(steps - 1, int(header.get("schedule_steps") or steps))
-    result = {
-        "split": split,
-        "file": file,
-        "checkpoint": which,
-        "epoch": header.get("epoch"),
-        **evaluate_model(model, getattr(dataset, split), config, progress, run_config.train.seed,
-                         step),
-    }
+    result = {"split": split, "file": file, "checkpoint": which, "epoch": header.get("epoch"),
+              **evaluate_model(model, getattr(dataset, split), config, progress,
+                               run_config.train.seed, step)}
     with rundir.locked(run_dir):
         atomic_write_text(Path(run_dir) / file, json.dumps(result, indent=2) + "\n")
     return result

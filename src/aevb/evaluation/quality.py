@@ -2,11 +2,10 @@
 
 FID (Heusel et al. 2017) compares Gaussians fitted to Inception features of samples and of real
 images. Inception cannot be downloaded here and knows nothing of 8x8 digits, so we train a small
-classifier on the dataset's own training images (once per dataset and settings, cached and
-checksummed) and use its penultimate layer instead: "FD (<dataset> classifier)", comparable
-between models evaluated with the same classifier, never with published FIDs. Beside it: the
-classifier's mean confidence on the samples and their predicted-class histogram (a model that
-draws only a few classes has a lopsided histogram).
+classifier on the dataset's training images (cached, checksummed) and use its penultimate layer:
+"FD (<dataset> classifier)", comparable between models judged by the same classifier, never with
+published FIDs. Beside it: the classifier's mean confidence on the samples and their
+predicted-class histogram (lopsided for a model that draws only a few classes).
 """
 
 from __future__ import annotations
@@ -35,14 +34,8 @@ from aevb.files import atomic_file, atomic_write_text
 from aevb.models import Generative, Model
 from aevb.nn.nets import mlp
 
-__all__ = [
-    "ClassifierSettings",
-    "QualityClassifier",
-    "feature_statistics",
-    "frechet_distance",
-    "quality_classifier",
-    "sample_quality",
-]
+__all__ = ["ClassifierSettings", "QualityClassifier", "feature_statistics", "frechet_distance",
+           "quality_classifier", "sample_quality"]
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +81,11 @@ def _trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float | None:
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray
                      ) -> float:
     """Fréchet (2-Wasserstein²) distance between N(mu1, C1) and N(mu2, C2), in squared feature
-    units: ||mu1 - mu2||² + tr(C1 + C2 - 2 (C1 C2)^{1/2}).
+    units: ||mu1 - mu2||² + tr(C1 + C2 - 2 (C1 C2)^{1/2}), in float64 with scipy's sqrtm.
 
-    Computed in float64 with ``scipy.linalg.sqrtm``. When the product is singular (sqrtm returns
-    non-finite values or a root that does not square back to C1 C2 within ``SQRTM_RTOL``, as
-    with fewer points than features or dead units) both covariances get ``SQRTM_EPS`` * I and
-    the root is taken again; a well-conditioned pair is never perturbed. An imaginary part above
-    ``IMAG_TOL`` of the root's scale is an error, a smaller one rounding, dropped.
+    When the product is singular (fewer points than features, dead units: the root is not
+    finite or does not square back within ``SQRTM_RTOL``) both covariances get ``SQRTM_EPS`` * I
+    and the root is taken again; a well-conditioned pair is never perturbed.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
@@ -113,10 +104,6 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_root
     # Equal distributions can round to a tiny negative number; the distance itself is >= 0.
     return max(float(distance), 0.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# the classifier
 
 
 @dataclass(frozen=True)
@@ -218,16 +205,11 @@ def _load_cached(path: Path, net: QualityClassifier) -> float | None:
     return float(header["test_accuracy"])
 
 
-def quality_classifier(
-    dataset: Dataset,
-    settings: ClassifierSettings | None = None,
-    cache_dir: str | Path = "",
-) -> tuple[QualityClassifier, float]:
-    """The dataset's feature classifier (eval mode) and its test accuracy in [0, 1].
-
-    Loaded from the cache when a file for these settings exists and matches its sha256
-    (``<file>.sha256``); otherwise trained on ``dataset.train`` and written atomically.
-    """
+def quality_classifier(dataset: Dataset, settings: ClassifierSettings | None = None,
+                       cache_dir: str | Path = "") -> tuple[QualityClassifier, float]:
+    """The dataset's feature classifier (eval mode) and its test accuracy in [0, 1]: from the
+    cache where a file for these settings matches its ``<file>.sha256``, else trained on
+    ``dataset.train`` and written atomically."""
     settings = settings or ClassifierSettings()
     if dataset.num_classes is None or dataset.train.y is None or dataset.test.y is None:
         raise AevbError(f"sample quality needs a labelled dataset to train its classifier;"
@@ -241,17 +223,12 @@ def quality_classifier(
     net = _train_classifier(dataset, settings)
     accuracy = _accuracy(net, dataset.test)
     header = {"dataset": dataset.name, "settings": asdict(settings), "test_accuracy": accuracy}
-    data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in
-                              net.state_dict().items()}, metadata={"aevb_quality":
-                                                                   json.dumps(header)})
+    weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    data = safetensors_bytes(weights, metadata={"aevb_quality": json.dumps(header)})
     with atomic_file(path) as handle:
         handle.write(data)
     atomic_write_text(path.with_name(path.name + ".sha256"), f"{_sha256(data)}  {path.name}\n")
     return net, accuracy
-
-
-# ---------------------------------------------------------------------------------------------
-# the metric
 
 
 @torch.no_grad()
@@ -265,25 +242,16 @@ def _draw(model: Generative, n: int, batch: int, seed: int, device: torch.device
     return torch.cat(parts)
 
 
-def sample_quality(
-    model: Model | Generative,
-    dataset: Dataset,
-    n: int = 10_000,
-    seed: int = 0,
-    batch_size: int = 1000,
-    settings: ClassifierSettings | None = None,
-    cache_dir: str | Path = "",
-) -> dict[str, Any]:
+def sample_quality(model: Model | Generative, dataset: Dataset, n: int = 10_000, seed: int = 0,
+                   batch_size: int = 1000, settings: ClassifierSettings | None = None,
+                   cache_dir: str | Path = "") -> dict[str, Any]:
     """Quality of n samples of ``model`` judged by the dataset's classifier (module docstring).
 
-    ``dataset`` must hold grey levels (loaded with binarize "none"): the samples are decoder
-    means, and real and sampled images must be judged alike. Returns ``fd_classifier`` (FD of
-    the samples' features to the test set's), ``fd_test_vs_train`` (FD of the real test set to
-    the real training set: what a perfect model would roughly score; FD is biased upward at
-    small N, so compare models at the same n), ``sample_confidence`` (mean max softmax
-    probability, in (0, 1]), ``sample_class_histogram`` (fraction of samples per predicted
-    class), ``quality_classifier_accuracy`` (on the test set), ``quality_samples`` (n) and
-    ``fd_classifier_name``.
+    ``dataset`` must hold grey levels (binarize "none"), as the samples are decoder means.
+    ``fd_classifier`` is the FD of the samples' features to the test set's; ``fd_test_vs_train``
+    that of the real test set to the training set, roughly what a perfect model scores (FD is
+    biased upward at small N: compare models at the same n); ``sample_confidence`` the mean max
+    softmax probability; ``sample_class_histogram`` the fraction of samples per predicted class.
     """
     if not isinstance(model, Generative):
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)

@@ -1,21 +1,15 @@
 """The fast importance-sampled log p(x): evaluation's speed tricks, which the models do not know.
 
-The estimate is the models' own (``log_marginal``), composed here from their parts where they
-have them, with three changes that leave it the same to float rounding, on the same draws:
+The estimate is the models' own (``log_marginal``), composed from their parts, the same to
+float rounding on the same draws: x is encoded once for every chunk of samples; a Bernoulli
+head scores x without building p(x|z) (:func:`log_likelihood_of`: with logits l = W h + b,
+log p(x|z) = h . (W^T x) + b . x - sum_i softplus(l_i), W^T x once per point, the softplus sum
+by products, :func:`softplus_sum`); inside :func:`compiled_kernels` everything after the
+(eager) draw of z runs under torch.compile (:func:`compiled`).
 
-- x is encoded once for every chunk of samples;
-- a Bernoulli head scores x without building p(x|z) (:func:`log_likelihood_of`): with
-  logits l = W h + b, log p(x|z) = h . (W^T x) + b . x - sum_i softplus(l_i), W^T x formed once
-  per point, the softplus sum by products (:func:`softplus_sum`);
-- inside :func:`compiled_kernels`, everything after the draw of z runs compiled by
-  torch.compile (:func:`compiled`): the decoder (an ``nn.Sequential``'s biases added inside the
-  activations' kernels, :func:`_decoded`), the fused density and the latent log-densities.
-  The draws stay eager, from the same random stream.
-
-The parts: a decoder net ``decoder`` and its head ``likelihood_head`` (p(x|z) =
-``likelihood_head(decoder(z))``), and either q(z|x) and p(z) (``posterior(x)``, ``prior()``,
-a VAE) or ``proposal(x)``: k ↦ (z1, log p(z) - log q(z|x)) for a hierarchy (an HVAE). Any other
-model is scored by its own ``log_marginal``.
+The parts: ``decoder`` and ``likelihood_head`` (p(x|z) = ``likelihood_head(decoder(z))``), and
+either ``posterior(x)`` and ``prior()`` (a VAE) or ``proposal(x)``: k ↦ (z1, log p(z) -
+log q(z|x)) (a hierarchy, an HVAE). Any other model is scored by its own ``log_marginal``.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
@@ -37,11 +31,11 @@ __all__ = ["compiled", "compiled_kernels", "fast_log_marginal", "fast_log_weight
            "log_likelihood_of", "softplus_sum"]
 
 P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def fast_log_marginal(model: Likelihood, batch: Batch, samples: int) -> torch.Tensor:
-    """``model.log_marginal(batch, samples)`` (B,) in nats, by :func:`fast_log_weights` where
-    the model has the parts it needs."""
+    """``model.log_marginal(batch, samples)`` (B,) in nats, by :func:`fast_log_weights`."""
     draw = fast_log_weights(model, batch.x)
     if draw is None:
         return model.log_marginal(batch, samples)
@@ -63,7 +57,9 @@ def fast_log_weights(model: Any, x: torch.Tensor) -> Callable[[int], torch.Tenso
             return log_px_given(decoder(z1)) + log_ratio
 
         return hierarchical
-    if not _of_x_alone(getattr(model, "posterior", None)) or not callable(model.prior):
+    encode = getattr(model, "posterior", None)
+    if not (callable(encode) and len(inspect.signature(encode).parameters) == 1
+            and callable(model.prior)):
         return None  # a conditional model (q(z|x, c)) is scored by its own log_marginal
     posterior, prior = model.posterior(x), model.prior()
 
@@ -74,15 +70,10 @@ def fast_log_weights(model: Any, x: torch.Tensor) -> Callable[[int], torch.Tenso
     return lambda k: weigh(posterior.rsample((k,)))
 
 
-def _of_x_alone(posterior: Any) -> bool:
-    return callable(posterior) and len(inspect.signature(posterior).parameters) == 1
-
-
 def log_likelihood_of(head: DecoderHead, x: torch.Tensor
                       ) -> Callable[[torch.Tensor], torch.Tensor]:
     """features (..., B, F) ↦ log p(x|z) (..., B) in nats, ``head(features).log_prob(x)`` to
-    float rounding, with what depends on x alone prepared once: a Bernoulli head's fused form
-    (:func:`_bernoulli`), any other head's distribution."""
+    float rounding, what depends on x alone prepared once (a Bernoulli head's fused form)."""
     if isinstance(head, BernoulliHead):
         return _bernoulli(head, x)
     return lambda features: head(features).log_prob(x)
@@ -91,9 +82,8 @@ def log_likelihood_of(head: DecoderHead, x: torch.Tensor
 def _bernoulli(head: BernoulliHead, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """log p(x|z) = sum_i [x_i l_i - softplus(l_i)] for binary x, logits l = W h + b. Through a
     linear head in float32 the first sum is h . (W^T x) + b . x: only the softplus needs every
-    sample's logits. Logits rounded to bfloat16 (autocast) would enter the two sums differently,
-    so that their rounding errors no longer cancel; there, and for a per-pixel (convolutional)
-    head, it is -sum_i softplus((1 - 2 x_i) l_i), each pixel's term from one logit."""
+    sample's logits. In bfloat16 the two sums' rounding errors would no longer cancel; there,
+    and for a per-pixel head, it is -sum_i softplus((1 - 2 x_i) l_i), one logit per term."""
     dims = len(head.event_shape)
     x = x.flatten(-dims).float()  # (B, P)
     flip = 1 - 2 * x
@@ -122,10 +112,9 @@ def _flipped(logits: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 
 def _decoded(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """``net(z)``; while torch.compile traces it, an ``nn.Sequential``'s linear layers as a
-    matmul and a bias added apart, which Inductor then adds inside the kernel of the
-    activation after it (a compiled ``addmm`` writes the bias over its whole output first,
-    and the matmul adds onto it: one more pass over every hidden layer). Under autocast as
-    it is: a bfloat16 matmul's output rounded before its bias would round twice."""
+    matmul and a bias added apart, which Inductor adds inside the next activation's kernel (a
+    compiled ``addmm`` writes the bias over its whole output first: one more pass per hidden
+    layer). Not under autocast: a bfloat16 matmul rounded before its bias would round twice."""
     if (not (torch.compiler.is_compiling() and isinstance(net, nn.Sequential))
             or torch.is_autocast_enabled(z.device.type)):
         return net(z)
@@ -137,23 +126,25 @@ def _decoded(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
-# ---------------------------------------------------------------------------------------------
-# compiling, on while ``compiled_kernels`` is
-
-
 def softplus_sum(values: torch.Tensor) -> torch.Tensor:
     """sum_i softplus(v_i) over the last dimension (...,), to float rounding; inside
     ``compiled_kernels`` one kernel compiled by torch.compile (2x faster on a CPU), or part
     of the kernel of a function being compiled (``compiled``)."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not _compiled:
         return _softplus_sum(values)
+    return _guarded(_compiled[0], _softplus_sum, values)
+
+
+def _guarded(compiled_fn: Callable[P, T], fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+             ) -> T:
+    """``compiled_fn(...)`` while compiling is on, else ``fn(...)``; a failed compile turns it off."""
     if _compiled:
         try:
-            return _compiled[0](values)
+            return compiled_fn(*args, **kwargs)
         except Exception as error:  # no compiler here: stay eager from now on
-            warnings.warn(f"torch.compile failed, evaluating without it: {error}", stacklevel=2)
+            warnings.warn(f"torch.compile failed, evaluating without it: {error}", stacklevel=3)
             _compiled.clear()
-    return _softplus_sum(values)
+    return fn(*args, **kwargs)
 
 
 _compiled: list[Callable[[torch.Tensor], torch.Tensor]] = []
@@ -162,28 +153,15 @@ _compiled_cache: list[Callable[[torch.Tensor], torch.Tensor]] = []
 
 
 def compiled(fn: Callable[P, torch.Tensor]) -> Callable[P, torch.Tensor]:
-    """``fn`` compiled by torch.compile inside ``compiled_kernels``, else ``fn`` itself.
-
-    For a pure function of tensors called many times at few shapes (an importance-sampling
+    """``fn`` compiled by torch.compile inside ``compiled_kernels`` (eager once a compile failed),
+    else ``fn`` itself. For a pure function of tensors called many times at few shapes (an importance-sampling
     chunk): Inductor fuses its elementwise work and reductions into the kernels after each
-    matmul. torch.compile keeps its compiled graphs per code object, so a closure made anew
-    for every batch is compiled once (once more, with dynamic sizes, at a second shape). If
-    compiling fails, a warning, and everything runs eager from then on."""
+    matmul. torch.compile keeps its graphs per code object, so a closure made anew for every
+    batch is compiled once (once more, with dynamic sizes, at a second shape)."""
     if not _compiled:
         return fn
     compiled_fn = torch.compile(fn)
-
-    def run(*args: P.args, **kwargs: P.kwargs) -> torch.Tensor:
-        if _compiled:
-            try:
-                return compiled_fn(*args, **kwargs)
-            except Exception as error:  # no compiler here: stay eager from now on
-                warnings.warn(f"torch.compile failed, evaluating without it: {error}",
-                              stacklevel=2)
-                _compiled.clear()
-        return fn(*args, **kwargs)
-
-    return run
+    return lambda *args, **kwargs: _guarded(compiled_fn, fn, *args, **kwargs)
 
 
 @contextmanager
@@ -203,11 +181,11 @@ def compiled_kernels(enabled: bool = True) -> Iterator[None]:
 
 
 def _softplus_sum(values: torch.Tensor) -> torch.Tensor:
-    """``softplus_sum``: softplus(v) = relu(v) + log(1 + exp(-|v|)), the logarithms taken of
-    products of up to 64 factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one
-    log per product instead of a log1p per value, which is what makes softplus slow. The
-    values are viewed as (n, size / n) and multiplied along the n: each product step takes
-    whole vectors of neighbouring values, so a compiled kernel keeps every SIMD lane busy."""
+    """softplus(v) = relu(v) + log(1 + exp(-|v|)), the logarithms taken of products of up to 64
+    factors 1 + exp(-|v_i|), each in (1, 2] (no product overflows): one log per product instead
+    of a log1p per value, which is what makes softplus slow. The values are viewed as
+    (n, size / n) and multiplied along the n, whole vectors of neighbours at a time, so a
+    compiled kernel keeps every SIMD lane busy."""
     size = values.shape[-1]
     n = max(d for d in range(1, min(size, 64) + 1) if size % d == 0)
     shape = (n, size // n)

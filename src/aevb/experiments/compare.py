@@ -1,9 +1,7 @@
 """Several models, one dataset, one budget: train each, evaluate it on test, one table.
 
-Every model gets the same data, optimizer, seed and budget (epochs or training samples), and of
-the model settings every one that was changed from the first model's defaults and that the
-model has (``config.apply_overrides``); its own run directory ``OUT/NAME`` with the usual
-checkpoints, metrics, pictures and report, and one row of the table.
+Every model gets the same data, optimizer, seed, budget and the changed model settings it has
+(``apply_overrides``), its own run directory ``OUT/NAME`` and one row of the table.
 """
 
 from __future__ import annotations
@@ -30,22 +28,12 @@ AUTOENCODERS = tuple(name for name, cls in MODELS.items() if not issubclass(cls,
 """The deterministic models, compared by default."""
 
 
-def compare_models(
-    config: Config,
-    models: Sequence[str],
-    out_dir: str | Path,
-    progress: bool = False,
-    dataset: Dataset | None = None,
-) -> list[dict[str, Any]]:
-    """Train and evaluate each of ``models`` with ``config``; one dict per model.
-
-    Each row has the model, its code size, trainable parameters, epochs, training seconds
-    (wall clock of the whole ``train`` call: a closed-form fit, every epoch's validation and
-    checkpoints included) and the test reconstruction errors (squared error per pixel and per
-    image) of its best checkpoint.
-    """
-    # Every name and config checked before anything is created or trained: each name is a
-    # registered model, so also a plain directory name under out_dir.
+def compare_models(config: Config, models: Sequence[str], out_dir: str | Path,
+                   progress: bool = False, dataset: Dataset | None = None) -> list[dict[str, Any]]:
+    """Train and evaluate each of ``models`` with ``config``; one dict per model: its code size,
+    trainable parameters, epochs, training seconds (the whole ``train`` call) and the test
+    squared error per pixel and per image of its best checkpoint."""
+    # every name checked before anything trains: a registered model, so a plain directory name
     if not models or len(set(models)) != len(models):
         raise ConfigError(f"compare needs one or more different models, got {list(models)}")
     configs = [apply_overrides(config, {"model": name}) for name in models]
@@ -67,9 +55,8 @@ def compare_models(
     return rows
 
 
-def train_and_evaluate(
-    config: Config, run_dir: Path, progress: bool = False, dataset: Dataset | None = None
-) -> tuple[TrainResult, dict[str, Any], float]:
+def train_and_evaluate(config: Config, run_dir: Path, progress: bool = False,
+                       dataset: Dataset | None = None) -> tuple[TrainResult, dict[str, Any], float]:
     """One run of a comparison or sweep: train ``config`` in ``run_dir``, evaluate its best
     checkpoint on the test split, draw its pictures (when ``config.eval.plots``) and write its
     report. Returns the training result, the evaluation and the seconds ``train`` took."""
@@ -89,10 +76,7 @@ def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ("| model | code size | parameters | epochs | train seconds"
               " | test squared error per pixel | per image |")
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(
-            f"| {row['model']} | {row['code_size']} | {row['parameters']:,} | {row['epochs']}"
-            f" | {row['train_seconds']:.1f} | {row['recon_error_per_pixel']:.5f}"
-            f" | {row['recon_error_per_image']:.2f} |"
-        )
+    lines += [f"| {row['model']} | {row['code_size']} | {row['parameters']:,} | {row['epochs']}"
+              f" | {row['train_seconds']:.1f} | {row['recon_error_per_pixel']:.5f}"
+              f" | {row['recon_error_per_image']:.2f} |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -9,14 +9,10 @@
 - ``fig4``: the learned 2-D manifolds (MNIST, Frey Face).
 - ``fig5``: samples of MNIST models with 2, 5, 10 and 20 latent dimensions.
 
-Every run is the ``vae`` model with the paper's settings (one tanh hidden layer, Adagrad with the
-step size picked from {0.01, 0.02, 0.1} on the first iterations, M = 100, L = 1, weight decay
-1/N from the N(0, I) parameter prior, N(0, 0.01²) initialisation) and ``model.objective`` elbo,
-wake-sleep or mcem: the comparison trains one model three ways. A run is trained in stages
-(training-sample counts four per decade) and measured after each, so its curve is the run
-itself; each stage is a resumed run, and each stage's measurements are kept in the run's
-``stages.csv``, so an interrupted command continues where it stopped. Runs are shared between
-experiments (fig5 reuses fig2's and fig4's models).
+Every run is the ``vae`` with the paper's settings (``reproduce_plan``) and ``model.objective``
+elbo, wake-sleep or mcem. A run is trained in stages (four per decade of training samples), each
+a resumed run measured after it into ``RUN/stages.csv``, so its curve is the run itself and an
+interrupted command continues where it stopped. Experiments share runs (fig5 fig2's and fig4's).
 """
 
 from __future__ import annotations
@@ -61,6 +57,7 @@ from aevb.experiments.reproduce_report import write_report
 from aevb.files import atomic_write_text
 from aevb.models.base import Generative, Model
 from aevb.reporting import charts, latents, plots
+from aevb.reporting.report import read_rows
 
 __all__ = ["EXPERIMENTS", "Budget", "Settings", "reproduce"]
 
@@ -79,17 +76,6 @@ def _load(spec: RunSpec, settings: Settings) -> Dataset:
                   None if valid.y is None else valid.y[:n], valid.binarize,
                   None if valid.c is None else valid.c[:n])
     return replace(dataset, valid=small)
-
-
-# -------------------------------------------------------------------------------------------
-# one run, in stages
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -141,7 +127,7 @@ def train_in_stages(spec: RunSpec, settings: Settings, measure: Measure, seconds
     run_dir = settings.out / "runs" / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
     table = run_dir / "stages.csv"
-    rows = _read_rows(table)
+    rows = read_rows(table)
     done = {int(row["samples"]) for row in rows}
     dataset = _load(spec, settings)
     last = settings.budget.samples or PAPER_SAMPLES
@@ -167,10 +153,6 @@ def train_in_stages(spec: RunSpec, settings: Settings, measure: Measure, seconds
         rows.append({k: str(v) for k, v in row.items()})
         _write_rows(table, rows)
     return run_dir, rows
-
-
-# -------------------------------------------------------------------------------------------
-# the experiments
 
 
 @functools.cache
@@ -212,8 +194,6 @@ def fig5_runs(settings: Settings) -> list[RunSpec]:
 
 
 RUNS = {"fig2": fig2_runs, "fig3": fig3_runs, "fig4": fig4_runs, "fig5": fig5_runs}
-MEASURES = {"fig2": measure_bounds, "fig3": measure_marginal, "fig4": measure_bounds,
-            "fig5": measure_bounds}
 
 
 def _curve(rows: list[dict[str, str]], column: str) -> tuple[list[float], list[float]]:
@@ -263,9 +243,9 @@ def _load_last(run_dir: Path) -> Generative:
 def draw_fig4(results: dict[RunSpec, list[dict[str, str]]], out: Path) -> list[Path]:
     paths = []
     grid = latents.manifold_quantiles(20)
+    z = torch.tensor(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2), dtype=torch.float32)
     for spec in results:
         model = _load_last(out / "runs" / spec.name)
-        z = torch.tensor(np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2), dtype=torch.float32)
         with torch.no_grad():
             images = model.decode(z).cpu().numpy()
         paths.append(latents.manifold_grid(images.reshape(20, 20, *images.shape[1:]), grid,

@@ -55,8 +55,7 @@ def appendix_d(model: Model, x: torch.Tensor, samples: int, burn_in: int, seed: 
         start = model.encode(Batch(x))
     result = appendix_d_log_marginal(
         lambda z: log_joint(model, x, z), start, samples=samples, burn_in=burn_in,
-        generator=torch.Generator(x.device).manual_seed(seed),
-    )
+        generator=torch.Generator(x.device).manual_seed(seed))
     return result.log_marginal.double().mean().item(), result.accept_rate.mean().item()
 
 

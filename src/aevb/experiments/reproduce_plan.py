@@ -26,20 +26,11 @@ STEP_SIZES = (0.01, 0.02, 0.1)
 """Adagrad's step sizes, one picked per run on its first iterations (sec. 5)."""
 PAPER_SAMPLES = 10**8
 """The paper's x axis ends at 10^8 training samples."""
-FIRST_STAGE = 10**4
-STAGES_PER_DECADE = 4
 TRAIN_POINTS = 1000
 """Training points on which a stage's train bound and train log p(x) are measured."""
 VALID_POINTS = 1000
 """Validation points checked after every epoch (a 1000-point training set has an epoch of 10
 steps, so the full 10,000 would cost more than the training)."""
-MARGINAL_POINTS = 100
-"""Points of each split whose marginal likelihood fig3 estimates at every stage."""
-IS_SAMPLES = 1000
-"""K of the importance-sampled log p(x) in fig3."""
-HMC_SAMPLES = 200
-"""L of the appendix D estimator (two sets of L posterior samples per point)."""
-HMC_BURN_IN = 100
 
 
 @dataclass(frozen=True)
@@ -72,9 +63,8 @@ class Budget:
 def stages(last: int) -> list[int]:
     """Training-sample counts at which a run is measured: four per decade from 10^4, and
     ``last``."""
-    points = []
-    j = 0
-    while (value := round(FIRST_STAGE * 10 ** (j / STAGES_PER_DECADE))) < last:
+    points, j = [], 0
+    while (value := round(10**4 * 10 ** (j / 4))) < last:
         points.append(value)
         j += 1
     return [*points, last]
@@ -108,10 +98,13 @@ class Settings:
     """Latent sizes for fig2 and fig5 (default: the paper's)."""
     train_sizes: tuple[int, ...] = (1000, 50_000)
     """fig3's training-set sizes."""
-    marginal_points: int = MARGINAL_POINTS
-    is_samples: int = IS_SAMPLES
-    hmc_samples: int = HMC_SAMPLES
-    hmc_burn_in: int = HMC_BURN_IN
+    marginal_points: int = 100
+    """Points of each split whose marginal likelihood fig3 estimates at every stage."""
+    is_samples: int = 1000
+    """K of the importance-sampled log p(x) in fig3."""
+    hmc_samples: int = 200
+    """L of the appendix D estimator (two sets of L posterior samples per point)."""
+    hmc_burn_in: int = 100
     cache_dir: str = ""
     threads: int | None = None
     progress: bool = True
@@ -127,11 +120,9 @@ def paper_config(spec: RunSpec, settings: Settings, lr: float, samples: int) -> 
         "vae", latent_dim=spec.latent_dim,
         net=MLPConfig(hidden=(spec.hidden,), activation="tanh", init_std=0.01),
         likelihood="gaussian-sigmoid" if frey else "bernoulli",
-        objective=METHODS[spec.method], estimator="analytic", samples=1,
-    )
+        objective=METHODS[spec.method], estimator="analytic", samples=1)
     train_config = TrainConfig(
         optimizer="adagrad", lr=lr, weight_decay=0.0, batch_size=100, train_samples=samples,
-        seed=settings.seed, threads=settings.threads, precision="float32",
-    )
+        seed=settings.seed, threads=settings.threads, precision="float32")
     return Config(data=data, model=model, train=train_config,
                   eval=EvalConfig(batch_points=500, plots=False))

@@ -113,15 +113,9 @@ def _fig3(plan: Sequence[RunSpec], measured: dict[RunSpec, Rows]) -> list[str]:
     return lines
 
 
-def write_report(
-    out: Path,
-    chosen: Sequence[str],
-    plan: dict[str, list[RunSpec]],
-    measured: dict[RunSpec, Rows],
-    pictures: dict[str, list[Path]],
-    settings: Settings,
-    notes: Sequence[str],
-) -> Path:
+def write_report(out: Path, chosen: Sequence[str], plan: dict[str, list[RunSpec]],
+                 measured: dict[RunSpec, Rows], pictures: dict[str, list[Path]], settings: Settings,
+                 notes: Sequence[str]) -> Path:
     """Write ``out/report.md`` and return its path."""
     runs = list(dict.fromkeys(spec for name in chosen for spec in plan[name]))
     total = sum(_seconds(measured[spec]) for spec in runs)

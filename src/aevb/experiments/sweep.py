@@ -3,10 +3,7 @@
 Training on rec - beta * KL weighs the rate (the KL, in nats) against the distortion
 (-E_q[log p(x|z)]); with a Gaussian decoder of fixed sigma the distortion is the squared error
 over 2 sigma^2 plus a constant, so beta plays the part of the L2 decoder's lambda. Each beta
-gets the same data, seed and budget and its own run directory ``OUT/beta-<beta>`` (checkpoints,
-evaluation, pictures, report); the test rate and distortion of each run's best checkpoint (the
-one with the best validation ELBO) become one point of ``rate_distortion.png`` and one row of
-``sweep.md``.
+gets its own run directory ``OUT/beta-<beta>``, one point and one row.
 """
 
 from __future__ import annotations
@@ -35,19 +32,13 @@ EVALUATION_KEYS = ("rate_nats", "distortion_nats", "recon_error_per_image", "elb
 """What each row takes from its run's ``evaluation.json``."""
 
 
-def sweep(
-    config: Config,
-    betas: Sequence[float],
-    out_dir: str | Path,
-    progress: bool = False,
-    dataset: Dataset | None = None,
-) -> list[dict[str, Any]]:
+def sweep(config: Config, betas: Sequence[float], out_dir: str | Path, progress: bool = False,
+          dataset: Dataset | None = None) -> list[dict[str, Any]]:
     """Train and evaluate ``config`` once per beta in ``betas``; one dict per run, in order.
 
-    Each row has ``beta``, ``run_dir``, ``epochs`` and, from the test evaluation, rate and
-    distortion (nats per example; rate + distortion = -ELBO), squared error per image, ELBO and
-    log p(x) with their standard errors and K, active units and latent dimensions. Writes
-    ``OUT/rate_distortion.png`` and ``OUT/sweep.md`` (the table and the picture).
+    Each row has ``beta``, ``run_dir``, ``epochs`` and :data:`EVALUATION_KEYS` of the test
+    evaluation (rate + distortion = -ELBO, nats per example). Writes ``OUT/rate_distortion.png``
+    and ``OUT/sweep.md``.
     """
     if "beta" not in config_keys(type(config.model)):
         having = [name for name, cls in MODELS.items() if "beta" in config_keys(cls.config_class)]
@@ -74,8 +65,7 @@ def sweep(
         [row["rate_nats"] for row in rows], [row["distortion_nats"] for row in rows],
         [f"β={row['beta']:g}" for row in rows], out_dir / PICTURE,
         squared_errors=[row["recon_error_per_image"] for row in rows],
-        title=f"{config.model.name} on {Path(config.data.name).stem}: test rate and distortion",
-    )
+        title=f"{config.model.name} on {Path(config.data.name).stem}: test rate and distortion")
     atomic_write_text(out_dir / TABLE, f"# Rate-distortion sweep over beta\n\n{sweep_table(rows)}"
                       f"\n![rate and distortion of each run]({PICTURE})\n")
     return rows
@@ -86,12 +76,8 @@ def sweep_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| beta | rate (nats) | distortion (nats) | squared error per image"
              " | ELBO (nats) | log p(x) (nats) | active units |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        lines.append(
-            f"| {row['beta']:g} | {row['rate_nats']:.2f} | {row['distortion_nats']:.2f}"
-            f" | {row['recon_error_per_image']:.2f}"
-            f" | {row['elbo_nats']:.2f} ± {row['elbo_se']:.2f}"
-            f" | {row['log_px_nats']:.2f} ± {row['log_px_se']:.2f} (K={row['is_samples']})"
-            f" | {row['active_units']}/{row['latent_dim']} |"
-        )
+    lines += [f"| {row['beta']:g} | {row['rate_nats']:.2f} | {row['distortion_nats']:.2f}"
+              f" | {row['recon_error_per_image']:.2f} | {row['elbo_nats']:.2f} ± {row['elbo_se']:.2f}"
+              f" | {row['log_px_nats']:.2f} ± {row['log_px_se']:.2f} (K={row['is_samples']})"
+              f" | {row['active_units']}/{row['latent_dim']} |" for row in rows]
     return "\n".join(lines) + "\n"

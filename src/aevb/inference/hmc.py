@@ -1,16 +1,11 @@
 """Hamiltonian Monte Carlo over a batch of independent chains (Neal 2011, *MCMC using
 Hamiltonian dynamics*).
 
-Chain c targets its own unnormalised density p_c(z); a ``LogDensity`` maps states (C, D) to
-log p_c (C,), so one call evaluates every chain (one chain per datapoint, the posterior
-p(z|x_c) up to p(x_c)). With unit mass the Hamiltonian is H(z, m) = -log p(z) + |m|²/2; each
-transition draws m ~ N(0, I), integrates with the leapfrog scheme and accepts the end point
-with probability min(1, exp(-ΔH)). Step sizes are per chain, shape (C,).
-
-Pure functions of tensors: nothing here knows about models. Gradients are taken with respect
-to z only, so sampling a posterior through a network never touches its parameters' ``.grad``.
-Randomness (momenta, accept tests) comes from ``generator`` when given; it must live on z's
-device.
+Chain c targets its own unnormalised density p_c(z) (one per datapoint: p(z|x_c) up to p(x_c));
+a ``LogDensity`` maps states (C, D) to log p_c (C,). With unit mass H(z, m) = -log p(z) + |m|²/2;
+a transition draws m ~ N(0, I), integrates by leapfrog and accepts with probability
+min(1, exp(-ΔH)). Step sizes are per chain (C,). Gradients are taken with respect to z only, so
+parameters' ``.grad`` stay untouched; randomness comes from ``generator`` (on z's device) if given.
 """
 
 from __future__ import annotations
@@ -21,16 +16,8 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-__all__ = [
-    "JITTER",
-    "HMCStep",
-    "LogDensity",
-    "adapt_step_size",
-    "hmc_step",
-    "leapfrog",
-    "log_density_grad",
-    "sample_chains",
-]
+__all__ = ["JITTER", "HMCStep", "LogDensity", "adapt_step_size", "hmc_step", "leapfrog",
+           "log_density_grad", "sample_chains"]
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
 """z (C, D) -> (C,) unnormalised log density of each chain's target; differentiable in z."""
@@ -54,14 +41,8 @@ class HMCStep(NamedTuple):
     """(C,) bool, whether each chain moved."""
 
 
-def log_density_grad(
-    log_density: LogDensity, z: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log density (C,), its gradient with respect to z (C, D)), both detached.
-
-    Works inside ``torch.no_grad()``; ``autograd.grad`` with z as the only input leaves every
-    parameter's ``.grad`` as it was.
-    """
+def log_density_grad(log_density: LogDensity, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log density (C,), its gradient in z (C, D)), detached; also under ``torch.no_grad()``."""
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         value = log_density(z)
@@ -75,14 +56,9 @@ def _per_chain(step_size: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor
     return eps.unsqueeze(-1) if eps.dim() == 1 else eps
 
 
-def _leapfrog(
-    z: torch.Tensor,
-    momentum: torch.Tensor,
-    grad_fn: GradFn,
-    step_size: torch.Tensor | float,
-    steps: int,
-    grad: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _leapfrog(z: torch.Tensor, momentum: torch.Tensor, grad_fn: GradFn,
+              step_size: torch.Tensor | float, steps: int,
+              grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Leapfrog from (z, momentum) given the gradient at z; returns (z, momentum, gradient)."""
     if steps < 1:
         raise ValueError(f"leapfrog needs at least one step, got {steps}")
@@ -96,35 +72,20 @@ def _leapfrog(
     return z, momentum, grad
 
 
-def leapfrog(
-    z: torch.Tensor,
-    momentum: torch.Tensor,
-    grad_fn: GradFn,
-    step_size: torch.Tensor | float,
-    steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` leapfrog steps for H = -log p(z) + |m|²/2; returns (z, momentum) at the end.
-
-    z, momentum: (C, D); ``grad_fn(z)`` gives the gradient of log p (C, D); ``step_size`` is a
-    scalar or one per chain (C,). Time-reversible: negating the final momentum and integrating
-    again returns to the start (up to round-off).
+def leapfrog(z: torch.Tensor, momentum: torch.Tensor, grad_fn: GradFn,
+             step_size: torch.Tensor | float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps`` leapfrog steps for H = -log p(z) + |m|²/2 from z, momentum (C, D); returns
+    (z, momentum). ``grad_fn(z)`` is the gradient of log p (C, D); ``step_size`` scalar or (C,).
     """
     z, momentum, _ = _leapfrog(z, momentum, grad_fn, step_size, steps, grad_fn(z))
     return z, momentum
 
 
-def _transition(
-    log_density: LogDensity,
-    z: torch.Tensor,
-    value: torch.Tensor,
-    grad: torch.Tensor,
-    step_size: torch.Tensor | float,
-    leapfrog_steps: int,
-    generator: torch.Generator | None,
-) -> tuple[HMCStep, torch.Tensor, torch.Tensor]:
-    """One transition from z with its known log density and gradient, so that a chain of
-    transitions evaluates each state once; returns the step and the new state's (value, grad).
-    """
+def _transition(log_density: LogDensity, z: torch.Tensor, value: torch.Tensor, grad: torch.Tensor,
+                step_size: torch.Tensor | float, leapfrog_steps: int,
+                generator: torch.Generator | None) -> tuple[HMCStep, torch.Tensor, torch.Tensor]:
+    """One transition from z given its log density and gradient (each state evaluated once);
+    returns the step and the new state's (value, grad)."""
     last: dict[str, torch.Tensor] = {}
 
     def grad_fn(x: torch.Tensor) -> torch.Tensor:
@@ -148,36 +109,20 @@ def _transition(
     return step, torch.where(accepted, value_new, value), torch.where(keep, grad_new, grad)
 
 
-def hmc_step(
-    log_density: LogDensity,
-    z: torch.Tensor,
-    step_size: torch.Tensor | float,
-    leapfrog_steps: int = 10,
-    generator: torch.Generator | None = None,
-) -> HMCStep:
+def hmc_step(log_density: LogDensity, z: torch.Tensor, step_size: torch.Tensor | float,
+             leapfrog_steps: int = 10, generator: torch.Generator | None = None) -> HMCStep:
     """One HMC transition per chain: fresh N(0, I) momentum, ``leapfrog_steps`` leapfrog steps
-    of ``step_size`` (scalar or (C,)), then a Metropolis accept/reject per chain.
-
-    A proposal whose energy, state or gradient is not finite is rejected (accept_prob 0).
-    """
+    of ``step_size`` (scalar or (C,)), a Metropolis test; non-finite proposals are rejected."""
     value, grad = log_density_grad(log_density, z)
     step, _, _ = _transition(log_density, z.detach(), value, grad, step_size, leapfrog_steps,
                              generator)
     return step
 
 
-def adapt_step_size(
-    step_size: torch.Tensor | float,
-    accept_prob: torch.Tensor,
-    target: float = 0.9,
-    rate: float = 0.05,
-    bounds: tuple[float, float] = (1e-4, 10.0),
-) -> torch.Tensor:
-    """One Robbins–Monro update per chain in log space, log ε += rate · (accept_prob - target),
-    clamped to ``bounds``; returns the new step sizes (C,).
-
-    Too many rejections shrink ε, too few grow it; the fixed point has mean acceptance
-    ``target``.
+def adapt_step_size(step_size: torch.Tensor | float, accept_prob: torch.Tensor, target: float = 0.9,
+                    rate: float = 0.05, bounds: tuple[float, float] = (1e-4, 10.0)) -> torch.Tensor:
+    """One Robbins–Monro update per chain, log ε += rate · (accept_prob - target), clamped to
+    ``bounds``: the new step sizes (C,), at a fixed point when the mean acceptance is ``target``.
     """
     eps = torch.as_tensor(step_size, dtype=accept_prob.dtype, device=accept_prob.device)
     log_eps = eps.log() + rate * (accept_prob - target)
@@ -192,26 +137,14 @@ def _adaptation_rate(t: int) -> float:
     return (1.0 + t / 10) ** -0.6
 
 
-def sample_chains(
-    log_density: LogDensity,
-    z0: torch.Tensor,
-    samples: int,
-    burn_in: int = 100,
-    leapfrog_steps: int = 10,
-    step_size: torch.Tensor | float = 0.1,
-    target_accept: float = 0.9,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run C chains from z0 (C, D): ``burn_in`` transitions that adapt each chain's step size
-    ε toward ``target_accept`` (``adapt_step_size`` with a decaying gain; the frozen ε is the
-    geometric mean of its iterates over the second half of the burn-in), then ``samples``
-    transitions with ε frozen. Every transition uses ε times a random factor in
-    [1 - JITTER, 1 + JITTER], which keeps the trajectory length from resonating with the
-    target's periods.
-
-    Returns (states after each sampling transition (S, C, D), mean acceptance probability per
-    chain over the sampling phase (C,)).
+def sample_chains(log_density: LogDensity, z0: torch.Tensor, samples: int, burn_in: int = 100,
+                  leapfrog_steps: int = 10, step_size: torch.Tensor | float = 0.1,
+                  target_accept: float = 0.9, generator: torch.Generator | None = None,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run C chains from z0 (C, D): ``burn_in`` transitions adapting each chain's ε toward
+    ``target_accept`` (a decaying gain; ε then frozen at the geometric mean of its iterates
+    over the burn-in's second half), then ``samples`` transitions. Returns (states (S, C, D),
+    each chain's mean acceptance over the sampling phase (C,)).
     """
     z = z0.detach()
     eps = torch.as_tensor(step_size, dtype=z.dtype, device=z.device).expand(z.shape[0]).clone()
@@ -220,9 +153,8 @@ def sample_chains(
     accept = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
     log_eps_sum, averaged = torch.zeros_like(eps), 0
     for t in tqdm(range(burn_in + samples), desc="hmc", unit="step", disable=not progress):
-        # Each transition scales the step by a fresh U(1 - JITTER, 1 + JITTER) factor: with a
-        # fixed trajectory length, a direction whose period is a multiple of it (or of half of
-        # it) is never explored, which on near-Gaussian posteriors leaves chains stuck.
+        # a fresh U(1 - JITTER, 1 + JITTER) factor: with a fixed trajectory length, a direction
+        # whose period is a multiple of it (or of half of it) is never explored
         jitter = 1 + JITTER * (2 * torch.rand(eps.shape, generator=generator, dtype=eps.dtype,
                                               device=eps.device) - 1)
         step, value, grad = _transition(log_density, z, value, grad, eps * jitter,

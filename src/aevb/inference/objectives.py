@@ -1,9 +1,8 @@
 """Objectives as pure functions of distributions, in nats per example.
 
-Every function returns one value per example, shape (B,) or (K, B); callers reduce once. The
-exceptions are properties of a whole batch (the sparsity KL, the free-bits floor, the MMD and
-sliced Wasserstein distances), documented as scalars.
-Equation numbers are Kingma & Welling, *Auto-Encoding Variational Bayes* (2014).
+One value per example, (B,) or (K, B), reduced once by the caller; properties of a whole batch
+(sparsity KL, free-bits floor, MMD, sliced Wasserstein) are scalars. Equations: Kingma & Welling
+(2014).
 """
 
 from __future__ import annotations
@@ -16,48 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Distribution, Independent, kl_divergence
 
-__all__ = [
-    "ELEMENTS_PER_CHUNK",
-    "ELEMENTS_PER_CHUNK_GPU",
-    "KERNELS",
-    "ElboTerms",
-    "Kernel",
-    "elbo_terms",
-    "elements_per_chunk",
-    "free_bits_kl",
-    "imq_kernel",
-    "importance_sampled",
-    "iwae_bound",
-    "jacobian_frobenius",
-    "kl_per_dimension",
-    "kl_sparsity",
-    "l1_sparsity",
-    "log_mean_exp",
-    "log_weights",
-    "mmd_u_statistic",
-    "rbf_kernel",
-    "reconstruction_loss",
-    "sigmoid_jacobian_frobenius",
-    "sliced_wasserstein",
-]
+__all__ = ["ELEMENTS_PER_CHUNK", "ELEMENTS_PER_CHUNK_GPU", "KERNELS", "ElboTerms", "Kernel",
+           "elbo_terms", "elements_per_chunk", "free_bits_kl", "imq_kernel", "importance_sampled",
+           "iwae_bound", "jacobian_frobenius", "kl_per_dimension", "kl_sparsity", "l1_sparsity",
+           "log_mean_exp", "log_weights", "mmd_u_statistic", "rbf_kernel", "reconstruction_loss",
+           "sigmoid_jacobian_frobenius", "sliced_wasserstein"]
 
 Likelihood = Callable[[torch.Tensor], Distribution]
 """z (..., B, D) → p(x|z) with batch shape (..., B)."""
 
 ELEMENTS_PER_CHUNK = 1 << 20
-"""How many decoder outputs (samples × points × pixels) one importance-sampling chunk holds
-on a CPU.
-
-4 MiB of float32 per temporary: it stays in the cache between the passes over it, and below
-glibc's mmap threshold (32 MiB at most), above which every allocation maps fresh pages and
-page-faults on them."""
+"""Decoder outputs (samples × points × pixels) per importance-sampling chunk on a CPU: 4 MiB of
+float32 per temporary stays in the cache between passes, and below glibc's mmap threshold (32
+MiB at most), above which every allocation maps fresh pages and page-faults on them."""
 
 ELEMENTS_PER_CHUNK_GPU = 1 << 26
-"""The same on a GPU: 256 MiB of float32 per temporary. A GPU needs many rows per kernel to
-fill its multiprocessors, and every chunk costs a few kernel launches from the CPU; on an
-H100 (784-500-50 net, 100 points per batch, K = 5000, float32) chunks of 2^20 gave 2.9 M
-(points x K)/s, 2^23 25 M, 2^25 30-37 M and 2^26 37 M, with under 1 GiB of GPU memory at
-the peak."""
+"""The same on a GPU (256 MiB of float32), which needs many rows per kernel and pays kernel
+launches per chunk: on an H100 (784-500-50 net, 100 points, K = 5000, float32) chunks of 2^20
+gave 2.9 M (points x K)/s, 2^23 25 M, 2^25 30-37 M, 2^26 37 M, under 1 GiB at the peak."""
 
 
 def elements_per_chunk(device: torch.device | None) -> int:
@@ -66,12 +41,9 @@ def elements_per_chunk(device: torch.device | None) -> int:
 
 
 class ElboTerms(NamedTuple):
-    """Per-example parts of the ELBO in nats: ``elbo = rec - sum of every KL part``.
-
-    ``kl`` names one KL term per latent layer (a one-layer VAE has ``{"z": ...}``); each is
-    given per latent dimension, shape (B, D_layer), where the distributions factorise over
-    dimensions, else (B, 1).
-    """
+    """Per-example parts of the ELBO in nats: ``elbo = rec - sum of every KL part``. ``kl``
+    names one KL per latent layer (a VAE: ``{"z": ...}``), each (B, D_layer) per latent
+    dimension where the distributions factorise, else (B, 1)."""
 
     rec: torch.Tensor
     """Reconstruction term E_q[log p(x|z)] (B,), estimated with L samples."""
@@ -94,18 +66,11 @@ def _factors(distribution: Distribution) -> Distribution | None:
     return None
 
 
-def kl_per_dimension(
-    posterior: Distribution,
-    prior: Distribution,
-    z: torch.Tensor | None = None,
-    analytic: bool = True,
-) -> torch.Tensor:
+def kl_per_dimension(posterior: Distribution, prior: Distribution, z: torch.Tensor | None = None,
+                     analytic: bool = True) -> torch.Tensor:
     """KL(q || p) per example and latent dimension, (B, D); (B, 1) if they do not factorise.
-
-    Analytic where torch registers a closed form (and ``analytic``), else the sampled estimate
-    mean_l [log q(z_l) - log p(z_l)] over the leading sample dimension of ``z`` (L, B, D),
-    which must then be given: the paper's estimator A and B (eqs. 6 and 7) differ only here.
-    """
+    Analytic where torch registers a closed form (and ``analytic``), else mean_l [log q(z_l) -
+    log p(z_l)] over z (L, B, D), then required: estimators A and B (eqs. 6, 7) differ here."""
     q, p = _factors(posterior), _factors(prior)
     if q is None or p is None:
         q, p = posterior, prior
@@ -121,21 +86,12 @@ def kl_per_dimension(
     return sampled if q is not posterior else sampled.unsqueeze(-1)
 
 
-def elbo_terms(
-    x: torch.Tensor,
-    posterior: Distribution,
-    prior: Distribution,
-    likelihood: Likelihood,
-    samples: int = 1,
-    estimator: str = "analytic",
-) -> ElboTerms:
-    """The SGVB estimate of the ELBO with ``samples`` = L draws of z per datapoint.
-
-    ``estimator="mc"`` is the generic estimator A (eq. 6):
-    mean_l [log p(x, z_l) - log q(z_l|x)]. ``estimator="analytic"`` is estimator B (eq. 7):
-    -KL(q||p) in closed form plus mean_l log p(x|z_l). ``rsample`` is the reparameterization
-    trick (sec. 2.4), so gradients flow through z.
-    """
+def elbo_terms(x: torch.Tensor, posterior: Distribution, prior: Distribution,
+               likelihood: Likelihood, samples: int = 1, estimator: str = "analytic") -> ElboTerms:
+    """The SGVB estimate of the ELBO with ``samples`` = L draws of z per datapoint: "mc" is
+    estimator A (eq. 6), mean_l [log p(x, z_l) - log q(z_l|x)]; "analytic" is B (eq. 7), the
+    closed-form -KL(q||p) plus mean_l log p(x|z_l). ``rsample`` is the reparameterization
+    trick (sec. 2.4)."""
     if estimator not in ("analytic", "mc"):
         raise ValueError(f"unknown estimator {estimator!r}")
     z = posterior.rsample((samples,))  # (L, B, D)
@@ -145,22 +101,14 @@ def elbo_terms(
 
 
 def free_bits_kl(kl: torch.Tensor, floor: float) -> torch.Tensor:
-    """sum_j max(floor, mean_b KL_bj): the KL with every dimension floored at ``floor`` nats.
-
-    The "free bits" of Kingma et al. (2016, appendix C.8): a dimension whose minibatch-average
-    KL is below the floor costs the floor and gets no gradient pushing it to the prior.
-    ``kl`` is (B, D); the result is a scalar (a property of the minibatch, not of an example).
-    """
+    """sum_j max(floor, mean_b KL_bj), a scalar for ``kl`` (B, D): the "free bits" of Kingma et
+    al. (2016, appendix C.8); a dimension whose minibatch KL is below the floor costs the floor
+    and gets no gradient pushing it to the prior."""
     return kl.mean(0).clamp(min=floor).sum()
 
 
-def log_weights(
-    x: torch.Tensor,
-    posterior: Distribution,
-    prior: Distribution,
-    likelihood: Likelihood,
-    samples: int,
-) -> torch.Tensor:
+def log_weights(x: torch.Tensor, posterior: Distribution, prior: Distribution,
+                likelihood: Likelihood, samples: int) -> torch.Tensor:
     """Importance log-weights log p(x, z_k) - log q(z_k|x) for k = 1..K, shape (K, B)."""
     z = posterior.rsample((samples,))
     return likelihood(z).log_prob(x) + prior.log_prob(z) - posterior.log_prob(z)
@@ -172,24 +120,17 @@ def log_mean_exp(values: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
-    """The importance-weighted bound (Burda et al. 2016) from log-weights (K, B) → (B,).
-
-    With K = 1 it is the estimator-A ELBO; as K grows it tightens to log p(x), which is why
-    the same function serves as the importance-sampled log-likelihood estimate.
-    """
+    """The importance-weighted bound (Burda et al. 2016) from log-weights (K, B) → (B,): at K = 1
+    the estimator-A ELBO; it tightens to log p(x) as K grows, so it is also the IS estimate."""
     return log_mean_exp(log_w, 0)
 
 
-def importance_sampled(
-    draw_log_weights: Callable[[int], torch.Tensor], samples: int, values_per_sample: int,
-    device: torch.device | None = None,
-) -> torch.Tensor:
-    """log p(x) ≈ log (1/K) sum_k w_k per example (B,), with the K log-weights drawn in chunks.
+def importance_sampled(draw_log_weights: Callable[[int], torch.Tensor], samples: int,
+                       values_per_sample: int, device: torch.device | None = None) -> torch.Tensor:
+    """log p(x) ≈ log (1/K) sum_k w_k per example (B,), the K log-weights drawn in chunks.
 
-    ``draw_log_weights(k)`` returns (k, B) fresh log-weights; ``values_per_sample`` is how many
-    decoder outputs one sample of the whole batch makes (B × pixels), which sets the chunk so
-    that memory stays near ``elements_per_chunk(device)`` values whatever K is (``device``:
-    where the weights are computed). The chunks' weights are joined before one ``logsumexp``.
+    ``draw_log_weights(k)`` gives (k, B) fresh log-weights; ``values_per_sample`` (B × pixels)
+    sets the chunk so that memory stays near ``elements_per_chunk(device)`` values whatever K.
     """
     chunk = max(1, elements_per_chunk(device) // max(1, values_per_sample))
     parts = [draw_log_weights(min(chunk, samples - k)) for k in range(0, samples, chunk)]
@@ -201,12 +142,9 @@ def importance_sampled(
 
 
 def reconstruction_loss(output: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """L(x, g(f(x))) per example (B,), summed over the pixels of each example.
-
-    ``kind="bce"``: ``output`` holds logits and the loss is the cross-entropy
-    -sum_i [x_i log s_i + (1 - x_i) log(1 - s_i)], s = sigmoid(logits), in nats (the Bernoulli
-    negative log-likelihood when x is binary; for x in [0, 1] it is not zero at s = x).
-    ``kind="mse"``: ``output`` is the reconstruction and the loss is sum_i (output_i - x_i)^2.
+    """L(x, g(f(x))) per example (B,), summed over pixels. "bce": ``output`` holds logits, the
+    cross-entropy -sum_i [x_i log s_i + (1 - x_i) log(1 - s_i)], s = sigmoid(logits), in nats
+    (not zero at s = x for grey x); "mse": ``output`` is the reconstruction, sum_i (out_i - x_i)^2.
     """
     if kind == "bce":
         per_value = F.binary_cross_entropy_with_logits(output, x, reduction="none")
@@ -223,12 +161,9 @@ def l1_sparsity(code: torch.Tensor) -> torch.Tensor:
 
 
 def kl_sparsity(code: torch.Tensor, target: float, eps: float = 1e-6) -> torch.Tensor:
-    """sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), rho_hat_j the batch mean of h_j.
-
-    The sparsity penalty of Ng's sparse autoencoder notes (sec. 3): ``code`` (B, D) holds
-    activations in (0, 1) and ``target`` is rho. The mean activations are a property of the
-    batch, so this returns one value (a scalar), not one per example. rho_hat is kept in
-    [eps, 1 - eps] so a dead or saturated unit gives a large but finite penalty.
+    """sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j)), rho_hat_j the batch mean of h_j, a
+    scalar: Ng's sparse autoencoder notes (sec. 3), ``code`` (B, D) in (0, 1), rho = ``target``.
+    rho_hat is kept in [eps, 1 - eps]: a dead or saturated unit costs a large, finite penalty.
     """
     rho_hat = code.mean(0).clamp(eps, 1 - eps)
     rho = torch.full_like(rho_hat, target)
@@ -244,23 +179,16 @@ def sigmoid_jacobian_frobenius(code: torch.Tensor, weight: torch.Tensor) -> torc
     return ((code * (1 - code)).pow(2) * weight.pow(2).sum(1)).sum(-1)
 
 
-def jacobian_frobenius(
-    encoder: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
-) -> torch.Tensor:
-    """||df/dx||_F^2 per example (B,) of any encoder f: (F,) → (D,), exactly, by autograd.
-
-    ``x`` is (B, F); ``encoder`` maps one example, and is vectorised over the batch with
-    ``torch.func.vmap`` of a reverse-mode Jacobian (D backward passes, no finite differences).
-    The result is differentiable in the encoder's parameters.
-    """
+def jacobian_frobenius(encoder: Callable[[torch.Tensor], torch.Tensor],
+                       x: torch.Tensor) -> torch.Tensor:
+    """||df/dx||_F^2 per example (B,) of any encoder f: (F,) → (D,) on x (B, F), exactly: a
+    ``vmap`` of a reverse-mode Jacobian, differentiable in the encoder's parameters."""
     jacobian = torch.func.vmap(torch.func.jacrev(encoder))(x)  # (B, D, F)
     return jacobian.pow(2).flatten(1).sum(1)
 
 
 # ---------------------------------------------------------------------------------------------
-# Wasserstein autoencoders: distances between the aggregate posterior (a batch of codes) and the
-# prior. Each compares two whole samples, so each returns one batch-level scalar, not a value
-# per example.
+# Wasserstein autoencoders: distances between the batch of codes and the prior (scalars)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(N, D), (M, D) → the Gram matrix (N, M) of a positive-definite kernel."""
@@ -273,20 +201,15 @@ def _squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def imq_kernel(x: torch.Tensor, y: torch.Tensor, variance: float = 1.0) -> torch.Tensor:
-    """The inverse multiquadratic kernel k(x, y) = C / (C + ||x - y||^2), Gram matrix (N, M).
-
-    C = 2 D sigma^2 with sigma^2 = ``variance``, the prior's variance: Tolstikhin et al.
-    (2018), sec. 4, whose WAE-MMD uses it for its heavier tails than the RBF kernel's.
-    """
+    """The inverse multiquadratic kernel C / (C + ||x - y||^2), Gram matrix (N, M), C = 2 D
+    sigma^2, sigma^2 = ``variance`` the prior's: Tolstikhin et al. (2018), sec. 4, for its
+    heavier tails than the RBF kernel's."""
     scale = 2 * x.shape[-1] * variance
     return scale / (scale + _squared_distances(x, y))
 
 
 def rbf_kernel(x: torch.Tensor, y: torch.Tensor, variance: float = 1.0) -> torch.Tensor:
-    """The Gaussian (RBF) kernel k(x, y) = exp(-||x - y||^2 / C), Gram matrix (N, M).
-
-    C = 2 D sigma^2 as for ``imq_kernel``: a Gaussian kernel of bandwidth h^2 = D sigma^2.
-    """
+    """The Gaussian kernel exp(-||x - y||^2 / C), Gram matrix (N, M), C as ``imq_kernel``'s."""
     scale = 2 * x.shape[-1] * variance
     return torch.exp(-_squared_distances(x, y) / scale)
 
@@ -295,12 +218,8 @@ KERNELS: dict[str, Kernel] = {"imq": imq_kernel, "rbf": rbf_kernel}
 
 
 def mmd_u_statistic(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.Tensor:
-    """The unbiased estimate of MMD^2(P, Q) from x (N, D) ~ P and y (M, D) ~ Q; a scalar.
-
-    The U-statistic of Gretton et al. (2012, eq. 3): the means of k(x_i, x_j) and k(y_i, y_j)
-    over i != j, minus twice the mean of k(x_i, y_j). Unbiased, so it can be below zero when
-    P = Q; N, M >= 2. WAE-MMD's penalty (Tolstikhin et al. 2018, algorithm 2).
-    """
+    """The unbiased MMD^2(P, Q) from x (N, D) ~ P and y (M, D) ~ Q, a scalar: the U-statistic
+    of Gretton et al. (2012, eq. 3), so it can be below zero when P = Q; N, M >= 2."""
     n, m = x.shape[0], y.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"the MMD U-statistic needs at least 2 points per sample, got {n}, {m}")
@@ -310,20 +229,11 @@ def mmd_u_statistic(x: torch.Tensor, y: torch.Tensor, kernel: Kernel) -> torch.T
     return within_x + within_y - 2 * kernel(x, y).mean()
 
 
-def sliced_wasserstein(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    projections: int | torch.Tensor,
-    p: float = 2.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The sliced Wasserstein-p distance between the empirical measures of x and y (N, D); a
-    scalar, SW_p = (mean_l W_p^p(theta_l . x, theta_l . y))^(1/p).
-
-    Kolouri et al. (2019), eq. 10: along each direction theta_l on the unit sphere, the 1-D
-    Wasserstein distance between equal-sized samples pairs the sorted projections.
-    ``projections`` is L, the number of directions drawn uniformly (normalised Gaussians, from
-    ``generator``), or the directions themselves (D, L), normalised here.
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int | torch.Tensor,
+                       p: float = 2.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SW_p = (mean_l W_p^p(theta_l . x, theta_l . y))^(1/p) of x, y (N, D), a scalar (Kolouri
+    et al. 2019, eq. 10): in 1-D, W_p of equal-sized samples pairs the sorted projections.
+    ``projections``: L directions drawn uniformly (from ``generator``), or the directions (D, L).
     """
     if x.shape != y.shape or x.dim() != 2:
         raise ValueError(f"sliced_wasserstein needs two samples of one shape (N, D), got"

@@ -31,24 +31,9 @@ from aevb.inference.objectives import (
 )
 from aevb.inference.schedules import Step, linear_warmup
 
-__all__ = [
-    "IWAE",
-    "MCEM",
-    "OBJECTIVES",
-    "Elbo",
-    "ElboConfig",
-    "IWAEConfig",
-    "LatentModel",
-    "MCEMConfig",
-    "Objective",
-    "ObjectiveConfig",
-    "WakeSleep",
-    "WakeSleepConfig",
-    "elbo_metrics",
-    "nest_objective_keys",
-    "objective_config",
-    "weighted_bound_loss",
-]
+__all__ = ["IWAE", "MCEM", "OBJECTIVES", "Elbo", "ElboConfig", "IWAEConfig", "LatentModel",
+           "MCEMConfig", "Objective", "ObjectiveConfig", "WakeSleep", "WakeSleepConfig",
+           "bound_loss", "elbo_metrics", "nest_objective_keys", "objective_config"]
 
 Metrics = dict[str, torch.Tensor]
 
@@ -183,23 +168,29 @@ def elbo_metrics(loss: torch.Tensor, terms: ElboTerms) -> Metrics:
             "rec": terms.rec.mean().detach(), "kl": terms.kl_total.mean().detach()}
 
 
-def weighted_bound_loss(
-    objective: torch.Tensor, terms: ElboTerms, weight: float, free_bits: float, warming: bool
-) -> tuple[torch.Tensor, Metrics]:
-    """The loss -mean_b objective_b and the metrics of the true, unweighted bound.
-
-    ``objective`` (B,) is the bound trained on, its KL (or log-ratio) already weighted by
-    ``weight``; with ``free_bits`` > 0 each latent dimension's minibatch KL (``terms.kl``)
-    costs at least that many nats (exact for the ELBO; for IWAE the same correction is added
-    to the bound). Metrics: loss, elbo, rec, kl, and kl_weight while ``warming`` up.
+def bound_loss(w: Weighting, step: Step, terms: ElboTerms,
+               iwae: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, Metrics]:
+    """The loss -mean_b of the ELBO of ``terms`` or, with ``iwae`` = (log p(x|z_k),
+    log p(z_k) - log q(z_k|x)), each (K, B), of the IWAE bound; its KL (or log-ratio) weighted
+    by beta times the warm-up weight. With ``free_bits`` > 0 each latent dimension's minibatch
+    KL (``terms.kl``) costs at least that many nats (exact for the ELBO; for IWAE the same
+    correction is added to the bound). Metrics are the true, unweighted bound's: loss, elbo,
+    rec, kl, kl_weight while warming up, and for IWAE ``bound``, the K-sample bound itself.
     """
-    loss = -objective.mean()
-    if free_bits > 0:
+    weight = w.beta * linear_warmup(step, w.kl_warmup)
+    if iwae is None:
+        loss = -(terms.rec - weight * terms.kl_total).mean()
+    else:
+        loss = -iwae_bound(iwae[0] + weight * iwae[1]).mean()
+    if w.free_bits > 0:
         kl = torch.cat(list(terms.kl.values()), -1)
-        loss = loss + weight * (free_bits_kl(kl, free_bits) - kl.mean(0).sum())
+        loss = loss + weight * (free_bits_kl(kl, w.free_bits) - kl.mean(0).sum())
     metrics = elbo_metrics(loss, terms)
-    if warming:
-        metrics["kl_weight"] = torch.tensor(weight, device=objective.device)
+    if w.kl_warmup > 0:
+        metrics["kl_weight"] = torch.tensor(weight, device=loss.device)
+    if iwae is not None:
+        metrics["bound"] = iwae_bound(iwae[0] + iwae[1]).mean().detach()
     return loss, metrics
 
 
@@ -230,12 +221,10 @@ class Elbo(Objective):
 
     def forward(self, model: LatentModel, batch: Examples, step: Step
                 ) -> tuple[torch.Tensor, Metrics]:
-        w = self.weighting
-        weight = w.beta * linear_warmup(step, w.kl_warmup)
-        posterior, prior = model.posterior(model.corruption(batch.x)), model.prior()
-        terms = elbo_terms(batch.x, posterior, prior, model.likelihood, w.samples, w.estimator)
-        return weighted_bound_loss(terms.rec - weight * terms.kl_total, terms, weight,
-                                   w.free_bits, w.kl_warmup > 0)
+        w, x = self.weighting, batch.x
+        posterior, prior = model.posterior(model.corruption(x)), model.prior()
+        return bound_loss(w, step, elbo_terms(x, posterior, prior, model.likelihood, w.samples,
+                                              w.estimator))
 
 
 class IWAE(Objective):
@@ -244,17 +233,12 @@ class IWAE(Objective):
 
     def forward(self, model: LatentModel, batch: Examples, step: Step
                 ) -> tuple[torch.Tensor, Metrics]:
-        w = self.weighting
-        weight = w.beta * linear_warmup(step, w.kl_warmup)
         posterior, prior = model.posterior(model.corruption(batch.x)), model.prior()
         z = posterior.rsample((self.config.iw_samples,))  # (K, B, D)
         log_px_z = model.likelihood(z).log_prob(batch.x)
-        log_ratio = prior.log_prob(z) - posterior.log_prob(z)
         terms = ElboTerms(log_px_z.mean(0), {"z": kl_per_dimension(posterior, prior, z)})
-        loss, metrics = weighted_bound_loss(iwae_bound(log_px_z + weight * log_ratio), terms,
-                                            weight, w.free_bits, w.kl_warmup > 0)
-        metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
-        return loss, metrics
+        return bound_loss(self.weighting, step, terms,
+                          (log_px_z, prior.log_prob(z) - posterior.log_prob(z)))
 
 
 def _log_joint(model: LatentModel, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -44,25 +44,9 @@ from aevb.models.wasserstein import SWAE, WAEMMD
 from aevb.nn.bayes import BayesianLinear
 from aevb.nn.nets import init_normal_
 
-__all__ = [
-    "MODELS",
-    "Batch",
-    "Classifier",
-    "ClosedForm",
-    "Conditional",
-    "Corrupting",
-    "DataSpec",
-    "Encoder",
-    "Generative",
-    "Hierarchical",
-    "Likelihood",
-    "Metrics",
-    "Model",
-    "PerExampleState",
-    "Step",
-    "build_model",
-    "model_class",
-]
+__all__ = ["MODELS", "Batch", "Classifier", "ClosedForm", "Conditional", "Corrupting", "DataSpec",
+           "Encoder", "Generative", "Hierarchical", "Likelihood", "Metrics", "Model",
+           "PerExampleState", "Step", "build_model", "model_class"]
 
 MODELS: dict[str, type[Model]] = {
     "vae": VAE,

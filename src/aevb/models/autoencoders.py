@@ -29,22 +29,11 @@ from aevb.models.base import Batch, Corrupting, DataSpec, Encoder, Metrics, Mode
 from aevb.nn.corruption import Corruption, NoiseConfig
 from aevb.nn.nets import ConvNetConfig, MLPConfig, activation, conv_down, mlp, pixel_shuffle_up
 
-__all__ = [
-    "Autoencoder",
-    "AutoencoderConfig",
-    "ContractiveAutoencoder",
-    "ContractiveAutoencoderConfig",
-    "ConvAutoencoder",
-    "ConvAutoencoderConfig",
-    "DenoisingAutoencoder",
-    "DenoisingAutoencoderConfig",
-    "DeterministicAutoencoder",
-    "LinearAutoencoder",
-    "LinearAutoencoderConfig",
-    "SparseAutoencoder",
-    "SparseAutoencoderConfig",
-    "resolve_reconstruction",
-]
+__all__ = ["Autoencoder", "AutoencoderConfig", "ContractiveAutoencoder",
+           "ContractiveAutoencoderConfig", "ConvAutoencoder", "ConvAutoencoderConfig",
+           "DenoisingAutoencoder", "DenoisingAutoencoderConfig", "DeterministicAutoencoder",
+           "LinearAutoencoder", "LinearAutoencoderConfig", "SparseAutoencoder",
+           "SparseAutoencoderConfig", "resolve_reconstruction"]
 
 
 @dataclass(frozen=True)

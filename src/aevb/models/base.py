@@ -1,21 +1,6 @@
-"""The model contract: one method for the loop, and abilities the rest of the library tests for.
-
-Every model is a ``Model``: ``loss(batch, step)`` (also its ``forward``, so a data-parallel
-wrapper can call it) returns the scalar to minimise and named per-batch metrics. What else a
-model can do it declares by inheriting abilities, and evaluation, figures, ``aevb sample`` and
-the report ask ``isinstance(model, Ability)``, never the model's name:
-
-- ``Encoder``: ``encode(batch)`` → codes, ``reconstruct(batch)`` → x on the data's scale;
-- ``Generative``: ``sample(n, condition)``, ``decode(z, condition)``;
-- ``Likelihood``: per-example ELBO terms with named KL parts, and ``log_marginal(batch, K)``;
-- ``Hierarchical``: several stochastic layers z1 (next to x) … zn: each layer's codes, and
-  images generated with the layers above one fixed;
-- ``ClosedForm``: fitted to the whole training split before the first step (PCA);
-- ``Corrupting``: trains on a corrupted input (``self.corruption``);
-- ``Conditional``: conditioned on a vector c (a class's one-hot, or one given with the data);
-- ``Classifier``: predicts class probabilities from x alone;
-- ``PerExampleState``: keeps state per training example (MCEM's chains), which a
-  data-parallel loop syncs.
+"""The model contract: one method for the loop, ``loss(batch, step)`` (also ``forward``, for
+data-parallel wrappers), and abilities (the ABCs below) that a model inherits and the rest of the
+library tests for with ``isinstance(model, Ability)``, never by the model's name.
 """
 
 from __future__ import annotations
@@ -26,26 +11,14 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from aevb.errors import ConfigError
 from aevb.inference.objectives import ElboTerms
 from aevb.inference.schedules import Step
 from aevb.nn.corruption import Corruption
 
-__all__ = [
-    "Batch",
-    "Classifier",
-    "ClosedForm",
-    "Conditional",
-    "Corrupting",
-    "DataSpec",
-    "Encoder",
-    "Generative",
-    "Hierarchical",
-    "Likelihood",
-    "Metrics",
-    "Model",
-    "PerExampleState",
-    "Step",
-]
+__all__ = ["Batch", "Classifier", "ClosedForm", "Conditional", "Corrupting", "DataSpec", "Encoder",
+           "Generative", "Hierarchical", "Likelihood", "Metrics", "Model", "PerExampleState",
+           "Step", "unconditional"]
 
 Metrics = dict[str, torch.Tensor]
 """Named per-batch values (means over the batch, detached scalars)."""
@@ -131,6 +104,12 @@ class Generative(ABC):
     @abstractmethod
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder means at codes z (..., code_dim) → (..., *event_shape)."""
+
+
+def unconditional(condition: torch.Tensor | None) -> None:
+    """The check of an unconditional model's ``sample`` and ``decode``: no condition."""
+    if condition is not None:
+        raise ConfigError("this model is unconditional: it takes no condition")
 
 
 class Likelihood(ABC):

@@ -1,9 +1,5 @@
 """The likelihood and bound keys that every model of the VAE family shares (vae, conv-vae, cvae,
-hvae, m2), declared and checked once.
-
-Each of those configs is a ``BoundConfig``: its keys stay flat in ``[model]``, so the runs,
-command lines and config files of before it still read as they did (``--beta 4``).
-"""
+hvae, m2), declared and checked once; flat in ``[model]``, as in older runs (``--beta 4``)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,17 @@ from dataclasses import dataclass
 from aevb.errors import ConfigError, check_choice, check_positive
 from aevb.nn.heads import LIKELIHOODS
 
-__all__ = ["BoundConfig", "check_sizes"]
+__all__ = ["BoundConfig", "LatentConfig", "check_sizes"]
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """The keys that lead a config (``aevb models``, config.toml). A config lists this as its
+    last base, ``(BoundConfig, LatentConfig)``: a dataclass's fields start with its last base's."""
+
+    name: str = ""
+    latent_dim: int = 20
+    """Dimensions of z."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from torch.distributions import Distribution
 
 from aevb.errors import ConfigError, check_choice, check_positive
 from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled, log_weights
-from aevb.inference.schedules import Step, linear_warmup
-from aevb.inference.training import weighted_bound_loss
+from aevb.inference.schedules import Step
+from aevb.inference.training import bound_loss
 from aevb.models.base import (
     Batch,
     Conditional,
@@ -23,7 +23,7 @@ from aevb.models.base import (
     Metrics,
     Model,
 )
-from aevb.models.bound import BoundConfig, check_sizes
+from aevb.models.bound import BoundConfig, LatentConfig, check_sizes
 from aevb.models.vae import vae_nets
 from aevb.nn.nets import ConvNetConfig, MLPConfig
 from aevb.nn.priors import LearnedConditionalPrior, StandardNormal
@@ -32,10 +32,8 @@ __all__ = ["CVAE", "CVAEConfig"]
 
 
 @dataclass(frozen=True)
-class CVAEConfig(BoundConfig):
+class CVAEConfig(BoundConfig, LatentConfig):
     name: str = "cvae"
-    latent_dim: int = 20
-    """Dimensions of z."""
     net: MLPConfig | ConvNetConfig = MLPConfig()
     """The encoder and decoder networks: an MLP (``--net mlp``, the default) or strided
     convolutions down and pixel-shuffle blocks up (``--net conv``), as the vae and conv-vae."""
@@ -128,11 +126,7 @@ class CVAE(Model, Encoder, Generative, Likelihood, Conditional):
     # -- the contract and the abilities ----------------------------------------------------
 
     def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
-        config = self.config
-        weight = config.beta * linear_warmup(step, config.kl_warmup)
-        terms = self.elbo_terms(batch, config.samples)
-        return weighted_bound_loss(terms.rec - weight * terms.kl_total, terms, weight,
-                                   config.free_bits, config.kl_warmup > 0)
+        return bound_loss(self.config, step, self.elbo_terms(batch, self.config.samples))
 
     def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
         c = self.condition(batch)

@@ -17,14 +17,9 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from aevb.errors import ConfigError, check_choice
-from aevb.inference.objectives import ElboTerms, importance_sampled, iwae_bound, kl_per_dimension
-from aevb.inference.schedules import Step, linear_warmup
-from aevb.inference.training import (
-    ElboConfig,
-    IWAEConfig,
-    objective_config,
-    weighted_bound_loss,
-)
+from aevb.inference.objectives import ElboTerms, importance_sampled, kl_per_dimension
+from aevb.inference.schedules import Step
+from aevb.inference.training import ElboConfig, IWAEConfig, bound_loss, objective_config
 from aevb.models.base import (
     Batch,
     DataSpec,
@@ -34,6 +29,7 @@ from aevb.models.base import (
     Likelihood,
     Metrics,
     Model,
+    unconditional,
 )
 from aevb.models.bound import BoundConfig, check_sizes
 from aevb.models.vae import VAE, vae_nets
@@ -45,14 +41,18 @@ __all__ = ["HVAE", "HVAEConfig"]
 
 
 @dataclass(frozen=True)
-class HVAEConfig(BoundConfig):
+class _Layers:  # the leading keys, as ``bound.LatentConfig`` is the vae's
+    name: str = "hvae"
+    latent_dims: tuple[int, ...] = (100, 50)
+    """Dimensions of z1 (next to x) … zn (the top); their count is the number of layers n."""
+
+
+@dataclass(frozen=True)
+class HVAEConfig(BoundConfig, _Layers):
     """The bound keys (``BoundConfig``) as the vae's, with ``estimator`` analytic: each KL in
     closed form given the sampled parent wherever that is unbiased (top-down; the top layer),
     and ``samples`` L draws of the whole hierarchy."""
 
-    name: str = "hvae"
-    latent_dims: tuple[int, ...] = (100, 50)
-    """Dimensions of z1 (next to x) … zn (the top); their count is the number of layers n."""
     net: MLPConfig = MLPConfig(hidden=(200, 200))
     """The x → z1 encoder's hidden layers; the z1 → x decoder mirrors them (Burda et al.)."""
     layer_hidden: tuple[int, ...] = (100, 100)
@@ -192,20 +192,14 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
 
     def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
         config = self.config
-        weight = config.beta * linear_warmup(step, config.kl_warmup)
-        warming = config.kl_warmup > 0
-        if not isinstance(config.objective, IWAEConfig):
-            terms = self.elbo_terms(batch, config.samples)
-            loss, metrics = weighted_bound_loss(terms.rec - weight * terms.kl_total, terms,
-                                                weight, config.free_bits, warming)
-        else:
+        if isinstance(config.objective, IWAEConfig):
             layers = self.layers(batch.x, config.objective.iw_samples)
             log_px_z = self.likelihood(layers[0].z).log_prob(batch.x)
-            log_ratio = self._log_ratio(layers)
             terms = ElboTerms(log_px_z.mean(0), self.kl_parts(layers, True))
-            loss, metrics = weighted_bound_loss(iwae_bound(log_px_z + weight * log_ratio),
-                                                terms, weight, config.free_bits, warming)
-            metrics["bound"] = iwae_bound(log_px_z + log_ratio).mean().detach()
+            loss, metrics = bound_loss(config, step, terms, (log_px_z, self._log_ratio(layers)))
+        else:
+            terms = self.elbo_terms(batch, config.samples)
+            loss, metrics = bound_loss(config, step, terms)
         metrics.update({f"kl_{name}": part.sum(-1).mean().detach()
                         for name, part in terms.kl.items()})
         return loss, metrics
@@ -217,18 +211,13 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return ElboTerms(rec, self.kl_parts(layers, self.config.estimator == "analytic"))
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
-        return importance_sampled(self._weights_of(batch.x), samples, batch.x.numel(),
-                                  batch.x.device)
-
-    def _weights_of(self, x: torch.Tensor) -> Callable[[int], torch.Tensor]:
-        """k ↦ k fresh log-weights (k, B) of x, x encoded once for every call."""
-        draw = self.proposal(x)
+        draw = self.proposal(batch.x)
 
         def log_weights(k: int) -> torch.Tensor:
             z1, log_ratio = draw(k)
-            return self.likelihood(z1).log_prob(x) + log_ratio
+            return self.likelihood(z1).log_prob(batch.x) + log_ratio
 
-        return log_weights
+        return importance_sampled(log_weights, samples, batch.x.numel(), batch.x.device)
 
     def proposal(self, x: torch.Tensor) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         """k ↦ k draws of the whole hierarchy from q given x, x encoded once for every call:
@@ -250,8 +239,7 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return self.encode_layers(batch)["z1"]
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if condition is not None:
-            raise ConfigError("this model is unconditional: it takes no condition")
+        unconditional(condition)
         return self.likelihood(z).mean
 
     def reconstruct(self, batch: Batch) -> torch.Tensor:

@@ -26,7 +26,7 @@ from aevb.models.base import (
     Metrics,
     Model,
 )
-from aevb.models.bound import BoundConfig
+from aevb.models.bound import BoundConfig, LatentConfig
 from aevb.models.cvae import CVAE, CVAEConfig
 from aevb.nn.nets import MLPConfig, mlp
 
@@ -34,7 +34,7 @@ __all__ = ["M2", "M2Config"]
 
 
 @dataclass(frozen=True)
-class M2Config(BoundConfig):
+class M2Config(BoundConfig, LatentConfig):
     """The bound keys (``BoundConfig``) are those of p(x|y,z) and of L(x,y), with L the z
     samples per datapoint and class; M2 trains eqs. 7 and 9 as they are: beta 1, no warm-up,
     no free bits."""

@@ -18,15 +18,7 @@ from aevb.errors import ConfigError, check_positive
 from aevb.inference import objectives
 from aevb.inference.objectives import ElboTerms, elbo_terms, importance_sampled
 from aevb.inference.schedules import Step
-from aevb.inference.training import (
-    OBJECTIVES,
-    Elbo,
-    ElboConfig,
-    IWAEConfig,
-    MCEMConfig,
-    WakeSleepConfig,
-    objective_config,
-)
+from aevb.inference.training import OBJECTIVES, Elbo, ElboConfig, ObjectiveConfig, objective_config
 from aevb.models.base import (
     Batch,
     Corrupting,
@@ -37,8 +29,9 @@ from aevb.models.base import (
     Metrics,
     Model,
     PerExampleState,
+    unconditional,
 )
-from aevb.models.bound import BoundConfig, check_sizes
+from aevb.models.bound import BoundConfig, LatentConfig, check_sizes
 from aevb.nn.bayes import bayesianize_, parameter_kl
 from aevb.nn.corruption import Corruption, NoiseConfig
 from aevb.nn.heads import DecoderHead, DiagonalGaussianHead, decoder_head
@@ -49,16 +42,14 @@ __all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_sizes", "vae_n
 
 
 @dataclass(frozen=True)
-class BaseVAEConfig(BoundConfig):
+class BaseVAEConfig(BoundConfig, LatentConfig):
     """Every key of the VAE family; each registered config fixes ``name`` and the type of
     ``net`` (the config machinery reads a sub-table by its field's concrete type)."""
 
     name: str = "vae"
-    latent_dim: int = 20
-    """Dimensions of z."""
     net: MLPConfig | ConvNetConfig = MLPConfig()
     """The encoder and decoder networks."""
-    objective: ElboConfig | IWAEConfig | WakeSleepConfig | MCEMConfig | str = ElboConfig()
+    objective: ObjectiveConfig | str = ElboConfig()
     """How training fits the model (``--objective KIND``, that kind's defaults): elbo (the
     SGVB estimate) | iwae (the K-sample bound) | wake-sleep (Hinton et al. 1995) | mcem
     (Monte Carlo EM with HMC). The last two are not variational bounds: they take no beta,
@@ -138,7 +129,7 @@ def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAEN
         decoder = conv_decoder(config.latent_dim + condition_dim, data.event_shape,
                                likelihood_head.params_per_value, net)
         return VAENets(encoder, posterior_head, decoder, likelihood_head)
-    # built in this order so that a seed gives the weights it gave before conv nets existed
+    # this order of construction fixes the weights a seed gives
     features = math.prod(data.event_shape)
     hidden = list(net.hidden)
     codes = config.latent_dim + condition_dim
@@ -251,14 +242,14 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting, PerExampleState):
         return self.posterior(batch.x).mean
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        _unconditional(condition)
+        unconditional(condition)
         return self.likelihood(z).mean
 
     def reconstruct(self, batch: Batch) -> torch.Tensor:
         return self.decode(self.encode(batch))
 
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        _unconditional(condition)
+        unconditional(condition)
         return self.decode(self.prior().sample((n,)))
 
 
@@ -273,8 +264,3 @@ def _own_state_to_objective(module: nn.Module, state: dict[str, Any], prefix: st
     for name in dict(module.objective.named_buffers()):  # type: ignore[union-attr]
         if prefix + name in state:
             state[f"{prefix}objective.{name}"] = state.pop(prefix + name)
-
-
-def _unconditional(condition: torch.Tensor | None) -> None:
-    if condition is not None:
-        raise ConfigError("this model is unconditional: it takes no condition")

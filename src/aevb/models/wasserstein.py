@@ -31,7 +31,7 @@ from aevb.inference.objectives import (
 )
 from aevb.inference.schedules import Step
 from aevb.models.autoencoders import resolve_reconstruction
-from aevb.models.base import Batch, DataSpec, Encoder, Generative, Metrics, Model
+from aevb.models.base import Batch, DataSpec, Encoder, Generative, Metrics, Model, unconditional
 from aevb.nn.heads import DiagonalGaussianHead
 from aevb.nn.nets import MLPConfig, mlp
 from aevb.nn.priors import StandardNormal
@@ -42,8 +42,8 @@ ENCODERS = ("deterministic", "gaussian")
 
 
 @dataclass(frozen=True)
-class WAEConfig:
-    name: str = "wae-mmd"
+class _Keys:  # the keys both share
+    name: str = ""
     latent_dim: int = 8
     """Dimensions of z (the paper's MNIST runs: 8)."""
     net: MLPConfig = MLPConfig()
@@ -56,46 +56,40 @@ class WAEConfig:
     reparameterised; codes for evaluation are the means)."""
     lambda_: float = 10.0
     """lambda, the weight on the distance to the prior (``--lambda``; the paper: 10)."""
+
+    def __post_init__(self) -> None:
+        check_positive("model.latent_dim", self.latent_dim)
+        check_choice("model.reconstruction", self.reconstruction, ("auto", "bce", "mse"))
+        check_choice("model.encoder", self.encoder, ENCODERS)
+        if self.lambda_ < 0:
+            raise ConfigError(f"model.lambda must be >= 0, got {self.lambda_}")
+
+
+@dataclass(frozen=True)
+class WAEConfig(_Keys):
+    name: str = "wae-mmd"
     kernel: str = "imq"
     """The MMD kernel, with C = 2 latent_dim (the prior's variance 1): imq (C / (C + ||x-y||^2),
     the paper's) | rbf (exp(-||x-y||^2 / C))."""
 
     def __post_init__(self) -> None:
-        _check_common(self.latent_dim, self.reconstruction, self.encoder, self.lambda_)
+        super().__post_init__()
         check_choice("model.kernel", self.kernel, tuple(KERNELS))
 
 
 @dataclass(frozen=True)
-class SWAEConfig:
+class SWAEConfig(_Keys):
     name: str = "swae"
-    latent_dim: int = 8
-    """Dimensions of z."""
-    net: MLPConfig = MLPConfig()
-    """The encoder's hidden layers; the decoder mirrors them."""
-    reconstruction: str = "auto"
-    """The cost c(x, g(z)): bce | mse | auto (bce on data in [0, 1], mse on real data)."""
-    encoder: str = "deterministic"
-    """deterministic (z = f(x)) | gaussian (z ~ q(z|x), reparameterised; evaluation: the means)."""
-    lambda_: float = 10.0
-    """lambda, the weight on the sliced distance to the prior (``--lambda``)."""
     projections: int = 50
     """L, the random directions on the sphere drawn afresh for every batch."""
     p: float = 2.0
     """The order p of the 1-D Wasserstein distances (Kolouri et al.: 2)."""
 
     def __post_init__(self) -> None:
-        _check_common(self.latent_dim, self.reconstruction, self.encoder, self.lambda_)
+        super().__post_init__()
         check_positive("model.projections", self.projections)
         if self.p < 1:
             raise ConfigError(f"model.p must be >= 1 (a Wasserstein order), got {self.p}")
-
-
-def _check_common(latent_dim: int, reconstruction: str, encoder: str, weight: float) -> None:
-    check_positive("model.latent_dim", latent_dim)
-    check_choice("model.reconstruction", reconstruction, ("auto", "bce", "mse"))
-    check_choice("model.encoder", encoder, ENCODERS)
-    if weight < 0:
-        raise ConfigError(f"model.lambda must be >= 0, got {weight}")
 
 
 class WassersteinAutoencoder(Model, Encoder, Generative):
@@ -147,8 +141,7 @@ class WassersteinAutoencoder(Model, Encoder, Generative):
         return self._codes(batch.x, sample=False)
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if condition is not None:
-            raise ConfigError("this model is unconditional: it takes no condition")
+        unconditional(condition)
         output = self.decoder(z)
         return output.sigmoid() if self.reconstruction == "bce" else output
 

@@ -1,12 +1,9 @@
 """Full variational Bayes over network weights (Kingma & Welling 2014, appendix F).
 
-The decoder's parameters θ get a variational posterior q_φ(θ), a diagonal Gaussian per weight
-and bias, and the prior p(θ) = N(0, prior_std² I). The SGVB estimator of the marginal
-likelihood of the whole data set then gains one term, -KL(q(θ) || p(θ)); spread over the N
-training examples each datapoint's objective gains -KL / N, so a model trained on minibatches
-adds ``parameter_kl(decoder) / N`` to its per-example loss. The forward pass draws one
-reparameterised θ ~ q(θ) per call, that is per minibatch, as in the paper (no local
-reparameterisation).
+The decoder's parameters θ get a diagonal Gaussian posterior q(θ) and a prior N(0, prior_std² I);
+the data set's bound gains -KL(q(θ) || p(θ)), so each example's loss adds
+``parameter_kl(decoder) / N``. One θ ~ q(θ) is drawn per forward pass, that is per minibatch, as
+in the paper (no local reparameterisation).
 """
 
 from __future__ import annotations
@@ -26,28 +23,17 @@ def _inverse_softplus(sigma: float) -> float:
 
 
 class BayesianLinear(nn.Module):
-    """A linear layer whose weight and bias have a diagonal Gaussian posterior q(θ) and an
-    N(0, prior_std²) prior.
-
-    q(θ) = N(μ, σ²) per parameter with σ = softplus(ρ) > 0. In training mode every forward
-    draws θ = μ + σ ⊙ ε once (``rsample``: gradients reach μ and ρ) and uses it for the whole
-    input; in eval mode it uses the posterior mean μ, so evaluating log p(x) uses the mean
-    decoder. Inputs (..., in_features) → (..., out_features), any leading shape, like
-    ``nn.Linear``; a (K, B, in_features) input shares one draw across all K × B rows.
+    """A linear layer with q(θ) = N(μ, σ²) per weight and bias, σ = softplus(ρ), and prior
+    N(0, prior_std²). In training every forward draws θ = μ + σ ⊙ ε once for the whole input
+    (any leading shape: K × B rows share it); in eval mode it uses the mean μ.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        prior_std: float = 1.0,
-        init_sigma: float = 1e-3,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        """Posterior means start as ``nn.Linear``'s default initialisation, every posterior
-        standard deviation at ``init_sigma``."""
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 prior_std: float = 1.0, init_sigma: float = 1e-3,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        """Posterior means start as ``nn.Linear``'s, posterior standard deviations at
+        ``init_sigma``."""
         super().__init__()
         if not prior_std > 0:
             raise ValueError(f"prior_std must be positive, got {prior_std}")
@@ -67,11 +53,9 @@ class BayesianLinear(nn.Module):
             self.bias_rho = nn.Parameter(torch.full_like(template.bias, rho))
 
     @classmethod
-    def from_linear(
-        cls, layer: nn.Linear, prior_std: float = 1.0, init_sigma: float = 1e-3
-    ) -> BayesianLinear:
-        """A layer whose posterior mean is ``layer``'s weight and bias (copied, on its device
-        and dtype) and whose posterior standard deviations all start at ``init_sigma``."""
+    def from_linear(cls, layer: nn.Linear, prior_std: float = 1.0,
+                    init_sigma: float = 1e-3) -> BayesianLinear:
+        """A layer whose posterior mean is a copy of ``layer``'s weight and bias."""
         new = cls(layer.in_features, layer.out_features, layer.bias is not None, prior_std,
                   init_sigma, device=layer.weight.device, dtype=layer.weight.dtype)
         with torch.no_grad():
@@ -115,17 +99,11 @@ class BayesianLinear(nn.Module):
                 f" bias={self.bias_mu is not None}, prior_std={self.prior_std}")
 
 
-def bayesianize_(
-    module: nn.Module, prior_std: float = 1.0, init_sigma: float = 1e-3
-) -> list[BayesianLinear]:
+def bayesianize_(module: nn.Module, prior_std: float = 1.0,
+                 init_sigma: float = 1e-3) -> list[BayesianLinear]:
     """Replace every ``nn.Linear`` inside ``module`` (recursively, in place) by
-    ``BayesianLinear.from_linear``; return the new layers, each once, in the order first met
-    (a linear layer used in two places becomes one Bayesian layer, still shared).
-
-    Only linear layers become Bayesian: convolutions and free parameters (a learned decoder
-    sigma) stay point estimates. Call it after any re-initialisation such as
-    ``nets.init_normal_``, which only sees ``nn.Linear``. ``module`` itself must not be an
-    ``nn.Linear``: it cannot be replaced in place (use ``BayesianLinear.from_linear``).
+    ``BayesianLinear.from_linear``; return the new layers in the order first met (one shared
+    layer stays one). Convolutions and free parameters (a learned sigma) stay point estimates.
     """
     if isinstance(module, nn.Linear):
         raise TypeError("bayesianize_ replaces layers inside a module, not the module itself;"

@@ -58,9 +58,8 @@ class Corruption:
         return f"{self.noise} noise at level {self.level:g}" if self.active else "no noise"
 
 
-def corrupt(
-    x: torch.Tensor, noise: str, level: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def corrupt(x: torch.Tensor, noise: str, level: float,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     """A corrupted copy of x (same shape):
 
     - masking: each value is set to 0 with probability ``level``;

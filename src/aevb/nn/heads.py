@@ -24,15 +24,8 @@ from torch.distributions import (
 
 from aevb.errors import ConfigError
 
-__all__ = [
-    "LIKELIHOODS",
-    "BernoulliHead",
-    "ContinuousBernoulliHead",
-    "DecoderHead",
-    "DiagonalGaussianHead",
-    "GaussianHead",
-    "decoder_head",
-]
+__all__ = ["LIKELIHOODS", "BernoulliHead", "ContinuousBernoulliHead", "DecoderHead",
+           "DiagonalGaussianHead", "GaussianHead", "decoder_head"]
 
 
 class DiagonalGaussianHead(nn.Module):
@@ -113,15 +106,8 @@ class GaussianHead(DecoderHead):
     are kept above ``min_sigma`` so the density stays bounded on data with constant pixels.
     """
 
-    def __init__(
-        self,
-        in_features: int | None,
-        event_shape: tuple[int, ...],
-        variance: str,
-        sigma: float,
-        min_sigma: float,
-        sigmoid_mean: bool = False,
-    ) -> None:
+    def __init__(self, in_features: int | None, event_shape: tuple[int, ...], variance: str,
+                 sigma: float, min_sigma: float, sigmoid_mean: bool = False) -> None:
         if variance not in ("fixed", "learned", "pixel"):
             raise ConfigError(f"unknown Gaussian variance {variance!r}")
         self.params_per_value = 2 if variance == "pixel" else 1
@@ -158,14 +144,8 @@ LIKELIHOODS = {
 }
 
 
-def decoder_head(
-    likelihood: str,
-    in_features: int | None,
-    event_shape: tuple[int, ...],
-    data_kind: str,
-    sigma: float = 1.0,
-    min_sigma: float = 1e-3,
-) -> DecoderHead:
+def decoder_head(likelihood: str, in_features: int | None, event_shape: tuple[int, ...],
+                 data_kind: str, sigma: float = 1.0, min_sigma: float = 1e-3) -> DecoderHead:
     """The decoder head for ``likelihood``, checked against the data it will model.
 
     ``in_features``: the size of flat decoder features, or None for a convolutional decoder

@@ -13,19 +13,8 @@ from torch import nn
 
 from aevb.errors import ConfigError
 
-__all__ = [
-    "ACTIVATIONS",
-    "ConvNetConfig",
-    "FoldLeading",
-    "MLPConfig",
-    "activation",
-    "conv_decoder",
-    "conv_down",
-    "conv_encoder",
-    "init_normal_",
-    "mlp",
-    "pixel_shuffle_up",
-]
+__all__ = ["ACTIVATIONS", "ConvNetConfig", "FoldLeading", "MLPConfig", "activation", "conv_decoder",
+           "conv_down", "conv_encoder", "init_normal_", "mlp", "pixel_shuffle_up"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -52,10 +41,9 @@ class MLPConfig:
     """Nonlinearity after every hidden layer: tanh | relu | leaky_relu | elu | gelu | softplus
     | sigmoid | identity."""
     init_std: float | None = None
-    """None: PyTorch's default initialisation; else every weight and bias of the MLP encoder,
-    decoder and their heads drawn from N(0, init_std^2) (``init_normal_``). The paper's is 0.01
-    (Kingma & Welling 2014, section 5: all parameters initialised by sampling from N(0, 0.01)),
-    read as the standard deviation; reading 0.01 as the variance is init_std = 0.1."""
+    """None: PyTorch's default initialisation; else every weight and bias drawn from
+    N(0, init_std^2) (``init_normal_``). The paper's "N(0, 0.01)" (sec. 5) read as the standard
+    deviation is 0.01; read as the variance, 0.1."""
 
     def __post_init__(self) -> None:
         if any(h <= 0 for h in self.hidden):
@@ -98,11 +86,8 @@ CONV_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTrans
 
 def init_normal_(module: nn.Module, std: float) -> None:
     """Redraw every weight and bias of the Linear and Conv layers in ``module`` from
-    N(0, std^2), in place, with torch's global RNG (seed it with ``torch.manual_seed``).
-
-    Kingma & Welling's initialisation (2014, section 5) with std = 0.01. Other parameters
-    (a learned decoder sigma, normalisation layers) keep their values.
-    """
+    N(0, std^2) in place, with torch's global RNG (Kingma & Welling 2014, sec. 5: std 0.01);
+    other parameters (a learned decoder sigma) keep their values."""
     if not std > 0:
         raise ValueError(f"init_normal_ needs std > 0, got {std}")
     with torch.no_grad():
@@ -113,10 +98,8 @@ def init_normal_(module: nn.Module, std: float) -> None:
 
 
 def mlp(sizes: Sequence[int], activation_name: str) -> nn.Sequential:
-    """Linear layers ``sizes[0] → sizes[1] → … → sizes[-1]``, each followed by the activation.
-
-    Works on any leading batch shape (..., sizes[0]); with one size it is the identity.
-    """
+    """Linear layers ``sizes[0] → … → sizes[-1]``, each followed by the activation, on any
+    leading shape (..., sizes[0]); with one size it is the identity."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(n_in, n_out), activation(activation_name)]
@@ -124,28 +107,21 @@ def mlp(sizes: Sequence[int], activation_name: str) -> nn.Sequential:
 
 
 def conv_down(channels: Sequence[int], activation_name: str) -> nn.Sequential:
-    """Strided convolutions (B, channels[0], H, W) → (B, channels[-1], H / 2^n, W / 2^n).
-
-    n = len(channels) - 1 blocks, each a 4x4 convolution with stride 2 and padding 1 (exactly
-    halving an even height and width) followed by the activation. Inputs are 4-D: flatten any
-    leading sample dimensions into the batch first.
-    """
+    """Strided convolutions (B, channels[0], H, W) → (B, channels[-1], H / 2^n, W / 2^n): n =
+    len(channels) - 1 blocks of a 4x4 convolution, stride 2, padding 1 (halving an even size)
+    and the activation."""
     layers: list[nn.Module] = []
     for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
         layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), activation(activation_name)]
     return nn.Sequential(*layers)
 
 
-def pixel_shuffle_up(
-    channels: Sequence[int], activation_name: str, last_activation: bool = True
-) -> nn.Sequential:
-    """Upsampling (B, channels[0], H, W) → (B, channels[-1], H * 2^n, W * 2^n), n blocks.
-
-    Each block is a 3x3 convolution to 4x the next block's channels, then a depth-to-space
-    rearrangement (``nn.PixelShuffle(2)``, Shi et al. 2016) that doubles height and width
-    without the checkerboard overlap of a transposed convolution, then the activation. With
-    ``last_activation=False`` the last block's output is left linear (logits, means).
-    """
+def pixel_shuffle_up(channels: Sequence[int], activation_name: str,
+                     last_activation: bool = True) -> nn.Sequential:
+    """Upsampling (B, channels[0], H, W) → (B, channels[-1], H * 2^n, W * 2^n), n blocks of a
+    3x3 convolution to 4x the next channels and ``nn.PixelShuffle(2)`` (Shi et al. 2016: no
+    checkerboard of a transposed convolution), then the activation, but for the last block
+    without ``last_activation`` (logits, means)."""
     layers: list[nn.Module] = []
     pairs = list(zip(channels[:-1], channels[1:], strict=True))
     for i, (c_in, c_out) in enumerate(pairs):
@@ -156,12 +132,9 @@ def pixel_shuffle_up(
 
 
 class FoldLeading(nn.Module):
-    """Runs ``net``, which takes one batch dimension (N, *shape), on any leading shape.
-
-    Input (..., *shape) with ``len(shape) == event_dims``: the leading dimensions are folded
-    into N and unfolded from the output, so K samples of B codes (K, B, D) go through a
-    convolutional decoder as one batch of K*B and come back as (K, B, *out_shape).
-    """
+    """Runs ``net``, which takes one batch dimension (N, *shape), on (..., *shape) with
+    ``len(shape) == event_dims``: K samples of B codes (K, B, D) go through as one batch of K*B
+    and come back as (K, B, *out_shape)."""
 
     def __init__(self, net: nn.Module, event_dims: int) -> None:
         super().__init__()
@@ -174,9 +147,8 @@ class FoldLeading(nn.Module):
         return out.reshape(*x.shape[:split], *out.shape[1:])
 
 
-def _padded_image(
-    event_shape: Sequence[int], blocks: int
-) -> tuple[int, int, int, tuple[int, int, int, int]]:
+def _padded_image(event_shape: Sequence[int],
+                  blocks: int) -> tuple[int, int, int, tuple[int, int, int, int]]:
     """(C, H', W', padding): H and W raised to the next multiples of 2^blocks, so that every
     strided convolution halves them exactly; ``padding`` (left, right, top, bottom) spreads
     the extra rows and columns evenly over both sides, as ``nn.ZeroPad2d`` takes it."""
@@ -191,11 +163,8 @@ def _padded_image(
 
 
 def conv_encoder(event_shape: Sequence[int], config: ConvNetConfig) -> tuple[nn.Sequential, int]:
-    """Images (B, C, H, W) → features (B, F), and F.
-
-    Zero-pads H and W to multiples of 2^n (n = len(config.channels)), so any size, odd ones
-    included, halves exactly n times; then ``conv_down`` through ``config.channels``, flattened.
-    """
+    """Images (B, C, H, W) → features (B, F), and F: zero-padded to multiples of 2^n (n =
+    len(config.channels)), so that any size halves n times, then ``conv_down``, flattened."""
     c, h, w, padding = _padded_image(event_shape, len(config.channels))
     scale = 2 ** len(config.channels)
     net = nn.Sequential(
@@ -206,16 +175,11 @@ def conv_encoder(event_shape: Sequence[int], config: ConvNetConfig) -> tuple[nn.
     return net, config.channels[-1] * (h // scale) * (w // scale)
 
 
-def conv_decoder(
-    in_features: int, event_shape: Sequence[int], outputs_per_value: int, config: ConvNetConfig
-) -> FoldLeading:
-    """Codes (..., in_features) → maps (..., k * C, H, W), k = ``outputs_per_value``.
-
-    The mirror of ``conv_encoder``: a linear layer and the activation to the encoder's last
-    map (channels[-1], H' / 2^n, W' / 2^n), ``pixel_shuffle_up`` back through the channels in
-    reverse to k * C linear outputs (k distribution parameters per pixel and channel), and the
-    encoder's padding cropped off. Any leading shape is folded into one batch (``FoldLeading``).
-    """
+def conv_decoder(in_features: int, event_shape: Sequence[int], outputs_per_value: int,
+                 config: ConvNetConfig) -> FoldLeading:
+    """Codes (..., in_features) → maps (..., k * C, H, W), k = ``outputs_per_value``: the mirror
+    of ``conv_encoder``, a linear layer to its last map, ``pixel_shuffle_up`` back to k * C
+    linear outputs, the padding cropped off; any leading shape (``FoldLeading``)."""
     c, h, w, (left, right, top, bottom) = _padded_image(event_shape, len(config.channels))
     scale = 2 ** len(config.channels)
     inner = (config.channels[-1], h // scale, w // scale)

@@ -1,7 +1,4 @@
-"""Charts of numbers: training curves, curve panels, bar charts and the rate-distortion plane.
-
-As :mod:`aevb.reporting.plots`: numpy in, one PNG out, its path returned.
-"""
+"""Charts of numbers: training curves, curve panels, bar charts, the rate-distortion plane."""
 
 from __future__ import annotations
 
@@ -15,31 +12,33 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from aevb.reporting.plots import DPI, SKIPPED_COLUMNS, _number, _save
+from aevb.reporting.plots import DPI, _save
+from aevb.reporting.report import _number
 
 __all__ = ["bar_chart", "curve_panels", "rate_distortion", "training_curves"]
 
 
-def curve_panels(
-    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
-    path: str | Path,
-    xlabel: str,
-    ylabel: str,
-    log_x: bool = True,
-    title: str | None = None,
-) -> Path:
+def _subplots(count: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """Up to three subplots a row of ``width`` x ``height`` inches each, the unused ones off."""
+    ncols = min(3, max(1, count))
+    nrows = max(1, math.ceil(count / ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def curve_panels(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+                 path: str | Path, xlabel: str, ylabel: str, log_x: bool = True,
+                 title: str | None = None) -> Path:
     """One subplot per panel, each with named curves ``label -> (xs, ys)``; a label ending in
     "(test)" or "(valid)" is drawn dashed in the colour of the same label's "(train)" curve,
     so a method's train and held-out curves read as a pair. Empty panels say so."""
     if not panels:
         raise ValueError("curve_panels needs at least one panel")
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
+    fig, axes = _subplots(len(panels), 4.2, 3.4)
     for ax, (name, curves) in zip(axes, panels.items(), strict=False):
         colours: dict[str, Any] = {}
         for label, (xs, ys) in curves.items():
@@ -63,11 +62,8 @@ def curve_panels(
     return _save(fig, path)
 
 
-def training_curves(
-    history: Sequence[Mapping[str, object]],
-    path: str | Path,
-    names: Mapping[str, tuple[str, str]] | None = None,
-) -> Path:
+def training_curves(history: Sequence[Mapping[str, object]], path: str | Path,
+                    names: Mapping[str, tuple[str, str]] | None = None) -> Path:
     """One subplot per metric ``m``, with its ``train_m`` and ``valid_m`` columns against epoch.
 
     ``history`` holds one row per epoch (as in ``metrics.csv``; values may be strings).
@@ -81,21 +77,13 @@ def training_curves(
         for key, raw in row.items():
             split, _, metric = key.partition("_")
             value = _number(raw)
-            if split not in ("train", "valid") or not metric or metric in SKIPPED_COLUMNS:
-                continue
-            if value is None:
+            if (split not in ("train", "valid") or metric in ("", "epoch", "step", "seconds")
+                    or value is None):
                 continue
             xs, ys = series.setdefault(metric, {}).setdefault(split, ([], []))
             xs.append(epoch)
             ys.append(value)
-
-    ncols = min(3, max(1, len(series)))
-    nrows = max(1, math.ceil(len(series) / ncols))
-    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(series) :]:
-        ax.set_axis_off()
+    fig, axes = _subplots(len(series), 4.2, 3.2)
     if not series:
         axes[0].text(0.5, 0.5, "no metrics recorded", ha="center", va="center")
     for ax, (metric, splits) in zip(axes, series.items(), strict=False):
@@ -113,9 +101,8 @@ def training_curves(
     return _save(fig, path)
 
 
-def bar_chart(
-    groups: Mapping[str, Sequence[float]], path: str | Path, ylabel: str, title: str | None = None
-) -> Path:
+def bar_chart(groups: Mapping[str, Sequence[float]], path: str | Path, ylabel: str,
+              title: str | None = None) -> Path:
     """One small bar chart per named group of values (e.g. the KL of each latent dimension of
     each latent layer), bars numbered from 1, side by side."""
     if not groups:
@@ -137,14 +124,9 @@ def bar_chart(
     return _save(fig, path)
 
 
-def rate_distortion(
-    rates: Sequence[float],
-    distortions: Sequence[float],
-    labels: Sequence[str],
-    path: str | Path,
-    squared_errors: Sequence[float] | None = None,
-    title: str | None = None,
-) -> Path:
+def rate_distortion(rates: Sequence[float], distortions: Sequence[float], labels: Sequence[str],
+                    path: str | Path, squared_errors: Sequence[float] | None = None,
+                    title: str | None = None) -> Path:
     """The rate-distortion plane (Alemi et al. 2018): one labelled point per run at
     (rate, distortion) in nats, joined in order of rate, over faint lines of equal ELBO.
 

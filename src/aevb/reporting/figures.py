@@ -1,8 +1,5 @@
-"""The pictures of a run: a model and its data → arrays → ``plots``.
-
-Each picture is drawn for every model that has the abilities it needs (``models.base``), never
-for a model by name.
-"""
+"""The pictures of a run: a model and its data → arrays → ``plots``; each picture for every
+model with the abilities it needs (``models.base``), never for a model by name."""
 
 from __future__ import annotations
 
@@ -60,14 +57,8 @@ def _kl_per_dimension(run_dir: Path) -> dict[str, list[float]]:
 
 
 @torch.no_grad()
-def draw_figures(
-    run_dir: str | Path,
-    model: Model,
-    dataset: Dataset,
-    seed: int = 0,
-    max_scatter: int = 5000,
-    manifold_size: int = 20,
-) -> list[Path]:
+def draw_figures(run_dir: str | Path, model: Model, dataset: Dataset, seed: int = 0,
+                 max_scatter: int = 5000, manifold_size: int = 20) -> list[Path]:
     """Write the run's PNGs, each where the model has what it needs:
 
     - an encoder: reconstructions of test images, the scatter of test codes;
@@ -89,77 +80,87 @@ def draw_figures(
     test = dataset.test
     device = test.device  # the model's too; a PCA has buffers but no parameters
     images = plots.is_image_shape(dataset.event_shape)
-    written = []
     with seeded(seed, device):
         batch = split_batch(test, torch.arange(min(12, len(test)), device=device))
-        if images and isinstance(model, Encoder):
-            written.append(plots.comparison_grid(
-                {"input": _numpy(batch.x), "reconstruction": _numpy(model.reconstruct(batch))},
-                run_dir / "reconstructions.png",
-                title="Test inputs and their reconstructions",
-            ))
-        if (images and isinstance(model, Encoder) and isinstance(model, Corrupting)
-                and model.corruption.active):
+        written = _image_pictures(run_dir, model, batch) if images else []
+        written += _numbers_pictures(run_dir, model)
+        if isinstance(model, Encoder):
+            written += _code_pictures(run_dir, model, test, max_scatter, manifold_size, images)
+    return written
+
+
+def _image_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
+    """Reconstructions, denoising, samples and the class pictures of image data."""
+    written = []
+    if isinstance(model, Encoder):
+        written.append(plots.comparison_grid(
+            {"input": _numpy(batch.x), "reconstruction": _numpy(model.reconstruct(batch))},
+            run_dir / "reconstructions.png", title="Test inputs and their reconstructions"))
+        if isinstance(model, Corrupting) and model.corruption.active:
             noisy = batch._replace(x=model.corruption(batch.x))
             written.append(plots.comparison_grid(
                 {"noisy": _numpy(noisy.x), "denoised": _numpy(model.reconstruct(noisy)),
                  "clean": _numpy(batch.x)},
-                run_dir / "denoising.png",
-                title=f"Denoising: {model.corruption}",
-            ))
-        if images and isinstance(model, Generative):
-            written.append(plots.image_grid(
-                _numpy(model.sample(100)), run_dir / "samples.png", ncols=10,
-                title="Decoder means of z ~ p(z)",
-            ))
-        classes = model.classes if isinstance(model, Conditional) else None
-        conditional = images and isinstance(model, Generative) and classes is not None
-        if conditional:
+                run_dir / "denoising.png", title=f"Denoising: {model.corruption}"))
+    if isinstance(model, Generative):
+        written.append(plots.image_grid(_numpy(model.sample(100)), run_dir / "samples.png",
+                                        ncols=10, title="Decoder means of z ~ p(z)"))
+        if isinstance(model, Conditional) and model.classes is not None:
             written += _class_pictures(run_dir, model, batch)
-        history = read_history(run_dir)
-        if history:
-            written.append(charts.training_curves(history, run_dir / "curves.png",
-                                                 model.metric_names))
-        kl = _kl_per_dimension(run_dir) if isinstance(model, Likelihood) else {}
-        if kl:
-            written.append(charts.bar_chart(
-                kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
-                title="KL(q(z|x) || p(z)) of each latent dimension, test set",
-            ))
-        if not isinstance(model, Encoder):
-            return written
-        n = min(max_scatter, len(test))
-        index = torch.arange(n, device=device)
-        codes = torch.cat([model.encode(split_batch(test, index[i : i + 500]))
-                           for i in range(0, n, 500)])
-        labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
-        written.append(latents.latent_scatter(
-            _numpy(codes), labels, run_dir / "latent.png",
-            title=f"Encoder means of {n} test points",
-        ))
-        if isinstance(model, Hierarchical):
-            written += _layer_pictures(run_dir, model, test, n, labels, images)
-        if images and isinstance(model, Generative) and codes.shape[1] == 2:
-            grid = latents.manifold_quantiles(manifold_size)
-            axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
-            # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
-            z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
-            z = torch.stack([z1, z2], -1)
-            if not isinstance(model, Conditional):
-                written.append(latents.manifold_grid(
-                    _numpy(model.decode(z)), grid, run_dir / "manifold.png",
-                    title="Learned 2-D manifold: decoder means over Gaussian quantiles of z",
-                ))
-            elif conditional and classes is not None:
-                shown = MANIFOLD_LABELS if classes > max(MANIFOLD_LABELS) else range(
-                    min(3, classes))
-                panels = {f"class {k}": _numpy(model.decode(z, model.condition_of(
-                    torch.tensor(k, device=device)))) for k in shown}
-                written.append(latents.manifold_panels(
-                    panels, grid, run_dir / "manifold_by_class.png",
-                    title="Learned 2-D manifold of each class: decoder means of p(x|z,c)",
-                ))
     return written
+
+
+def _numbers_pictures(run_dir: Path, model: Model) -> list[Path]:
+    """The training curves (``metrics.csv``) and the KL of each dimension (``evaluation.json``)."""
+    written = []
+    if history := read_history(run_dir):
+        written.append(charts.training_curves(history, run_dir / "curves.png",
+                                              model.metric_names))
+    if isinstance(model, Likelihood) and (kl := _kl_per_dimension(run_dir)):
+        written.append(charts.bar_chart(
+            kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
+            title="KL(q(z|x) || p(z)) of each latent dimension, test set"))
+    return written
+
+
+def _code_pictures(run_dir: Path, model: Encoder, test: Split, max_scatter: int,
+                   manifold_size: int, images: bool) -> list[Path]:
+    """The scatter of test codes, each layer's (hierarchical), the 2-D manifolds (generative)."""
+    n = min(max_scatter, len(test))
+    index = torch.arange(n, device=test.device)
+    codes = torch.cat([model.encode(split_batch(test, index[i : i + 500]))
+                       for i in range(0, n, 500)])
+    labels = None if test.y is None else _numpy(test.y[:n]).astype(int)
+    written = [latents.latent_scatter(_numpy(codes), labels, run_dir / "latent.png",
+                                      title=f"Encoder means of {n} test points")]
+    if isinstance(model, Hierarchical):
+        written += _layer_pictures(run_dir, model, test, n, labels, images)
+    if images and isinstance(model, Generative) and codes.shape[1] == 2:
+        written += _manifolds(run_dir, model, manifold_size, test.device)
+    return written
+
+
+def _manifolds(run_dir: Path, model: Generative, size: int, device: torch.device
+               ) -> list[Path]:
+    """manifold.png, or for a model conditioned on labels manifold_by_class.png."""
+    grid = latents.manifold_quantiles(size)
+    axis = torch.as_tensor(grid, dtype=torch.float32, device=device)
+    # images[i, j] is decoded at (z1, z2) = (grid[j], grid[i]); the plot puts z2 upwards.
+    z1, z2 = torch.meshgrid(axis, axis, indexing="xy")
+    z = torch.stack([z1, z2], -1)
+    if not isinstance(model, Conditional):
+        return [latents.manifold_grid(
+            _numpy(model.decode(z)), grid, run_dir / "manifold.png",
+            title="Learned 2-D manifold: decoder means over Gaussian quantiles of z")]
+    if model.classes is None:
+        return []
+    classes = model.classes
+    shown = MANIFOLD_LABELS if classes > max(MANIFOLD_LABELS) else range(min(3, classes))
+    panels = {f"class {k}": _numpy(model.decode(z, model.condition_of(
+        torch.tensor(k, device=device)))) for k in shown}
+    return [latents.manifold_panels(
+        panels, grid, run_dir / "manifold_by_class.png",
+        title="Learned 2-D manifold of each class: decoder means of p(x|z,c)")]
 
 
 def _class_pictures(run_dir: Path, model: Model, batch: Batch) -> list[Path]:
@@ -216,9 +217,8 @@ def _layer_pictures(run_dir: Path, model: Hierarchical, test: Split, n: int,
     return written
 
 
-def draw_run_figures(
-    run_dir: str | Path, dataset: Dataset | None = None, device: str | torch.device = "cpu"
-) -> list[Path]:
+def draw_run_figures(run_dir: str | Path, dataset: Dataset | None = None,
+                     device: str | torch.device = "cpu") -> list[Path]:
     """The pictures of a run directory, drawn from its best checkpoint."""
     config, model, header = load_model(run_dir, "best", device)
     if dataset is None:

@@ -1,7 +1,4 @@
-"""The latent space: scatters of the codes and the decoder's 2-D manifold (the paper's Fig. 4).
-
-As :mod:`aevb.reporting.plots`: numpy in, one PNG out, its path returned.
-"""
+"""The latent space: scatters of the codes and the decoder's 2-D manifold (the paper's Fig. 4)."""
 
 from __future__ import annotations
 
@@ -17,10 +14,9 @@ from matplotlib.figure import Figure
 
 from aevb.reporting.plots import (
     DPI,
-    MAX_ZOOM,
-    TARGET_PX,
     _as_nhwc,
     _hide_frame,
+    _panels_figure,
     _picture_figure,
     _save,
     _tile,
@@ -29,9 +25,8 @@ from aevb.reporting.plots import (
 __all__ = ["latent_scatter", "manifold_grid", "manifold_panels", "manifold_quantiles"]
 
 
-def latent_scatter(
-    z: np.ndarray, labels: np.ndarray | None, path: str | Path, title: str | None = None
-) -> Path:
+def latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: str | Path,
+                   title: str | None = None) -> Path:
     """Encoder means z (N, D), coloured by integer class ``labels`` (N,) or in one colour.
 
     D = 1 gives a histogram per class; D = 2 a scatter of (z1, z2); D > 2 a scatter of the
@@ -69,9 +64,8 @@ def latent_scatter(
             ax.hist(z[:, 0], bins=bins, histtype="step")
         else:
             for i, k in enumerate(classes):
-                ax.hist(
-                    z[labels == k, 0], bins=bins, histtype="step", color=palette(i), label=str(k)
-                )
+                ax.hist(z[labels == k, 0], bins=bins, histtype="step", color=palette(i),
+                        label=str(k))
         ylabel = "count"
     elif labels is None:
         ax.scatter(z[:, 0], z[:, 1], **style)
@@ -117,85 +111,62 @@ def manifold_quantiles(n: int, eps: float = 0.05) -> np.ndarray:
     return np.array([inv_cdf(float(p)) for p in probs])
 
 
-def _tick(value: float) -> str:
-    # Adding 0.0 turns the -0.0 that rounding leaves near the middle quantile into 0.0.
-    return f"{round(float(value), 2) + 0.0:.2f}"
+def _manifold_picture(images: np.ndarray, n: int, what: str) -> np.ndarray:
+    """(n, n, [C,] H, W) decoder means, ``images[i, j]`` at z = (z_grid[j], z_grid[i]), as one
+    tiled picture with its rows flipped: z1 left to right, z2 bottom to top, as in a plot."""
+    images = np.asarray(images)
+    if images.ndim not in (4, 5) or images.shape[:2] != (n, n):
+        raise ValueError(f"{what} must be (n, n, H, W) or (n, n, C, H, W) with"
+                         f" n = len(z_grid) = {n}; got {images.shape}")
+    x = _as_nhwc(images.reshape(n * n, *images.shape[2:]))
+    return _tile(x.reshape(n, n, *x.shape[1:])[::-1])
 
 
-def manifold_grid(
-    images: np.ndarray, z_grid: np.ndarray, path: str | Path, title: str | None = None
-) -> Path:
+def _manifold_ticks(ax: Any, z_grid: np.ndarray, h: int, w: int) -> None:
+    """About five z values labelled per axis (more would crowd at large n); no frame."""
+    n = len(z_grid)
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
+
+    def tick(value: float) -> str:  # + 0.0 turns the -0.0 rounding leaves into 0.0
+        return f"{round(float(value), 2) + 0.0:.2f}"
+
+    _hide_frame(ax)
+    ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in ticks], [tick(z_grid[j]) for j in ticks])
+    ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i in ticks],
+                  [tick(z_grid[n - 1 - i]) for i in ticks])
+    ax.set_xlabel("z1")
+
+
+def manifold_grid(images: np.ndarray, z_grid: np.ndarray, path: str | Path, title: str | None = None
+    ) -> Path:
     """The learned 2-D manifold: decoder means over a grid of latent points, as one picture.
 
     ``images`` is (n, n, C, H, W) or (n, n, H, W) with ``images[i, j]`` decoded at
     z = (z_grid[j], z_grid[i]) (``np.meshgrid(z_grid, z_grid)`` order), and ``z_grid`` (n,) is
-    increasing, e.g. ``manifold_quantiles(n)``. Rows are drawn flipped so z2 grows upwards and
-    the picture reads like a plot: z1 left to right, z2 bottom to top.
+    increasing, e.g. ``manifold_quantiles(n)``; z2 grows upwards.
     """
-    images = np.asarray(images)
     z_grid = np.asarray(z_grid, dtype=np.float64).ravel()
-    n = len(z_grid)
-    if images.ndim not in (4, 5) or images.shape[:2] != (n, n):
-        raise ValueError(
-            f"images must be (n, n, H, W) or (n, n, C, H, W) with n = len(z_grid) = {n};"
-            f" got {images.shape}"
-        )
-    x = _as_nhwc(images.reshape(n * n, *images.shape[2:]))
-    grid = x.reshape(n, n, *x.shape[1:])[::-1]
-    h, w = grid.shape[2:4]
-    fig, ax = _picture_figure(_tile(grid))
-    _hide_frame(ax)
-    # Label about five evenly spread grid points per axis; more would crowd at large n.
-    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
-    ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in ticks], [_tick(z_grid[j]) for j in ticks])
-    ax.set_yticks(
-        [i * (h + 1) + (h - 1) / 2 for i in ticks], [_tick(z_grid[n - 1 - i]) for i in ticks]
-    )
-    ax.set_xlabel("z1")
+    images = np.asarray(images)
+    fig, ax = _picture_figure(_manifold_picture(images, len(z_grid), "images"))
+    _manifold_ticks(ax, z_grid, *images.shape[-2:])
     ax.set_ylabel("z2")
     if title:
         ax.set_title(title)
     return _save(fig, path)
 
 
-def manifold_panels(
-    panels: Mapping[str, np.ndarray], z_grid: np.ndarray, path: str | Path,
-    title: str | None = None,
-) -> Path:
+def manifold_panels(panels: Mapping[str, np.ndarray], z_grid: np.ndarray, path: str | Path,
+                    title: str | None = None) -> Path:
     """Several learned 2-D manifolds side by side, one per titled panel (e.g. one per class of
-    a conditional model), each laid out as in ``manifold_grid``: ``panels[name]`` is
-    (n, n, H, W) or (n, n, C, H, W), decoded at z = (z_grid[j], z_grid[i]), z2 upwards."""
+    a conditional model), each laid out as in ``manifold_grid``."""
     if not panels:
         raise ValueError("manifold_panels needs at least one panel")
     z_grid = np.asarray(z_grid, dtype=np.float64).ravel()
-    n = len(z_grid)
-    pictures = []
-    for name, images in panels.items():
-        images = np.asarray(images)
-        if images.ndim not in (4, 5) or images.shape[:2] != (n, n):
-            raise ValueError(f"panel {name!r} must be (n, n, H, W) or (n, n, C, H, W) with"
-                             f" n = len(z_grid) = {n}; got {images.shape}")
-        x = _as_nhwc(images.reshape(n * n, *images.shape[2:]))
-        pictures.append(_tile(x.reshape(n, n, *x.shape[1:])[::-1]))
-    height, width = pictures[0].shape[:2]
-    zoom = max(1, min(MAX_ZOOM, TARGET_PX // max(height, width)))
-    fig = Figure(figsize=(len(panels) * width * zoom / DPI, height * zoom / DPI), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    h, w = next(iter(panels.values())).shape[-2:]
-    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
-    for ax, name, picture in zip(axes, panels, pictures, strict=True):
-        grey = picture.shape[2] == 1
-        ax.imshow(picture[..., 0] if grey else picture, cmap="gray" if grey else None,
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
-        _hide_frame(ax)
-        ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in ticks],
-                      [_tick(z_grid[j]) for j in ticks])
-        ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i in ticks],
-                      [_tick(z_grid[n - 1 - i]) for i in ticks])
-        ax.set_xlabel("z1")
-        ax.set_title(name)
+    pictures = [_manifold_picture(images, len(z_grid), f"panel {name!r}")
+                for name, images in panels.items()]
+    fig, axes = _panels_figure(pictures, list(panels), title)
+    h, w = np.shape(next(iter(panels.values())))[-2:]
+    for ax in axes:
+        _manifold_ticks(ax, z_grid, h, w)
     axes[0].set_ylabel("z2")
-    if title:
-        fig.suptitle(title)
     return _save(fig, path)

@@ -1,12 +1,7 @@
-"""Image grids for a run, and the helpers every figure module shares (``charts``, ``latents``).
-
-Everything in these modules takes numpy arrays and knows nothing of torch or of models. Figures
-are built with matplotlib's object API on the Agg canvas, not pyplot, so plotting works
-headless, never changes the caller's backend and leaves no open figure behind. Each function
-writes one PNG and returns its path.
-
-Images are floats in [0, 1] (values outside are clipped), shaped (N, H, W) for grey or
-(N, C, H, W) with C in {1, 3}.
+"""Image grids, and the helpers of ``charts`` and ``latents``: numpy in (no torch, no models),
+one PNG out, its path returned. matplotlib's object API on the Agg canvas, not pyplot: headless,
+the caller's backend untouched, no open figure left. Images are floats in [0, 1] (clipped),
+(N, H, W) grey or (N, C, H, W) with C in {1, 3}.
 """
 
 from __future__ import annotations
@@ -30,11 +25,6 @@ BAND_COLUMNS = 12
 """comparison_grid wraps rows longer than this into several bands."""
 FILL = 1.0
 """Value of the 1-pixel separators and of blank tiles: white, which parts dark MNIST tiles."""
-SKIPPED_COLUMNS = {"epoch", "step", "seconds"}
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
 
 
 def is_image_shape(event_shape: Sequence[int]) -> bool:
@@ -47,11 +37,9 @@ def _as_nhwc(images: np.ndarray) -> np.ndarray:
     """(N, H, W) or (N, C, H, W) with C in {1, 3} -> float (N, H, W, C), clipped to [0, 1]."""
     images = np.asarray(images, dtype=np.float64)
     if not is_image_shape(images.shape[1:]):
-        raise ValueError(
-            f"images must be (N, H, W) or (N, C, H, W) with C in {{1, 3}}; got {images.shape}"
-        )
-    if images.ndim == 3:
-        images = images[:, None]
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W) with C in {{1, 3}};"
+                         f" got {images.shape}")
+    images = images[:, None] if images.ndim == 3 else images
     return np.clip(images, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
@@ -65,6 +53,20 @@ def _tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
     return out
 
 
+def _gridded(x: np.ndarray, ncols: int | None) -> np.ndarray:
+    """(N, H, W, C) tiled ``ncols`` (default ceil(sqrt(N))) wide, the last row padded blank."""
+    ncols = min(len(x), ncols or math.ceil(math.sqrt(len(x))))
+    nrows = math.ceil(len(x) / ncols)
+    blank = np.full((nrows * ncols - len(x), *x.shape[1:]), FILL)
+    return _tile(np.concatenate([x, blank]).reshape(nrows, ncols, *x.shape[1:]))
+
+
+def _show(ax: Axes, picture: np.ndarray) -> None:
+    grey = picture.shape[2] == 1
+    ax.imshow(picture[..., 0] if grey else picture, cmap="gray" if grey else None,
+              vmin=0.0, vmax=1.0, interpolation="nearest")
+
+
 def _picture_figure(picture: np.ndarray) -> tuple[Figure, Axes]:
     """A figure whose one axes shows ``picture`` (H, W, C) at a whole-number zoom."""
     height, width = picture.shape[:2]
@@ -72,15 +74,25 @@ def _picture_figure(picture: np.ndarray) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(width * zoom / DPI, height * zoom / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    grey = picture.shape[2] == 1
-    ax.imshow(
-        picture[..., 0] if grey else picture,
-        cmap="gray" if grey else None,
-        vmin=0.0,
-        vmax=1.0,
-        interpolation="nearest",
-    )
+    _show(ax, picture)
     return fig, ax
+
+
+def _panels_figure(pictures: list[np.ndarray], names: Sequence[str], title: str | None
+                   ) -> tuple[Figure, np.ndarray]:
+    """The pictures (H, W, C) side by side under their names, at one whole-number zoom."""
+    height = max(p.shape[0] for p in pictures)
+    width = max(p.shape[1] for p in pictures)
+    zoom = max(1, min(MAX_ZOOM, TARGET_PX // max(height, width)))
+    fig = Figure(figsize=(len(pictures) * width * zoom / DPI, height * zoom / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(pictures), squeeze=False)[0]
+    for ax, name, picture in zip(axes, names, pictures, strict=True):
+        _show(ax, picture)
+        ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return fig, axes
 
 
 def _hide_frame(ax: Axes) -> None:
@@ -98,44 +110,24 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _number(value: object) -> float | None:
-    """``value`` as a finite float, or None for missing, non-numeric or non-finite values."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-# ---------------------------------------------------------------------------------------------
-# image grids
-
-
-def image_grid(
-    images: np.ndarray, path: str | Path, ncols: int | None = None, title: str | None = None
-) -> Path:
+def image_grid(images: np.ndarray, path: str | Path, ncols: int | None = None,
+               title: str | None = None) -> Path:
     """Tile N images (e.g. decoder means at samples from the prior) into one PNG.
 
     ``ncols`` defaults to ceil(sqrt(N)); the last row is padded with blank tiles.
     """
     x = _as_nhwc(images)
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         raise ValueError("image_grid needs at least one image")
-    ncols = min(n, ncols or math.ceil(math.sqrt(n)))
-    nrows = math.ceil(n / ncols)
-    blank = np.full((nrows * ncols - n, *x.shape[1:]), FILL)
-    grid = np.concatenate([x, blank]).reshape(nrows, ncols, *x.shape[1:])
-    fig, ax = _picture_figure(_tile(grid))
+    fig, ax = _picture_figure(_gridded(x, ncols))
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     return _save(fig, path)
 
 
-def comparison_grid(
-    rows: Mapping[str, np.ndarray], path: str | Path, title: str | None = None
-) -> Path:
+def comparison_grid(rows: Mapping[str, np.ndarray], path: str | Path, title: str | None = None
+    ) -> Path:
     """Aligned rows of N images each, labelled at the left, e.g. inputs above reconstructions.
 
     ``rows`` maps a label to images (N, H, W) or (N, C, H, W); every row needs the same shape.
@@ -178,14 +170,8 @@ def comparison_grid(
     return _save(fig, path)
 
 
-# ---------------------------------------------------------------------------------------------
-# training curves
-
-
-def image_panels(
-    panels: Mapping[str, np.ndarray], path: str | Path, ncols: int | None = None,
-    title: str | None = None,
-) -> Path:
+def image_panels(panels: Mapping[str, np.ndarray], path: str | Path, ncols: int | None = None,
+                 title: str | None = None) -> Path:
     """Several titled image grids side by side (e.g. samples of models with 2, 5, 10 and 20
     latent dimensions), each tiled as in ``image_grid`` with ``ncols`` columns."""
     if not panels:
@@ -195,22 +181,8 @@ def image_panels(
         x = _as_nhwc(images)
         if len(x) == 0:
             raise ValueError(f"panel {name!r} has no images")
-        cols = min(len(x), ncols or math.ceil(math.sqrt(len(x))))
-        rows = math.ceil(len(x) / cols)
-        blank = np.full((rows * cols - len(x), *x.shape[1:]), FILL)
-        pictures.append(_tile(np.concatenate([x, blank]).reshape(rows, cols, *x.shape[1:])))
-    height = max(p.shape[0] for p in pictures)
-    width = max(p.shape[1] for p in pictures)
-    zoom = max(1, min(MAX_ZOOM, TARGET_PX // max(height, width)))
-    fig = Figure(figsize=(len(panels) * width * zoom / DPI, height * zoom / DPI), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, name, picture in zip(axes, panels, pictures, strict=True):
-        grey = picture.shape[2] == 1
-        ax.imshow(picture[..., 0] if grey else picture, cmap="gray" if grey else None,
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        pictures.append(_gridded(x, ncols))
+    fig, axes = _panels_figure(pictures, list(panels), title)
+    for ax in axes:
         ax.set_axis_off()
-        ax.set_title(name)
-    if title:
-        fig.suptitle(title)
     return _save(fig, path)

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["write_report"]
+__all__ = ["read_rows", "write_report"]
 
 RUN_ROWS = [
     ("data", "name", "dataset"),
@@ -35,8 +35,7 @@ RUN_ROWS = [
     ("train", "batch_size", "minibatch size (M)"),
     ("train", "precision", "training matmul precision"),
 ]
-"""(section, key, readable name) of the data and training settings worth a line; the model's
-own section is printed whole, as the run's config.toml holds it."""
+"""(section, key, readable name) of the settings worth a line; [model] is printed whole."""
 
 FIRST_FORMAT_METRIC_NAMES = {
     "elbo": ("ELBO", "nats"),
@@ -48,8 +47,7 @@ FIRST_FORMAT_METRIC_NAMES = {
     "phase_loss": ("loss of the current phase (minimised)", ""),
     "pretrain_layer": ("layer pretrained (0: fine-tuning)", ""),
 }
-"""Readable name and unit of the epoch metrics (``train_<m>``/``valid_<m>``) of runs written
-before each model described its own metrics (``metric_names`` in checkpoints/best.json)."""
+"""Name and unit of the epoch metrics of runs whose best.json has no ``metric_names``."""
 
 EVAL_NAMES = {
     "elbo_nats": ("ELBO", "nats"),
@@ -142,7 +140,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _read_metrics(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header (``metrics.csv``); none if it is missing."""
     if not path.exists():
         return []
     with path.open(newline="") as handle:
@@ -164,9 +163,7 @@ def _fmt(value: float, unit: str = "") -> str:
     """Nats to 2 decimals; whole numbers as integers; anything else to 4 significant digits."""
     if unit == "nats":
         return f"{value:.2f}"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -203,16 +200,12 @@ def _changes_lines(changes: Any) -> list[str]:
     return [*lines, ""]
 
 
-def _config_section(
-    config: dict[str, Any],
-    metrics: list[dict[str, str]],
-    best: dict[str, Any] | None = None,
-    last: dict[str, Any] | None = None,
-) -> list[str]:
-    rows = []
+def _config_section(config: dict[str, Any], metrics: list[dict[str, str]],
+                    best: dict[str, Any] | None = None, last: dict[str, Any] | None = None
+    ) -> list[str]:
+    rows, resolved = [], (best or {}).get("precision")
     for section, key, name in RUN_ROWS:
         value = config.get(section, {}).get(key)
-        resolved = (best or {}).get("precision")
         if key == "precision" and value == "auto" and resolved:
             value = f"auto ({resolved})"  # as the loop resolved it
         if value is not None:
@@ -246,6 +239,11 @@ def _metric_label(metric: str, names: Names) -> str:
     return f"{name} ({unit})" if unit else name
 
 
+def _cell(raw: object, metric: str, names: Names) -> str:
+    value = _number(raw)
+    return "-" if value is None else _fmt(value, names.get(metric, ("", ""))[1])
+
+
 def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None,
                       checkpoint: dict[str, Any] | None = None) -> list[str]:
     lines = ["### Training", ""]
@@ -276,11 +274,6 @@ def _training_section(metrics: list[dict[str, str]], best: dict[str, Any] | None
         detail = f": valid {_metric_label(key, names)} {value}" if key else ""
         lines += [f"Best validation epoch {epoch}{detail}.", ""]
     return lines
-
-
-def _cell(raw: object, metric: str, names: Names) -> str:
-    value = _number(raw)
-    return "-" if value is None else _fmt(value, names.get(metric, ("", ""))[1])
 
 
 def _best(metrics: list[dict[str, str]], best: dict[str, Any] | None) -> tuple[Any, dict]:
@@ -316,9 +309,9 @@ def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
             continue
         name, unit = _eval_name(key)
         text = _fmt(value, unit)
-        # elbo_nats pairs with elbo_se, log_px_nats with log_px_se.
-        stem = key.removesuffix("_nats")
-        se = _number(evaluation.get(f"{stem}_se", evaluation.get(f"{key}_se")))
+        # elbo_nats pairs with elbo_se, log_px_nats with log_px_se
+        se = _number(evaluation.get(f"{key.removesuffix('_nats')}_se",
+                                    evaluation.get(f"{key}_se")))
         if se is not None:
             text += f" ± {_fmt(se, unit)}"
         rows.append([name, f"{text} {unit}".strip()])
@@ -333,8 +326,7 @@ def _evaluation_section(evaluation: dict[str, Any]) -> list[str]:
 
 
 def _layer_caption(name: str) -> str:
-    match = re.fullmatch(r"latent_(\w+)\.png", name)
-    if match is None:
+    if (match := re.fullmatch(r"latent_(\w+)\.png", name)) is None:
         return name
     return (f"Posterior means of layer {match.group(1)} for test points, coloured by class"
             " (projected by PCA when the layer has more than two dimensions).")
@@ -353,11 +345,8 @@ def _pictures_section(run_dir: Path) -> list[str]:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/report.md`` from what the run directory holds and return its path.
-
-    ``config.toml`` is required; ``metrics.csv``, ``evaluation.json``,
-    ``checkpoints/best.json`` and the pictures (``*.png``) are each reported when present.
-    """
+    """Write ``run_dir/report.md`` from what the run directory holds and return its path
+    (``config.toml`` is required, every other file reported when present)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.toml"
     if not config_path.is_file():
@@ -366,7 +355,7 @@ def write_report(run_dir: str | Path) -> Path:
         config = tomllib.loads(config_path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise CheckpointError(f"{config_path} is not valid TOML: {error}") from None
-    metrics = _read_metrics(run_dir / "metrics.csv")
+    metrics = read_rows(run_dir / "metrics.csv")
     evaluation = _read_json(run_dir / "evaluation.json")
     best = _read_json(run_dir / "checkpoints" / "best.json")
     last = _read_json(run_dir / "checkpoints" / "last.json")
@@ -374,10 +363,9 @@ def write_report(run_dir: str | Path) -> Path:
     model = config.get("model", {}).get("name", "model")
     dataset = Path(str(config.get("data", {}).get("name", "data"))).name
     lines = [f"# Run `{run_dir.resolve().name}`: {model} on {dataset}", ""]
-    # A model with a likelihood logs an ELBO; its numbers mean what MEANING says.
-    likelihood = any("elbo" in key for row in metrics[:1] for key in row) or (
-        "elbo_nats" in (evaluation or {})
-    )
+    # a model with a likelihood logs an ELBO; its numbers mean what MEANING says
+    likelihood = (any("elbo" in key for row in metrics[:1] for key in row)
+                  or "elbo_nats" in (evaluation or {}))
     lines += _config_section(config, metrics, best, last)
     results: list[str] = []
     if metrics or best is not None:
@@ -388,7 +376,6 @@ def write_report(run_dir: str | Path) -> Path:
         meaning = MEANING if likelihood else AUTOENCODER_MEANING
         lines += ["## Results", "", *results, "## What the numbers mean", "", meaning]
     lines += _pictures_section(run_dir)
-
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

