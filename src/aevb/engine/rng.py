@@ -14,12 +14,9 @@ __all__ = ["rng_state", "seeded"]
 
 
 @contextmanager
-def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
     """Inside, torch's global generator (and a GPU ``device``'s) starts from ``seed``; after, every
-    stream is as before. ``seed=None``: the block draws from the caller's streams as they are."""
-    if seed is None:
-        yield
-        return
+    stream is as before."""
     gpu = device is not None and torch.device(device).type == "cuda"
     with torch.random.fork_rng(devices=[device] if gpu else []):
         torch.manual_seed(seed)

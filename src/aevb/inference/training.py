@@ -39,7 +39,7 @@ Metrics = dict[str, torch.Tensor]
 
 
 def _kind_is_its_own(config: Any) -> None:
-    # a ValueError, not a ConfigError: the config reader then tries the next kind of the union
+    # the config reader picks the union's option by kind; this catches a kind given by hand
     if config.kind != type(config).kind:
         raise ValueError(f"kind must be one of {', '.join(OBJECTIVES)}; got {config.kind!r}")
 
