@@ -2,6 +2,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,14 @@ def validate_distributions():
     torch.distributions.Distribution.set_default_validate_args(True)
     yield
     torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+@pytest.fixture
+def old_run(tmp_path, request):
+    """A copy of ``tests/fixtures/<request.param>`` (a run directory written by older code,
+    e.g. ``runs-v1/vae``), as ``tmp_path/<its name>``, to evaluate or resume without touching
+    the fixture."""
+    source = Path(__file__).parent / "fixtures" / request.param
+    run = tmp_path / source.name
+    shutil.copytree(source, run)
+    return run

@@ -14,7 +14,6 @@ log q(z|x)) (a hierarchy, an HVAE). Any other model is scored by its own ``log_m
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from aevb.inference.objectives import importance_sampled
-from aevb.models import Batch, Likelihood
+from aevb.models import Batch, Conditional, Likelihood
 from aevb.nn.heads import BernoulliHead, DecoderHead
 
 __all__ = ["compiled", "compiled_kernels", "fast_log_marginal", "fast_log_weights",
@@ -57,9 +56,8 @@ def fast_log_weights(model: Any, x: torch.Tensor) -> Callable[[int], torch.Tenso
             return log_px_given(decoder(z1)) + log_ratio
 
         return hierarchical
-    encode = getattr(model, "posterior", None)
-    if not (callable(encode) and len(inspect.signature(encode).parameters) == 1
-            and callable(model.prior)):
+    if isinstance(model, Conditional) or not (callable(getattr(model, "posterior", None))
+                                              and callable(getattr(model, "prior", None))):
         return None  # a conditional model (q(z|x, c)) is scored by its own log_marginal
     posterior, prior = model.posterior(x), model.prior()
 
