@@ -108,7 +108,7 @@ MISTYPED = {"config": {"data": {}, "model": {}}, "data_spec": {"event_shape": [0
             "best_value": "high", "best_epoch": True, "history": [1, 2], "metrics": [],
             "selection": ["elbo", "up"], "precision": 32, "metric_names": {"elbo": "ELBO"},
             "changes": [{"key": "lr"}], "data_fingerprint": {"train": {"x": 1}},
-            "peak_memory": {"cpu": -1}}
+            "peak_memory": {"cpu": -1}, "skipped_updates": -1}
 
 BOTH = {
     "model tensor one row short": _short("model."),

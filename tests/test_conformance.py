@@ -35,16 +35,27 @@ EXTRA: dict[str, dict[str, str]] = {
     "conv-vae": {"net.channels": "8,16"},
     "hvae": {"latent_dims": "4,3", "layer_hidden": "16"},
 }
+VARIANTS: dict[str, dict[str, str]] = {
+    "hvae[ladder]": {"inference": "top-down", "posterior": "ladder"},
+    "hvae[residual]": {"inference": "top-down", "latent_dims": "4,3,2", "state_dim": "16",
+                       "weight_norm": "true"},
+    "hvae[conv]": {"inference": "top-down", "net": "conv", "net.channels": "8,16",
+                   "net.activation": "relu"},
+}
+"""Configurations of a model that build other networks, checked as models of their own."""
+CASES = sorted([*MODELS, *VARIANTS])
 STEPS = 60
 
 
-def config_for(name: str) -> Config:
+def config_for(case: str) -> Config:
+    name = case.split("[")[0]
     keys = config_keys(MODELS[name].config_class)
     overrides = {"dataset": "digits", "model": name, "epochs": "2", "is_samples": "8"}
     if "latent_dim" in keys:  # a hierarchical model sizes its layers in EXTRA instead
         overrides["latent_dim"] = "4"
     overrides.update(EXTRA.get(name, {}))
-    if any(key.endswith("hidden") for key in keys):
+    overrides.update(VARIANTS.get(case, {}))
+    if any(key.endswith("hidden") for key in keys) and "net" not in VARIANTS.get(case, {}):
         overrides["hidden"] = "32"
     return apply_overrides(Config(), overrides)
 
@@ -70,7 +81,7 @@ def test_every_model_owns_a_documented_config():
             apply_overrides(Config(), {"model": name, "no_such_key": "1"})
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_model_keeps_the_contract_and_lowers_its_loss(name, digits):
     torch.manual_seed(0)
     config = config_for(name)
@@ -108,13 +119,15 @@ def _check_abilities(model, config, x, event_shape):
     model.eval()
     batch = Batch(x)
     assert isinstance(model, Encoder)  # every model registered today has one
-    assert model.encode(batch).shape == (5, config.model.latent_dim)
+    # the code's size: the config's latent_dim, or where the code is more, the model's own
+    code_dim = getattr(model, "code_dim", config.model.latent_dim)
+    assert model.encode(batch).shape == (5, code_dim)
     assert model.reconstruct(batch).shape == x.shape
     if isinstance(model, Generative):
         assert model.sample(3).shape == (3, *event_shape)
         # a conditional model decodes given c: it has no c = 0 default (never trained on)
         c = torch.zeros(2, 7, model.condition_dim) if isinstance(model, Conditional) else None
-        assert model.decode(torch.zeros(2, 7, config.model.latent_dim), c).shape == (
+        assert model.decode(torch.zeros(2, 7, code_dim), c).shape == (
             2, 7, *event_shape)
     if isinstance(model, Likelihood):
         terms = model.elbo_terms(batch)
@@ -127,7 +140,7 @@ def _check_abilities(model, config, x, event_shape):
         assert model.corruption(x).shape == x.shape
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CASES)
 def test_model_trains_and_round_trips_a_checkpoint(name, digits, tmp_path):
     result = train(config_for(name), tmp_path / name, dataset=digits, progress=False)
     if isinstance(result.model, ClosedForm) and not list(result.model.parameters()):

@@ -196,17 +196,20 @@ def test_other_heads_keep_their_distribution():
                                    seeded(old_log_marginal, model, x, 10), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("inference", ["bottom-up", "top-down"])
-def test_hierarchical_log_marginal_is_the_old_path_on_the_same_draws(monkeypatch, inference):
+@pytest.mark.parametrize("form", [{"inference": "bottom-up"},
+                                  {"inference": "top-down", "posterior": "ladder"},
+                                  {"inference": "top-down", "posterior": "residual"}],
+                         ids=["bottom-up", "ladder", "residual"])
+def test_hierarchical_log_marginal_is_the_old_path_on_the_same_draws(monkeypatch, form):
     monkeypatch.setattr(objectives, "ELEMENTS_PER_CHUNK", 64 * 5 * 4)  # 4 samples per chunk
     torch.manual_seed(0)
     model = build_model(model_config("hvae", latent_dims=(4, 3), net=MLPConfig((16,)),
-                                     layer_hidden=(8,), inference=inference), SPEC)
+                                     layer_hidden=(8,), state_dim=12, **form), SPEC)
     x = binary(5, *SPEC.event_shape, seed=3)
 
-    def old(k):  # the encoder per chunk, p(x|z1) built as a distribution
-        layers = model.layers(x, k)
-        return model.likelihood(layers[0].z).log_prob(x) + model._log_ratio(layers)
+    def old(k):  # the encoder per chunk, p(x|·) built as a distribution
+        layers, inputs = model._pass(model.encoder(x), k)
+        return model.likelihood(inputs).log_prob(x) + model._log_ratio(layers)
 
     with torch.no_grad():
         fast = seeded(fast_log_marginal, model, Batch(x), 30)

@@ -24,15 +24,39 @@ from aevb.nn.nets import MLPConfig
 from aevb.reporting.figures import draw_figures
 
 SPEC = DataSpec((1, 8, 8), "binary", 10)
-ORDERS = ("bottom-up", "top-down")
+ORDERS = ("bottom-up", "ladder", "residual")
+"""The forms of inference: bottom-up, and top-down by the ladder's merge or residual cells."""
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
 
 
-def hvae(seed=0, spec=SPEC, **values):
+def hvae(seed=0, spec=SPEC, inference="bottom-up", **values):
+    """A small hvae; ``inference`` one of ``ORDERS`` (or ``top-down``: the default form)."""
     torch.manual_seed(seed)
-    values = {"latent_dims": (4, 3), "net": MLPConfig((16,)), "layer_hidden": (8,), **values}
+    if inference in ("ladder", "residual"):
+        values["posterior"], inference = inference, "top-down"
+    values = {"latent_dims": (4, 3), "net": MLPConfig((16,)), "layer_hidden": (8,),
+              "state_dim": 12, "inference": inference, **values}
     return build_model(model_config("hvae", **values), spec)
+
+
+def randomise_heads(model, std=0.3):
+    """Redraw the residual cells' heads, which start at zero, so that q and p differ."""
+    generator = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for weight in model.cells.parameters():
+            if not weight.any():
+                weight.normal_(0, std, generator=generator)
+
+
+def decoder_input(model, layers):
+    """What the decoder reads after a pass: z1, or the residual cells' last state."""
+    if model.cells is None:
+        return layers[0].z
+    h = model.cells.initial(layers[-1].z.shape[:-1])
+    for layer in reversed(range(len(layers))):
+        h = model.cells.inject(layer, h, layers[layer].z)
+    return h
 
 
 @pytest.fixture
@@ -51,10 +75,10 @@ def log_weights(model, batch, samples):
     layers = model.layers(batch.x, samples)
     log_ratio = sum(layer.prior.log_prob(layer.z) - layer.posterior.log_prob(layer.z)
                     for layer in layers)
-    return model.likelihood(layers[0].z).log_prob(batch.x) + log_ratio
+    return model.likelihood(decoder_input(model, layers)).log_prob(batch.x) + log_ratio
 
 
-@pytest.mark.parametrize("inference", ORDERS)
+@pytest.mark.parametrize("inference", ("bottom-up", "ladder"))
 @pytest.mark.parametrize("estimator", ("analytic", "mc"))
 def test_one_layer_is_the_vae_on_the_same_weights(x, inference, estimator):
     torch.manual_seed(0)
@@ -106,6 +130,9 @@ def test_each_analytic_kl_matches_its_monte_carlo_estimate(x, inference):
     sampled = hvae(inference=inference, estimator="mc")
     with torch.no_grad():  # strong couplings between the layers, so that a biased KL shows
         for model in (analytic, sampled):
+            if model.cells is not None:  # its heads start at zero (q = p): redraw them
+                randomise_heads(model, std=0.5)
+                continue
             for weight in [*model.up.parameters(), *model.down.parameters()]:
                 weight.mul_(4)
     with torch.no_grad():
@@ -134,15 +161,43 @@ def test_log_marginal_lies_above_the_elbo(x, inference):
 
 
 def linear_gaussian(inference):
-    """x = A z1 + a + N(0, s^2 I), z1 = B z2 + b + N(0, diag v), z2 ~ N(0, I): an hvae with no
-    hidden layers and the variance rows of p(z1|z2) zeroed, so every conditional is linear."""
+    """An hvae with no hidden layers, so that every conditional is linear-Gaussian, and the
+    exact marginal p(x) it defines. Bottom-up and ladder: x = A z1 + a + N(0, s^2 I),
+    z1 = B z2 + b + N(0, diag v), z2 ~ N(0, I), the variance rows of p(z1|z2) zeroed. Residual
+    cells: every branch is one linear map, so the mean of x is affine in (z2, z1), F2 z2 + F1 z1
+    + f, and the mean of z1 affine in z2, M z2 + m (the prior's variance rows zeroed)."""
     spec = DataSpec((5,), "real")
     model = hvae(spec=spec, latent_dims=(3, 2), net=MLPConfig(()), layer_hidden=(),
                  likelihood="gaussian-fixed", sigma=0.5, inference=inference)
+    log_v = torch.tensor([-1.0, 0.0, 0.5])
+    if model.cells is not None:
+        randomise_heads(model, std=0.5)
+        with torch.no_grad():
+            head = model.cells.priors[0][-1]
+            head.weight[3:] = 0
+            head.bias[3:] = log_v
+        z2, z1 = torch.zeros(2), torch.zeros(3)
+
+        def mean_x(z2, z1):
+            return model.likelihood(model.cells.generate((), [z1, z2])).mean
+
+        def mean_z1(z2):
+            h = model.cells.inject(1, model.cells.initial(()), z2)
+            return model.cells.prior(0, h).mean
+
+        with torch.no_grad():
+            f, m = mean_x(z2, z1), mean_z1(z2)
+        F2, F1 = (j.detach() for j in torch.func.jacrev(mean_x, argnums=(0, 1))(z2, z1))
+        M = torch.func.jacrev(mean_z1)(z2).detach()
+        mean = F1 @ m + f
+        coupling = F2 + F1 @ M
+        covariance = (coupling @ coupling.T + F1 @ torch.diag(log_v.exp()) @ F1.T
+                      + 0.25 * torch.eye(5))
+        return model, MultivariateNormal(mean.detach(), covariance)
     with torch.no_grad():
         head = model.down[0][1].linear
         head.weight[3:] = 0
-        head.bias[3:] = torch.tensor([-1.0, 0.0, 0.5])  # log v
+        head.bias[3:] = log_v
     decoder = model.likelihood_head.linear
     A, a = decoder.weight.detach(), decoder.bias.detach()
     B, b = head.weight[:3].detach(), head.bias[:3].detach()
@@ -150,6 +205,13 @@ def linear_gaussian(inference):
     mean = A @ b + a
     covariance = A @ (B @ B.T + torch.diag(v)) @ A.T + 0.25 * torch.eye(5)
     return model, MultivariateNormal(mean, covariance)
+
+
+def posterior_heads(model):
+    """The linear layers that give each layer's posterior (its last half: log variances)."""
+    if model.cells is not None:
+        return [branch[-1] for branch in model.cells.posteriors]
+    return [head.linear for head in model.up_heads]
 
 
 @pytest.mark.parametrize("inference", ORDERS)
@@ -162,7 +224,7 @@ def test_importance_sampled_log_px_finds_the_exact_linear_gaussian_marginal(infe
     # fixed), then doubling their variances (the ELBO fits an underdispersed proposal, whose
     # heavy-tailed weights make rare large errors), gives a small standard error at K = 20000
     inference_nets = [*model.encoder.parameters(), *model.up.parameters(),
-                      *model.up_heads.parameters()]
+                      *(p for head in posterior_heads(model) for p in head.parameters())]
     optimizer = torch.optim.Adam(inference_nets, lr=0.05)
     for _ in range(300):
         optimizer.zero_grad()
@@ -170,8 +232,8 @@ def test_importance_sampled_log_px_finds_the_exact_linear_gaussian_marginal(infe
         optimizer.step()
     k = 20000
     with torch.no_grad():
-        for head in model.up_heads:
-            head.linear.bias[head.linear.out_features // 2:] += math.log(2)  # log sigma^2
+        for head in posterior_heads(model):
+            head.bias[head.out_features // 2:] += math.log(2)  # log sigma^2
         estimate = seeded(model.log_marginal, Batch(x), k)
         w = seeded(log_weights, model, Batch(x), k, seed=9)
     # delta method: the s.e. of log mean w is the relative s.e. of mean w
@@ -194,14 +256,24 @@ def test_iwae_with_one_sample_trains_on_the_estimator_a_elbo(x, inference):
                                                          Batch(x), 5)).mean())
 
 
-def test_hierarchy_gives_each_layer_and_resamples_below_a_kept_layer(x):
-    model = hvae(latent_dims=(4, 3, 2))
+@pytest.mark.parametrize("inference", ORDERS)
+def test_hierarchy_gives_each_layer_and_resamples_below_a_kept_layer(x, inference):
+    model = hvae(latent_dims=(4, 3, 2), inference=inference)
     assert isinstance(model, Hierarchical)
+    if model.cells is not None:  # heads that start at zero would keep every layer at p
+        randomise_heads(model)
     with torch.no_grad():
         codes = model.encode_layers(Batch(x))
         assert {k: tuple(v.shape) for k, v in codes.items()} == {
             "z1": (6, 4), "z2": (6, 3), "z3": (6, 2)}
-        torch.testing.assert_close(model.encode(Batch(x)), codes["z1"])
+        code = model.encode(Batch(x))
+        if model.cells is None:  # the decoder reads z1: the code
+            torch.testing.assert_close(code, codes["z1"])
+        else:  # the decoder reads every layer: the code joins them, and decodes as a pass
+            torch.testing.assert_close(code, torch.cat(list(codes.values()), -1))
+            layers = model.layers(x, None)
+            torch.testing.assert_close(model.decode(code), model.likelihood(
+                decoder_input(model, layers)).mean)
         other = Batch(1 - x)
         for layer in (1, 2, 3):
             images = seeded(model.resample_below, Batch(x), layer, 5)
@@ -225,10 +297,11 @@ def test_iwae_learning_rate_schedule_has_the_papers_stages():
 
 @pytest.mark.parametrize("inference", ORDERS)
 def test_each_order_trains_on_digits_and_round_trips_its_checkpoint(inference, tmp_path):
+    form = {"inference": inference} if inference == "bottom-up" else {
+        "inference": "top-down", "posterior": inference}
     config = apply_overrides(Config(), {
         "dataset": "digits", "model": "hvae", "latent_dims": "4,2", "hidden": "32",
-        "layer_hidden": "16", "inference": inference, "epochs": "3", "batch_size": "50",
-        "is_samples": "8"})
+        "layer_hidden": "16", "epochs": "3", "batch_size": "50", "is_samples": "8", **form})
     dataset = load_dataset(config.data)
     result = train(config, tmp_path, dataset=dataset, progress=False)
     first, last = result.history[0], result.history[-1]
@@ -239,12 +312,13 @@ def test_each_order_trains_on_digits_and_round_trips_its_checkpoint(inference, t
         assert torch.equal(value, loaded.state_dict()[key]), key
     evaluation = evaluate_model(result.model, dataset.test, EvalConfig(is_samples=4,
                                                                        max_points=100), False)
-    assert evaluation["active_units_z1"] == evaluation["active_units"]  # encode gives z1
+    code_layers = ("z1", "z2") if inference == "residual" else ("z1",)  # what encode gives
+    assert evaluation["active_units"] == sum(evaluation[f"active_units_{n}"] for n in code_layers)
     assert 0 <= evaluation["active_units_z2"] <= 2
     assert evaluation["rate_nats"] == pytest.approx(evaluation["rate_z1_nats"]
                                                     + evaluation["rate_z2_nats"])
     written = {path.name for path in draw_figures(tmp_path, result.model, dataset)}
-    assert {"latent_z1.png", "latent_z2.png", "layers.png"} <= written
+    assert {"latent_z1.png", "latent_z2.png", "layers.png", "kl_layers.png"} <= written
 
 
 def test_iwae_table1_configs_build_the_papers_architectures():

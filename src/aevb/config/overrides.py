@@ -5,6 +5,7 @@ model's keys included), ``"epochs=5"``, ``"hidden=400,400"``; every value type-c
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from typing import Any
 
@@ -104,7 +105,13 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     kinds = {key: path for key in overrides if (path := _kind_path(key, tree))}
     for key, path in kinds.items():
         _set(tree, path, str(overrides[key]))
-    if kinds:
+    if kinds:  # the kind's defaults filled in, read with the keys that need no new kind
+        # (a conv net may need --inference top-down given with it)
+        for key, value in overrides.items():
+            with contextlib.suppress(ConfigError):
+                path = None if key in kinds else _resolve_key(key, tree)
+                if path is not None and path != ("model", "name"):
+                    _set(tree, path, value)
         tree = config_to_dict(config_from_dict(tree))
     for key, value in overrides.items():
         if key in kinds:

@@ -262,7 +262,7 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _model_section(data: dict[str, Any], legacy: bool) -> Any:
+def _model_section(data: dict[str, Any], legacy: bool, saved: bool) -> Any:
     section = data.get("model", {})
     if not isinstance(section, dict):
         raise ConfigError(f"[model] must be a table, got {section!r}")
@@ -272,6 +272,8 @@ def _model_section(data: dict[str, Any], legacy: bool) -> Any:
     cls = model_class(name).config_class
     if legacy:
         section = _from_flat(cls, section)
+    if saved and callable(from_saved := getattr(cls, "from_saved", None)):
+        section = from_saved(section)  # a default that changed since the run was written
     return _section_from_dict(cls, nest_objective_keys(cls, section), "model")
 
 
@@ -289,11 +291,13 @@ def _from_flat(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def config_from_dict(data: dict[str, Any], legacy: bool = False) -> Config:
+def config_from_dict(data: dict[str, Any], legacy: bool = False, saved: bool = False) -> Config:
     """Build a :class:`Config` from nested dicts; unknown sections or keys are errors.
 
     ``[model]`` is read as the config of the model it names. ``legacy`` reads a config saved
     by the first checkpoint format (``checkpoint.FORMAT_1``), whose ``[model]`` was flat.
+    ``saved``: a run's own config (a checkpoint's), which a model config's ``from_saved``
+    classmethod, where it has one, reads as it was meant when the run was written.
     """
     sections = [f.name for f in fields(Config)]
     unknown = sorted(set(data) - set(sections))
@@ -302,7 +306,7 @@ def config_from_dict(data: dict[str, Any], legacy: bool = False) -> Config:
     hints = typing.get_type_hints(Config)
     values = {name: _section_from_dict(hints[name], data.get(name, {}), name)
               for name in sections if name != "model"}
-    return Config(model=_model_section(data, legacy), **values)
+    return Config(model=_model_section(data, legacy, saved), **values)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

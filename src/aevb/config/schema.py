@@ -78,6 +78,11 @@ class TrainConfig:
     """A budget in training examples seen; when set it replaces ``epochs``."""
     patience: int | None = None
     """Stop after this many epochs without a better validation ELBO."""
+    grad_clip: float | None = None
+    """Scale each update's gradient down to this total norm where it is longer (unset: never)."""
+    grad_skip: float | None = None
+    """Skip each update whose gradient norm (before clipping) is above this or not finite
+    (Child 2021); the run counts them (``skipped_updates``, per epoch). Unset: never."""
     seed: int = 0
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps."""
@@ -94,7 +99,7 @@ class TrainConfig:
         check_choice("train.precision", self.precision, PRECISIONS)
         check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for key in ("adam_eps", "lr", "batch_size", "epochs", "train_samples", "patience",
-                    "threads"):
+                    "threads", "grad_clip", "grad_skip"):
             check_positive(f"train.{key}", getattr(self, key))
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")

@@ -177,7 +177,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def header_config(header: dict[str, Any]) -> Config:
     """The run's config as a checkpoint's metadata holds it, in either format."""
-    return config_from_dict(header["config"], legacy=header.get("format") == FORMAT_1)
+    return config_from_dict(header["config"], legacy=header.get("format") == FORMAT_1, saved=True)
 
 
 def header_spec(header: dict[str, Any]) -> DataSpec:

@@ -309,7 +309,8 @@ def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
                 group["lr"] = rate
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            if _guarded_step(run, optimizer, sums, count):
+                optimizer.step()
             distributed.sync_rows(per_example, index, share, count)
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.float() * count
@@ -317,6 +318,26 @@ def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
         state.step += 1
         bar.update(1)
     return sums, seen
+
+
+def _guarded_step(run: _Run, optimizer: torch.optim.Optimizer, sums: dict[str, torch.Tensor],
+                  count: int) -> bool:
+    """Clip the gradient to ``train.grad_clip`` and say whether to take the update: not where
+    its norm is above ``train.grad_skip`` or not finite (counted in the run's state). The
+    norm joins the epoch's sums as ``grad_norm``, where it is finite."""
+    tc = run.config.train
+    if tc.grad_clip is None and tc.grad_skip is None:
+        return True
+    parameters = [p for group in optimizer.param_groups for p in group["params"]
+                  if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(parameters, tc.grad_clip or math.inf)
+    finite = bool(torch.isfinite(norm))
+    if finite:
+        sums["grad_norm"] = sums.get("grad_norm", 0) + norm.detach().float() * count
+    if tc.grad_skip is not None and not (finite and norm.item() <= tc.grad_skip):
+        run.state.skipped_updates += 1
+        return False
+    return True
 
 
 def _end_epoch(run: _Run, sums: dict[str, torch.Tensor], seen: int, started: float
@@ -328,6 +349,9 @@ def _end_epoch(run: _Run, sums: dict[str, torch.Tensor], seen: int, started: flo
     sums, seen = _all_reduce_metrics(sums, seen, run.device)
     row: dict[str, float] = {"epoch": state.epoch, "step": state.step}
     row.update({f"train_{k}": (v / seen).item() for k, v in sums.items()})
+    if run.config.train.grad_skip is not None:  # this epoch's, as every rank skipped them
+        row["skipped_updates"] = state.skipped_updates - sum(
+            int(r.get("skipped_updates", 0)) for r in state.history)
     if not math.isfinite(row["train_loss"]):
         last = checkpoint_path(run.run_dir, "last")
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was kept"

@@ -74,6 +74,8 @@ class RunState:
     metric_names: Annotated[dict[str, tuple[str, str]], "a table of [name, unit]"] = field(
         default_factory=dict)  # each metric's readable name and unit (the report's)
     precision: Annotated[str, "a string"] = "float32"  # the training matmuls' dtype
+    skipped_updates: Annotated[int, "a count"] = 0
+    """Updates skipped so far for their gradient norm (``train.grad_skip``)."""
 
     def header(self) -> dict[str, Any]:
         """The fields as a checkpoint's JSON metadata holds them."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["IWAE_STAGES", "LEARNING_RATES", "Step", "iwae_learning_rate_factor", "learning_rate",
-           "linear_warmup"]
+           "linear_warmup", "warmup_weight"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,14 @@ def linear_warmup(step: Step, fraction: float) -> float:
     if fraction <= 0:
         return 1.0
     return min(1.0, step.fraction / fraction)
+
+
+def warmup_weight(step: Step, fraction: float, steps: int = 0) -> float:
+    """The warm-up weight of ``step``: over ``steps`` optimizer steps where that is > 0, else
+    over ``fraction`` of the run (``linear_warmup``)."""
+    if steps > 0:
+        return min(1.0, step.index / steps)
+    return linear_warmup(step, fraction)
 
 
 IWAE_STAGES = 8

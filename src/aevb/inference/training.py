@@ -29,11 +29,11 @@ from aevb.inference.objectives import (
     iwae_bound,
     kl_per_dimension,
 )
-from aevb.inference.schedules import Step, linear_warmup
+from aevb.inference.schedules import Step, warmup_weight
 
 __all__ = ["IWAE", "MCEM", "OBJECTIVES", "Elbo", "ElboConfig", "IWAEConfig", "LatentModel",
            "MCEMConfig", "Objective", "ObjectiveConfig", "WakeSleep", "WakeSleepConfig",
-           "bound_loss", "elbo_metrics", "nest_objective_keys", "objective_config"]
+           "balance_coefficients", "bound_loss", "elbo_metrics", "kl_cost", "nest_objective_keys", "objective_config"]
 
 Metrics = dict[str, torch.Tensor]
 
@@ -159,7 +159,13 @@ class Weighting(Protocol):
     @property
     def kl_warmup(self) -> float: ...
     @property
+    def kl_warmup_steps(self) -> int: ...
+    @property
     def free_bits(self) -> float: ...
+    @property
+    def free_bits_per(self) -> str: ...
+    @property
+    def kl_balance(self) -> bool: ...
 
 
 def elbo_metrics(loss: torch.Tensor, terms: ElboTerms) -> Metrics:
@@ -168,26 +174,56 @@ def elbo_metrics(loss: torch.Tensor, terms: ElboTerms) -> Metrics:
             "rec": terms.rec.mean().detach(), "kl": terms.kl_total.mean().detach()}
 
 
+def balance_coefficients(groups: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each latent group's weight on its KL during warm-up (KL balancing, Vahdat & Kautz 2020):
+    proportional to the group's minibatch KL per dimension (plus 0.01 nats, so that an unused
+    group keeps a weight), scaled to average 1 over the groups; constants (no gradient)."""
+    with torch.no_grad():
+        per_dimension = {name: (kl.sum(-1).mean() + 0.01) / kl.shape[-1]
+                         for name, kl in groups.items()}
+        total = sum(per_dimension.values())
+        return {name: len(groups) * value / total for name, value in per_dimension.items()}
+
+
+def kl_cost(w: Weighting, groups: dict[str, torch.Tensor], warming: bool) -> torch.Tensor:
+    """The minibatch KL as training pays it, a scalar: each group's mean KL (``groups``: name
+    → (B, D_g)), floored by free bits per dimension or per group, weighed by KL balancing
+    while ``warming`` (with more than one group)."""
+    weights = (balance_coefficients(groups) if w.kl_balance and warming and len(groups) > 1
+               else dict.fromkeys(groups, 1.0))
+    cost = torch.zeros((), device=next(iter(groups.values())).device)
+    for name, kl in groups.items():
+        if w.free_bits > 0 and w.free_bits_per == "group":
+            paid = kl.sum(-1).mean().clamp(min=w.free_bits)
+        elif w.free_bits > 0:
+            paid = free_bits_kl(kl, w.free_bits)
+        else:
+            paid = kl.sum(-1).mean()
+        cost = cost + weights[name] * paid
+    return cost
+
+
 def bound_loss(w: Weighting, step: Step, terms: ElboTerms,
                iwae: tuple[torch.Tensor, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, Metrics]:
     """The loss -mean_b of the ELBO of ``terms`` or, with ``iwae`` = (log p(x|z_k),
     log p(z_k) - log q(z_k|x)), each (K, B), of the IWAE bound; its KL (or log-ratio) weighted
-    by beta times the warm-up weight. With ``free_bits`` > 0 each latent dimension's minibatch
-    KL (``terms.kl``) costs at least that many nats (exact for the ELBO; for IWAE the same
-    correction is added to the bound). Metrics are the true, unweighted bound's: loss, elbo,
-    rec, kl, kl_weight while warming up, and for IWAE ``bound``, the K-sample bound itself.
+    by beta times the warm-up weight. Free bits and KL balancing change what the KL of
+    ``terms.kl`` costs (``kl_cost``): exact for the ELBO; for IWAE the same correction is added
+    to the bound. Metrics are the true, unweighted bound's: loss, elbo, rec, kl, kl_weight
+    while warming up, and for IWAE ``bound``, the K-sample bound itself.
     """
-    weight = w.beta * linear_warmup(step, w.kl_warmup)
+    warm = warmup_weight(step, w.kl_warmup, w.kl_warmup_steps)
+    weight = w.beta * warm
     if iwae is None:
         loss = -(terms.rec - weight * terms.kl_total).mean()
     else:
         loss = -iwae_bound(iwae[0] + weight * iwae[1]).mean()
-    if w.free_bits > 0:
-        kl = torch.cat(list(terms.kl.values()), -1)
-        loss = loss + weight * (free_bits_kl(kl, w.free_bits) - kl.mean(0).sum())
+    if w.free_bits > 0 or (w.kl_balance and warm < 1):
+        paid = kl_cost(w, terms.kl, warm < 1)
+        loss = loss + weight * (paid - sum(kl.sum(-1).mean() for kl in terms.kl.values()))
     metrics = elbo_metrics(loss, terms)
-    if w.kl_warmup > 0:
+    if w.kl_warmup > 0 or w.kl_warmup_steps > 0:
         metrics["kl_weight"] = torch.tensor(weight, device=loss.device)
     if iwae is not None:
         metrics["bound"] = iwae_bound(iwae[0] + iwae[1]).mean().detach()

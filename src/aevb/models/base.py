@@ -126,7 +126,10 @@ class Likelihood(ABC):
 
 class Hierarchical(ABC):
     """Has stochastic layers z1 (next to x) … zn (the top), named "z1" … "zn" as the KL parts
-    of its ``elbo_terms`` are."""
+    of its ``elbo_terms`` are, and as its ``kl_<name>`` metrics (each layer's KL) are."""
+
+    layer_names: list[str]
+    """The layers' names, z1 first."""
 
     @abstractmethod
     def encode_layers(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -1,22 +1,26 @@
 """A hierarchical VAE with n stochastic layers z1 … zn, inferred bottom-up (Burda et al.
-2016's two-layer VAE and IWAE) or top-down (the ladder VAE of Sønderby et al. 2016).
+2016's two-layer VAE and IWAE) or top-down: through residual cells over a deterministic state
+(``models.cells``: NVAE's residual posterior, Vahdat & Kautz 2020), or the ladder VAE's
+precision-weighted merge (Sønderby et al. 2016).
 
-The generative model is p(x|z1) p(z1|z2) … p(z_{n-1}|zn) p(zn), p(zn) = N(0, I), each
-conditional a diagonal Gaussian from a small MLP. The ELBO has one KL part per layer, named
-"z1" … "zn", each per dimension (B, D_l).
+Bottom-up and ladder: p(x|z1) p(z1|z2) … p(z_{n-1}|zn) p(zn), each conditional a diagonal
+Gaussian from a small MLP. Residual: p(zn) p(z_{n-1}|h_{n-1}) … p(x|h_0), the state h carrying
+every layer down to the decoder. p(zn) = N(0, I) in every form. The ELBO has one KL part per
+layer, named "z1" … "zn", each per dimension (B, D_l).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.distributions import Independent, Normal
 
-from aevb.errors import ConfigError, check_choice
+from aevb.errors import ConfigError, check_choice, check_positive
 from aevb.inference.objectives import ElboTerms, importance_sampled, kl_per_dimension
 from aevb.inference.schedules import Step
 from aevb.inference.training import ElboConfig, IWAEConfig, bound_loss, objective_config
@@ -32,12 +36,16 @@ from aevb.models.base import (
     unconditional,
 )
 from aevb.models.bound import BoundConfig, check_sizes
+from aevb.models.cells import Layer, ResidualCells, TopDown
+from aevb.models.conv_cells import conv_hierarchy
 from aevb.models.vae import VAE, vae_nets
-from aevb.nn.heads import DiagonalGaussianHead
-from aevb.nn.nets import MLPConfig, mlp
+from aevb.nn.heads import DiagonalGaussianHead, decoder_head
+from aevb.nn.nets import ConvNetConfig, MLPConfig, activation, mlp
 from aevb.nn.priors import StandardNormal
 
-__all__ = ["HVAE", "HVAEConfig"]
+__all__ = ["HVAE", "HVAEConfig", "Layer"]
+
+POSTERIORS = ("auto", "residual", "ladder")
 
 
 @dataclass(frozen=True)
@@ -53,13 +61,23 @@ class HVAEConfig(BoundConfig, _Layers):
     closed form given the sampled parent wherever that is unbiased (top-down; the top layer),
     and ``samples`` L draws of the whole hierarchy."""
 
-    net: MLPConfig = MLPConfig(hidden=(200, 200))
-    """The x → z1 encoder's hidden layers; the z1 → x decoder mirrors them (Burda et al.)."""
+    net: MLPConfig | ConvNetConfig = MLPConfig(hidden=(200, 200))
+    """mlp: the x → z1 encoder's hidden layers, the decoder mirroring them (Burda et al.) |
+    conv (top-down residual only): strided convolutions, each halving the size; the layers
+    sit on the maps of the last two (for MNIST 14x14 and 7x7), latent_dims their channels."""
     layer_hidden: tuple[int, ...] = (100, 100)
-    """Hidden layers of the MLPs between stochastic layers, up and (mirrored) down."""
+    """Hidden layers of the MLPs between stochastic layers, up and (mirrored) down, and of the
+    residual cells' branches."""
     inference: str = "bottom-up"
-    """bottom-up: q(z1|x) q(z2|z1) … | top-down: the ladder VAE's q(zn|x) … q(z1|z2, x), each
-    the precision-weighted merge of a bottom-up Gaussian and the prior p(z_l|z_{l+1})."""
+    """bottom-up: q(z1|x) q(z2|z1) … | top-down: q(zn|x) … q(z1|z_{>1}, x) (``posterior``)."""
+    posterior: str = "auto"
+    """Top-down inference: residual (auto): q(z_l|·) = N(mu_p + dmu, sigma_p · dsigma), cells
+    over a deterministic state (NVAE) | ladder: the precision-weighted merge of a bottom-up
+    Gaussian and p(z_l|z_{l+1}) (Sønderby et al.). Bottom-up inference takes auto only."""
+    state_dim: int = 200
+    """Units of the residual cells' deterministic state (mlp nets)."""
+    weight_norm: bool = False
+    """Weight-normalise the residual cells' linear layers (Salimans & Kingma 2016)."""
     objective: ElboConfig | IWAEConfig | str = ElboConfig()
     """What training maximises: elbo (the SGVB estimate) | iwae (the K-sample bound)."""
 
@@ -70,21 +88,34 @@ class HVAEConfig(BoundConfig, _Layers):
         check_sizes("latent_dims", self.latent_dims)
         check_sizes("layer_hidden", self.layer_hidden)
         check_choice("model.inference", self.inference, ("bottom-up", "top-down"))
+        check_choice("model.posterior", self.posterior, POSTERIORS)
+        check_positive("model.state_dim", self.state_dim)
+        if self.inference == "bottom-up" and self.posterior != "auto":
+            raise ConfigError(f"model.posterior {self.posterior!r} is a form of top-down"
+                              " inference: add --inference top-down (bottom-up inference has"
+                              " q(z_{l+1}|z_l) alone)")
+        if not self.residual and (self.weight_norm or isinstance(self.net, ConvNetConfig)):
+            raise ConfigError("model.weight_norm and net conv are for the residual cells:"
+                              " --inference top-down (posterior residual)")
         object.__setattr__(self, "objective", objective_config(self.objective, ("elbo", "iwae")))
 
     @property
     def latent_dim(self) -> int:
-        """The size of z1: the code ``encode`` gives and ``decode`` takes."""
+        """The size of z1 (the code of bottom-up and ladder models)."""
         return self.latent_dims[0]
 
+    @property
+    def residual(self) -> bool:
+        """Whether inference runs through the residual cells (top-down, not the ladder)."""
+        return self.inference == "top-down" and self.posterior in ("auto", "residual")
 
-class Layer(NamedTuple):
-    """One stochastic layer of a pass: q(z_l|·), p(z_l|z_{l+1}) and the value of z_l."""
-
-    posterior: Independent
-    prior: Independent
-    z: torch.Tensor
-    """(K, B, D_l) drawn by ``rsample``, or (B, D_l): the mean of the posterior."""
+    @classmethod
+    def from_saved(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """A ``[model]`` table a run saved: before ``posterior`` was a key, top-down inference
+        was the ladder's merge."""
+        if section.get("inference") == "top-down" and "posterior" not in section:
+            return {**section, "posterior": "ladder"}
+        return section
 
 
 def precision_weighted(term: Independent, prior: Independent) -> Independent:
@@ -98,17 +129,28 @@ def precision_weighted(term: Independent, prior: Independent) -> Independent:
 
 
 class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
-    """Hierarchical VAE: ``encode``/``decode`` speak z1 (the layer next to x); ``sample`` is
-    ancestral from zn. Training and metrics follow the vae (``weighted_bound_loss``), with one
-    ``kl_z<l>`` metric per layer."""
+    """Hierarchical VAE: ``sample`` is ancestral from zn. The code of ``encode``/``decode`` is
+    z1 for bottom-up and ladder models (the decoder reads z1) and, for residual cells, every
+    layer's z joined, z1 first (the decoder reads the state all of them made). Training and
+    metrics follow the vae (``bound_loss``), with one ``kl_z<l>`` metric per layer."""
 
-    description = "hierarchical VAE: n Gaussian layers, bottom-up or top-down (ladder) inference"
+    description = ("hierarchical VAE: n Gaussian layers, bottom-up or top-down (residual cells"
+                   " or the ladder's merge), MLP or convolutional")
     config_class: ClassVar[type] = HVAEConfig
     selection = ("elbo", "max")
+    cells: TopDown | None
 
     def __init__(self, config: HVAEConfig, data: DataSpec) -> None:
         super().__init__(config, data)
         dims = config.latent_dims
+        self.names = self.layer_names = [f"z{i + 1}" for i in range(len(dims))]
+        self.metric_names = {**VAE.metric_names, "kl": ("KL, all layers", "nats"),
+                             **{f"kl_{n}": (f"KL of layer {n}", "nats") for n in self.names}}
+        self.prior = StandardNormal(dims[-1])
+        self.cells = None
+        if config.residual:
+            self._build_cells(config, data)
+            return
         # the x <-> z1 nets are the vae's, built in its order (one layer is the vae)
         self.encoder, first_head, self.decoder, self.likelihood_head = vae_nets(config, data)
         top_down = config.inference == "top-down"
@@ -125,23 +167,67 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
             nn.Sequential(mlp([above, *hidden], config.net.activation),
                           DiagonalGaussianHead(hidden[-1] if hidden else above, d))
             for d, above in zip(dims[:-1], dims[1:], strict=True))
-        self.prior = StandardNormal(dims[-1])
-        self.names = [f"z{i + 1}" for i in range(len(dims))]
-        self.metric_names = {**VAE.metric_names, "kl": ("KL, all layers", "nats"),
-                             **{f"kl_{n}": (f"KL of layer {n}", "nats") for n in self.names}}
 
-    def likelihood(self, z1: torch.Tensor) -> Independent:
-        """p(x|z1) for z1 (..., D_1): batch shape (...), event shape the data's."""
-        return self.likelihood_head(self.decoder(z1))
+    def _build_cells(self, config: HVAEConfig, data: DataSpec) -> None:
+        """The residual form: bottom-up nets to each layer's features, the cells, and a
+        decoder from the last state."""
+        net, dims = config.net, config.latent_dims
+        if isinstance(net, ConvNetConfig):
+            self.encoder, self.cells, self.decoder, self.likelihood_head = conv_hierarchy(
+                config, data, net)
+            self.up = nn.ModuleList()
+            return
+        hidden = list(net.hidden)
+        features = [hidden[-1] if hidden else math.prod(data.event_shape)]
+        self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(data.event_shape), *hidden],
+                                                       net.activation))
+        self.up = nn.ModuleList()
+        for _ in dims[1:]:
+            self.up.append(mlp([features[-1], *config.layer_hidden], net.activation))
+            features.append([features[-1], *config.layer_hidden][-1])
+        self.cells = ResidualCells(dims, features, config.state_dim, config.layer_hidden,
+                                   net.activation, config.weight_norm)
+        # the state stands where the vae's first decoder layer is (its projection of z):
+        # the activation, then the mirrored hidden layers past that one (no hidden layers:
+        # the head reads the state, as the vae's reads z)
+        sizes = [config.state_dim, *list(reversed(hidden))[1:]]
+        self.decoder = (nn.Sequential(activation(net.activation), *mlp(sizes, net.activation))
+                        if hidden else nn.Sequential())
+        self.likelihood_head = decoder_head(config.likelihood, sizes[-1], data.event_shape,
+                                            data.kind, config.sigma, config.min_sigma)
+
+    @property
+    def code_dim(self) -> int:
+        """The size of the code ``encode`` gives and ``decode`` takes."""
+        return sum(self.cells.dims) if self.cells is not None else self.config.latent_dims[0]
+
+    def likelihood(self, inputs: torch.Tensor) -> Independent:
+        """p(x|·) from the decoder's inputs (..., F): z1, or the residual cells' last state;
+        batch shape (...), event shape the data's."""
+        return self.likelihood_head(self.decoder(inputs))
 
     def layers(self, x: torch.Tensor, samples: int | None) -> list[Layer]:
         """One pass of inference, z1 first: ``samples`` = K draws of the whole hierarchy,
         (K, B, D_l) per layer, or with ``None`` every layer at its posterior mean given its
         parent's mean, (B, D_l)."""
-        return self._layers_from(self.encoder(x), samples)
+        return self._pass(self.encoder(x), samples)[0]
 
-    def _layers_from(self, features: torch.Tensor, samples: int | None) -> list[Layer]:
-        """``layers`` from the encoder's features of x (B, F)."""
+    def _pass(self, features: Any, samples: int | None
+              ) -> tuple[list[Layer], torch.Tensor]:
+        """``layers`` from the encoder's features of x, and the decoder's input (z1 or the
+        last state)."""
+        if self.cells is not None:
+            if not isinstance(self.cells, ResidualCells):  # the conv encoder's maps, per layer
+                return self.cells.infer(features, samples)
+            bottom_up = [features]
+            for up in self.up:
+                bottom_up.append(up(bottom_up[-1]))
+            return self.cells.infer(bottom_up, samples)
+        layers = self._merged_layers(features, samples)
+        return layers, layers[0].z
+
+    def _merged_layers(self, features: torch.Tensor, samples: int | None) -> list[Layer]:
+        """Bottom-up or ladder inference from the encoder's features of x (B, F)."""
         n = len(self.names)
 
         def draw(q: Independent, first: bool) -> torch.Tensor:
@@ -186,15 +272,15 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return parts
 
     def _log_ratio(self, layers: list[Layer]) -> torch.Tensor:
-        """sum_l log p(z_l|z_{l+1}) - log q(z_l|·), (K, B)."""
+        """sum_l log p(z_l|·) - log q(z_l|·), (K, B)."""
         return torch.stack([layer.prior.log_prob(layer.z) - layer.posterior.log_prob(layer.z)
                             for layer in layers]).sum(0)
 
     def loss(self, batch: Batch, step: Step) -> tuple[torch.Tensor, Metrics]:
         config = self.config
         if isinstance(config.objective, IWAEConfig):
-            layers = self.layers(batch.x, config.objective.iw_samples)
-            log_px_z = self.likelihood(layers[0].z).log_prob(batch.x)
+            layers, inputs = self._pass(self.encoder(batch.x), config.objective.iw_samples)
+            log_px_z = self.likelihood(inputs).log_prob(batch.x)
             terms = ElboTerms(log_px_z.mean(0), self.kl_parts(layers, True))
             loss, metrics = bound_loss(config, step, terms, (log_px_z, self._log_ratio(layers)))
         else:
@@ -205,28 +291,28 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return loss, metrics
 
     def elbo_terms(self, batch: Batch, samples: int = 1) -> ElboTerms:
-        """The ELBO E_q[log p(x|z1)] - sum_l KL_l from L = ``samples`` draws of the hierarchy."""
-        layers = self.layers(batch.x, samples)
-        rec = self.likelihood(layers[0].z).log_prob(batch.x).mean(0)
+        """The ELBO E_q[log p(x|·)] - sum_l KL_l from L = ``samples`` draws of the hierarchy."""
+        layers, inputs = self._pass(self.encoder(batch.x), samples)
+        rec = self.likelihood(inputs).log_prob(batch.x).mean(0)
         return ElboTerms(rec, self.kl_parts(layers, self.config.estimator == "analytic"))
 
     def log_marginal(self, batch: Batch, samples: int) -> torch.Tensor:
         draw = self.proposal(batch.x)
 
         def log_weights(k: int) -> torch.Tensor:
-            z1, log_ratio = draw(k)
-            return self.likelihood(z1).log_prob(batch.x) + log_ratio
+            inputs, log_ratio = draw(k)
+            return self.likelihood(inputs).log_prob(batch.x) + log_ratio
 
         return importance_sampled(log_weights, samples, batch.x.numel(), batch.x.device)
 
     def proposal(self, x: torch.Tensor) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
         """k ↦ k draws of the whole hierarchy from q given x, x encoded once for every call:
-        z1 (k, B, D_1) and sum_l log p(z_l|z_{l+1}) - log q(z_l|·) (k, B)."""
+        the decoder's inputs (k, B, F) and sum_l log p(z_l|·) - log q(z_l|·) (k, B)."""
         features = self.encoder(x)
 
         def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-            layers = self._layers_from(features, k)
-            return layers[0].z, self._log_ratio(layers)
+            layers, inputs = self._pass(features, k)
+            return inputs, self._log_ratio(layers)
 
         return draw
 
@@ -235,12 +321,17 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return {name: layer.z for name, layer in zip(self.names, layers, strict=True)}
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        """The posterior mean of z1 (B, D_1) (``encode_layers``)."""
-        return self.encode_layers(batch)["z1"]
+        """The posterior means (``encode_layers``) of the code: z1, or every layer (B, sum D_l)
+        for residual cells."""
+        codes = self.encode_layers(batch)
+        return torch.cat(list(codes.values()), -1) if self.cells is not None else codes["z1"]
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         unconditional(condition)
-        return self.likelihood(z).mean
+        if self.cells is None:
+            return self.likelihood(z).mean
+        given = list(z.split(list(self.cells.dims), -1))
+        return self.likelihood(self.cells.generate(z.shape[:-1], given)).mean
 
     def reconstruct(self, batch: Batch) -> torch.Tensor:
         return self.decode(self.encode(batch))
@@ -252,13 +343,19 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
         return z
 
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self._descend(self.prior().sample((n,)), len(self.names)), condition)
+        unconditional(condition)
+        if self.cells is not None:
+            return self.likelihood(self.cells.generate((n,), [None] * len(self.names))).mean
+        return self.decode(self._descend(self.prior().sample((n,)), len(self.names)))
 
     def resample_below(self, batch: Batch, layer: int, samples: int) -> torch.Tensor:
         n = len(self.names)
         if not 1 <= layer <= n:
             raise ValueError(f"layer must be in 1..{n}, got {layer}")
         size = (samples, batch.x.shape[0])
+        if self.cells is not None:
+            means = [None] * layer + [q.z for q in self.layers(batch.x, None)[layer:]]
+            return self.likelihood(self.cells.generate(size, means)).mean
         if layer == n:
             return self.decode(self._descend(self.prior().sample(size), n))
         kept = self.layers(batch.x, None)[layer].z  # z_{layer+1}, (B, D)

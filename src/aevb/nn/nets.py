@@ -13,7 +13,7 @@ from torch import nn
 
 from aevb.errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "ConvNetConfig", "FoldLeading", "MLPConfig", "activation", "conv_decoder",
+__all__ = ["ACTIVATIONS", "ConvNetConfig", "FoldLeading", "MLPConfig", "activation", "conv_decoder", "padded_image",
            "conv_down", "conv_encoder", "init_normal_", "mlp", "pixel_shuffle_up"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -147,7 +147,7 @@ class FoldLeading(nn.Module):
         return out.reshape(*x.shape[:split], *out.shape[1:])
 
 
-def _padded_image(event_shape: Sequence[int],
+def padded_image(event_shape: Sequence[int],
                   blocks: int) -> tuple[int, int, int, tuple[int, int, int, int]]:
     """(C, H', W', padding): H and W raised to the next multiples of 2^blocks, so that every
     strided convolution halves them exactly; ``padding`` (left, right, top, bottom) spreads
@@ -165,7 +165,7 @@ def _padded_image(event_shape: Sequence[int],
 def conv_encoder(event_shape: Sequence[int], config: ConvNetConfig) -> tuple[nn.Sequential, int]:
     """Images (B, C, H, W) → features (B, F), and F: zero-padded to multiples of 2^n (n =
     len(config.channels)), so that any size halves n times, then ``conv_down``, flattened."""
-    c, h, w, padding = _padded_image(event_shape, len(config.channels))
+    c, h, w, padding = padded_image(event_shape, len(config.channels))
     scale = 2 ** len(config.channels)
     net = nn.Sequential(
         nn.ZeroPad2d(padding),
@@ -180,7 +180,7 @@ def conv_decoder(in_features: int, event_shape: Sequence[int], outputs_per_value
     """Codes (..., in_features) → maps (..., k * C, H, W), k = ``outputs_per_value``: the mirror
     of ``conv_encoder``, a linear layer to its last map, ``pixel_shuffle_up`` back to k * C
     linear outputs, the padding cropped off; any leading shape (``FoldLeading``)."""
-    c, h, w, (left, right, top, bottom) = _padded_image(event_shape, len(config.channels))
+    c, h, w, (left, right, top, bottom) = padded_image(event_shape, len(config.channels))
     scale = 2 ** len(config.channels)
     inner = (config.channels[-1], h // scale, w // scale)
     net = nn.Sequential(

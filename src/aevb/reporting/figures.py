@@ -116,11 +116,29 @@ def _numbers_pictures(run_dir: Path, model: Model) -> list[Path]:
     if history := read_history(run_dir):
         written.append(charts.training_curves(history, run_dir / "curves.png",
                                               model.metric_names))
+    if isinstance(model, Hierarchical) and history and len(model.layer_names) > 1:
+        written.append(_layer_kl_curves(run_dir, model.layer_names, history))
     if isinstance(model, Likelihood) and (kl := _kl_per_dimension(run_dir)):
         written.append(charts.bar_chart(
             kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
             title="KL(q(z|x) || p(z)) of each latent dimension, test set"))
     return written
+
+
+def _layer_kl_curves(run_dir: Path, names: list[str], history: list[dict[str, float]]
+                     ) -> Path:
+    """kl_layers.png: each layer's KL per epoch, training and validation (its ``kl_<layer>``
+    metric), on a linear epoch axis."""
+    curves = {}
+    for name in names:
+        for split in ("train", "valid"):
+            points = [(row["epoch"], row[f"{split}_kl_{name}"]) for row in history
+                      if f"{split}_kl_{name}" in row]
+            if points:
+                curves[f"{name} ({split})"] = ([p[0] for p in points], [p[1] for p in points])
+    return charts.curve_panels({"KL of each layer": curves}, run_dir / "kl_layers.png", "epoch",
+                               "KL (nats per example)", log_x=False,
+                               title="Each stochastic layer's KL over training")
 
 
 def _code_pictures(run_dir: Path, model: Encoder, test: Split, max_scatter: int,

@@ -89,6 +89,8 @@ PICTURES = {
     "manifold_by_class.png": "The learned 2-D manifold of three classes side by side: decoder "
     "means of p(x|z,c) over Gaussian quantiles of z, c fixed per panel.",
     "curves.png": "Training and validation metrics per epoch.",
+    "kl_layers.png": "The KL of each stochastic layer per epoch, training (solid) and"
+    " validation (dashed): a layer whose curve falls to 0 has collapsed to its prior.",
     "latent.png": "Encoder means of test points, coloured by class (projected by PCA when the "
     "latent space has more than two dimensions).",
     "manifold.png": "Decoder means over a grid of Gaussian quantiles of the 2-D latent space "
@@ -217,6 +219,10 @@ def _config_section(config: dict[str, Any], metrics: list[dict[str, str]],
         if planned is not None:
             text += f" (configured: {planned})"
         rows.append(["epochs run", text])
+    skipped = (last or best or {}).get("skipped_updates")
+    if config.get("train", {}).get("grad_skip") is not None and skipped is not None:
+        rows.append(["updates skipped (gradient norm above train.grad_skip or not finite)",
+                     _fmt(skipped)])
     model = [[f"`{key}`", _text(value)] for key, value in _flat(config.get("model", {}))]
     return ["## Configuration", "", *_table(["setting", "value"], rows), "",
             *_changes_lines((last or best or {}).get("changes")),
