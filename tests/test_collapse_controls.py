@@ -12,12 +12,13 @@ from aevb.config.run import Config, config_from_dict, config_to_dict, model_conf
 from aevb.data import load_dataset
 from aevb.engine.checkpoint import FORMAT, checkpoint_path, header_config, read_checkpoint
 from aevb.engine.loop import train
-from aevb.errors import ConfigError
+from aevb.errors import AevbError, ConfigError
 from aevb.inference.objectives import ElboTerms
 from aevb.inference.schedules import Step, warmup_weight
 from aevb.inference.training import balance_coefficients, bound_loss
 from aevb.models import DataSpec, build_model
 from aevb.models.conv_cells import group_scales
+from aevb.models.hvae import HVAE
 from aevb.nn.nets import ConvNetConfig, MLPConfig
 
 pytestmark = pytest.mark.usefixtures("validate_distributions")
@@ -155,6 +156,21 @@ def test_updates_above_the_skip_threshold_are_skipped_and_counted(tmp_path):
     kept = digits_run(tmp_path / "keep", epochs="1", grad_skip="1e9", grad_clip="1.0")
     assert kept.history[-1]["skipped_updates"] == 0
     assert math.isfinite(kept.history[-1]["train_grad_norm"])
+
+
+def test_a_batch_whose_loss_is_not_finite_is_skipped_not_a_divergence(tmp_path, monkeypatch):
+    original = HVAE.loss
+
+    def loss(self, batch, step):  # the 6th step's loss (and gradient) is NaN
+        value, metrics = original(self, batch, step)
+        return (value * math.nan, metrics) if step.index == 5 else (value, metrics)
+
+    monkeypatch.setattr(HVAE, "loss", loss)
+    with pytest.raises(AevbError, match="training diverged"):
+        digits_run(tmp_path / "plain", epochs="1")
+    result = digits_run(tmp_path / "skipping", epochs="1", grad_skip="1e9")
+    assert result.history[-1]["skipped_updates"] == 1
+    assert math.isfinite(result.history[-1]["train_loss"])
 
 
 def test_gradient_clipping_bounds_every_update(tmp_path, monkeypatch):

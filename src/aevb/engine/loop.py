@@ -309,9 +309,14 @@ def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
                 group["lr"] = rate
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if _guarded_step(run, optimizer, sums, count):
+            taken = _guarded_step(run, optimizer, sums, count)
+            if taken:
                 optimizer.step()
             distributed.sync_rows(per_example, index, share, count)
+            if not taken and not torch.isfinite(loss):  # skipped, and kept out of the means
+                state.step += 1
+                bar.update(1)
+                continue
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.float() * count
         seen += count
@@ -323,8 +328,10 @@ def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
 def _guarded_step(run: _Run, optimizer: torch.optim.Optimizer, sums: dict[str, torch.Tensor],
                   count: int) -> bool:
     """Clip the gradient to ``train.grad_clip`` and say whether to take the update: not where
-    its norm is above ``train.grad_skip`` or not finite (counted in the run's state). The
-    norm joins the epoch's sums as ``grad_norm``, where it is finite."""
+    its norm is above ``train.grad_skip`` or not finite (counted in the run's state; a skipped
+    step whose loss is not finite is also kept out of the epoch's means, so that one bad
+    batch does not end the run as diverged). The norm joins the epoch's sums as
+    ``grad_norm``, where it is finite."""
     tc = run.config.train
     if tc.grad_clip is None and tc.grad_skip is None:
         return True
@@ -352,7 +359,7 @@ def _end_epoch(run: _Run, sums: dict[str, torch.Tensor], seen: int, started: flo
     if run.config.train.grad_skip is not None:  # this epoch's, as every rank skipped them
         row["skipped_updates"] = state.skipped_updates - sum(
             int(r.get("skipped_updates", 0)) for r in state.history)
-    if not math.isfinite(row["train_loss"]):
+    if not math.isfinite(row.get("train_loss", math.nan)):  # none: every step was skipped
         last = checkpoint_path(run.run_dir, "last")
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was kept"
         raise AevbError(f"training diverged: the loss is {row['train_loss']} in epoch"
