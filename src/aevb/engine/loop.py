@@ -337,11 +337,10 @@ def _guarded_step(run: _Run, optimizer: torch.optim.Optimizer, sums: dict[str, t
         return True
     parameters = [p for group in optimizer.param_groups for p in group["params"]
                   if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(parameters, tc.grad_clip or math.inf)
-    finite = bool(torch.isfinite(norm))
-    if finite:
-        sums["grad_norm"] = sums.get("grad_norm", 0) + norm.detach().float() * count
-    if tc.grad_skip is not None and not (finite and norm.item() <= tc.grad_skip):
+    norm = torch.nn.utils.clip_grad_norm_(parameters, tc.grad_clip or math.inf).item()
+    if math.isfinite(norm):  # one read of the norm a step: the skip needs it on the host
+        sums["grad_norm"] = sums.get("grad_norm", 0) + torch.tensor(norm * count)
+    if tc.grad_skip is not None and not norm <= tc.grad_skip:  # NaN is never <=
         run.state.skipped_updates += 1
         return False
     return True

@@ -51,11 +51,12 @@ def branch(sizes: Sequence[int], out: int, activation: str, last_scale: float,
     return nn.Sequential(*layers)
 
 
-def side_by_side(*tensors: torch.Tensor) -> torch.Tensor:
-    """The tensors (..., F_i) joined on their last dimension, leading dimensions broadcast
-    (the state (B, H) beside K samples (K, B, D))."""
-    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(*shape, t.shape[-1]) for t in tensors], -1)
+def side_by_side(*tensors: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """The tensors joined on the first of their ``event_dims`` last dimensions (features
+    (..., F_i), or maps (..., C_i, H, W) with 3), leading dimensions broadcast (the state
+    (B, H) beside K samples (K, B, D))."""
+    shape = torch.broadcast_shapes(*(t.shape[:-event_dims] for t in tensors))
+    return torch.cat([t.expand(*shape, *t.shape[-event_dims:]) for t in tensors], -event_dims)
 
 
 def gaussian(parameters: torch.Tensor) -> Independent:

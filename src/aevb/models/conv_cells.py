@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from aevb.models.base import DataSpec
-from aevb.models.cells import RESIDUAL_SCALE, TopDown, residual_posterior
+from aevb.models.cells import RESIDUAL_SCALE, TopDown, residual_posterior, side_by_side
 from aevb.nn.heads import DecoderHead, decoder_head
 from aevb.nn.nets import ConvNetConfig, FoldLeading, activation, padded_image
 
@@ -46,13 +46,6 @@ def _on_maps(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``net`` on maps (..., C, H, W) of any leading shape."""
     out = net(x.reshape(-1, *x.shape[-3:]))
     return out.reshape(*x.shape[:-3], *out.shape[1:])
-
-
-def _joined(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Maps (..., C_a, H, W) and (..., C_b, H, W) stacked on their channels, leading
-    dimensions broadcast."""
-    shape = torch.broadcast_shapes(a.shape[:-3], b.shape[:-3])
-    return torch.cat([a.expand(*shape, *a.shape[-3:]), b.expand(*shape, *b.shape[-3:])], -3)
 
 
 def _flat_gaussian(parameters: torch.Tensor) -> Independent:
@@ -127,13 +120,13 @@ class ConvCells(TopDown):
 
     def posterior(self, layer: int, h: torch.Tensor, prior: Independent,
                   features: torch.Tensor) -> Independent:
-        shift = _on_maps(self.posteriors[layer], _joined(h, features)).float()
+        shift = _on_maps(self.posteriors[layer], side_by_side(h, features, event_dims=3)).float()
         dmu, log_var = shift.chunk(2, dim=-3)
         return residual_posterior(prior, torch.cat([dmu.flatten(-3), log_var.flatten(-3)], -1))
 
     def inject(self, layer: int, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         z_map = z.unflatten(-1, self.shapes[layer]).to(h.dtype)
-        joined = _joined(h, z_map)
+        joined = side_by_side(h, z_map, event_dims=3)
         h = joined[..., : h.shape[-3], :, :] + _on_maps(self.injections[layer], joined)
         if str(layer) in self.upsample:
             h = _on_maps(self.upsample[str(layer)], h)
