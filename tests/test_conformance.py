@@ -22,6 +22,7 @@ from aevb.models import (
     Encoder,
     Generative,
     Likelihood,
+    Posterior,
     Step,
     build_model,
 )
@@ -138,6 +139,10 @@ def _check_abilities(model, config, x, event_shape):
         assert log_px.shape == (5,) and torch.isfinite(log_px).all()
     if isinstance(model, Corrupting):
         assert model.corruption(x).shape == x.shape
+    if isinstance(model, Posterior):  # its mean is the code; its draws are codes' shape
+        posterior = model.posterior_of(batch)
+        torch.testing.assert_close(posterior.mean, model.encode(batch))
+        assert posterior.sample().shape == (5, code_dim)
 
 
 @pytest.mark.parametrize("name", CASES)

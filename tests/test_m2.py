@@ -3,6 +3,7 @@ of the data, learning to classify from 100 labels, and the CLI."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -43,8 +44,14 @@ def _tiny_model(**values):
     return build_model(M2Config(latent_dim=3, net=MLPConfig(hidden=(16,)), **values), SPEC)
 
 
-def test_unlabelled_bound_is_the_sum_over_classes_plus_the_entropy(digits):
-    model = _tiny_model()
+@pytest.mark.parametrize("label_input", [False, True])
+def test_unlabelled_bound_is_the_sum_over_classes_plus_the_entropy(digits, label_input):
+    """By hand, one class at a time; with ``label_input`` y also joins the encoder's first
+    layer (its vectors made non-zero here, as training makes them)."""
+    model = _tiny_model(label_input=label_input)
+    if label_input:
+        with torch.no_grad():
+            model.label_embedding.normal_()
     x = digits.train.batch(torch.arange(6))
     unlabelled = Batch(x, torch.full((6,), UNLABELLED))
     # samples=1 and the analytic KL: the only randomness is z, drawn per class in class order
@@ -56,7 +63,9 @@ def test_unlabelled_bound_is_the_sum_over_classes_plus_the_entropy(digits):
     expected = q_y.entropy()
     for k in range(10):
         c = model.condition_of(torch.full((6,), k))
-        posterior = model.cvae.posterior(x, c)  # one class at a time, through the cvae
+        posterior = model.posterior(x, torch.full((6,), k))  # one class at a time
+        if not label_input:  # the cvae's own q(z|x,c)
+            torch.testing.assert_close(posterior.mean, model.cvae.posterior(x, c).mean)
         code = posterior.base_dist.loc + posterior.base_dist.scale * eps[k]
         rec = model.cvae.likelihood(code[None], c).log_prob(x)[0]
         kl = kl_divergence(posterior, model.cvae.prior(c))
@@ -232,3 +241,161 @@ def test_m2_takes_the_bound_keys_but_trains_the_bound_itself():
     for values in ({"beta": 2.0}, {"kl_warmup": 0.1}, {"free_bits": 0.5}):
         with pytest.raises(ConfigError, match="eqs. 7 and 9"):
             model_config("m2", **values)
+
+
+def test_the_label_seed_draws_the_labelled_subset_alone():
+    def data(**values: str):
+        return load_dataset(digits_config(labelled="100", **values).data)
+
+    base, again = data(), data(label_seed="0")  # unset: the split seed, as before the key
+    assert base.train.y is not None and again.train.y is not None
+    assert torch.equal(base.train.y, again.train.y)
+    other = data(label_seed="1")
+    assert other.train.y is not None
+    assert not torch.equal(other.train.y, base.train.y)
+    assert int((other.train.y >= 0).sum()) == 100
+    assert torch.bincount(other.train.y[other.train.y >= 0]).tolist() == [10] * 10
+    for split in ("train", "valid", "test"):  # the same examples, the same fixed samples
+        assert torch.equal(getattr(other, split).raw, getattr(base, split).raw)
+    assert other.test.y is not None and base.test.y is not None
+    assert torch.equal(other.test.y, base.test.y)
+
+
+def test_fewer_labels_than_classes_is_one_clear_error():
+    with pytest.raises(DataError, match="at least one per class"):
+        load_dataset(digits_config(labelled="9").data)
+    assert load_dataset(digits_config(labelled="10").data).train.y is not None
+
+
+def _vae_run(tmp_path, name="vae", model="vae"):
+    out = tmp_path / name
+    assert main(["train", "--dataset", "digits", "--model", model, "--hidden", "16",
+                 "--latent_dim", "6", "--epochs", "1", "--threads", "1", "--quiet", "--no-eval",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_m1_plus_m2_can_draw_its_codes_from_the_posterior(tmp_path):
+    """features_sample: the training split keeps q(z|x)'s standard deviations and every batch
+    is a fresh draw of N(mean, std²); valid and test stay the means. features_min_std keeps
+    the dimensions whose training means vary by more than it, in all three splits alike."""
+    from aevb.engine.features import load_run_data
+
+    run = _vae_run(tmp_path)
+    config = digits_config(labelled="100", features=str(run)).data
+    means = load_run_data(config)
+    drawn = load_run_data(replace(config, features_sample=True))
+    assert means.train.spread is None and drawn.valid.spread is None and drawn.test.spread is None
+    assert torch.equal(drawn.train.raw, means.train.raw)
+    _, vae, _ = load_model(run)
+    x = load_dataset(replace(config, features=None, binarize="none")).train.values()
+    q = vae.posterior(x)
+    assert drawn.train.spread is not None
+    torch.testing.assert_close(drawn.train.spread, q.stddev)
+    index = torch.arange(len(drawn.train))
+    first, second = (drawn.train.batch(index, torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert not torch.equal(first, second)
+    z = (first - q.mean) / q.stddev  # standardised draws: N(0, 1) over 1297 x 6 values
+    assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05
+    assert torch.equal(drawn.valid.raw, means.valid.raw)
+
+    std = means.train.raw.std(0)
+    threshold = float(std.sort().values[2])  # keep the three that vary most
+    kept = load_run_data(replace(config, features_sample=True, features_min_std=threshold))
+    keep = std > threshold
+    assert kept.event_shape == (3,) and kept.train.spread is not None
+    assert torch.equal(kept.train.raw, means.train.raw[:, keep])
+    assert torch.equal(kept.test.raw, means.test.raw[:, keep])
+    assert torch.equal(kept.train.spread, drawn.train.spread[:, keep])
+    with pytest.raises(DataError, match="no code dimension"):
+        load_run_data(replace(config, features_min_std=1e6))
+
+
+def test_m1_plus_m2_trains_on_drawn_codes_and_resumes_exactly(tmp_path):
+    run = _vae_run(tmp_path)
+    keys = {"labelled": "50", "features": str(run), "features_sample": "true",
+            "likelihood": "gaussian-learned", "hidden": "16", "latent_dim": "2"}
+    straight = train(digits_config(**keys, epochs="2"), tmp_path / "straight", progress=False)
+    train(digits_config(**keys, epochs="1"), tmp_path / "split", progress=False)
+    resumed = train(digits_config(**keys, epochs="2"), tmp_path / "split", resume=True,
+                    progress=False)
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_bad_feature_runs_are_one_clear_error(tmp_path):
+    from aevb.engine.features import load_run_data
+    from aevb.errors import AevbError
+
+    config = digits_config(labelled="100").data
+    with pytest.raises(AevbError, match="no run directory"):
+        load_run_data(replace(config, features=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AevbError, match="empty"):
+        load_run_data(replace(config, features=str(tmp_path / "empty")))
+    ae = _vae_run(tmp_path, "ae", "ae")  # codes, but no posterior to draw them from
+    assert load_run_data(replace(config, features=str(ae))).event_shape == (6,)
+    with pytest.raises(ConfigError, match="no posterior"):
+        load_run_data(replace(config, features=str(ae), features_sample=True))
+    with pytest.raises(ConfigError, match="need data.features"):
+        load_run_data(replace(config, features_sample=True))
+
+
+def test_the_test_curve_is_logged_every_epoch_and_never_chooses_the_best(tmp_path):
+    from aevb.reporting.figures import read_history
+
+    keys = {"labelled": "100", "hidden": "16", "latent_dim": "2", "epochs": "2"}
+    plain = train(digits_config(**keys), tmp_path / "plain", progress=False)
+    traced = train(digits_config(**keys, test_curve="true"), tmp_path / "traced", progress=False)
+    rows = read_history(tmp_path / "traced")
+    assert len(rows) == 2 and all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
+    assert "test_accuracy" not in read_history(tmp_path / "plain")[0]
+    for a, b in zip(plain.history, traced.history, strict=True):  # the same training
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds" and not k.startswith("test_")}
+    # the test split scored as evaluation scores it: accuracy = 1 - classification error
+    model = traced.model.eval()
+    evaluation = evaluate_model(model, traced.dataset.test, digits_config().eval, progress=False)
+    assert rows[-1]["test_accuracy"] == pytest.approx(1 - evaluation["classification_error"],
+                                                      abs=1e-6)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--labelled", "5000"], "must be in 1..1297"),
+    (["--labelled", "0"], "labelled"),
+    (["--labelled", "7"], "at least one per class"),
+    (["--labelled", "100", "--features", "no-such-run"], "no run directory"),
+])
+def test_bad_semi_supervised_input_is_one_line_on_the_command_line(tmp_path, capsys, options,
+                                                                   message):
+    code = main(["train", "--model", "m2", "--dataset", "digits", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "run"), *options])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_labels_asked_of_data_without_them_is_one_clear_error(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "codes.npy"
+    np.save(path, np.random.default_rng(0).random((200, 8), dtype=np.float32))
+    with pytest.raises(DataError, match="needs labels"):
+        load_dataset(replace(digits_config().data, name=str(path), binarize="none",
+                             labelled=10))
+
+
+def test_the_defaults_classify_the_digits_from_100_labels(tmp_path):
+    """m2's defaults (its MNIST settings), 100 labels of the 8x8 digits, 20 epochs, seed 0:
+    25.2 % test error on the 250 test digits (25.2, 27.2, 21.6 % for seeds 0, 1, 2; about 30 s
+    on one thread), docs/semi-supervised-mnist.md. The bound is that figure plus about three
+    standard errors of a 250-point error rate (2.7 points each); chance is 90 %."""
+    config = apply_overrides(Config(), {"dataset": "digits", "model": "m2", "labelled": "100",
+                                        "precision": "float32", "threads": "1", "device": "cpu",
+                                        "is_samples": "8"})
+    assert config.train.epochs == 20 and config.model == M2Config()  # the defaults themselves
+    data = load_dataset(config.data)
+    model = train(config, tmp_path, dataset=data, progress=False).model.eval()
+    evaluation = evaluate_model(model, data.test, config.eval, progress=False)
+    assert evaluation["classification_error"] < 0.33, evaluation["classification_error"]

@@ -29,8 +29,12 @@ class DataConfig:
     train_size: int | None = None
     """Use only the first N training examples (quick experiments, tests)."""
     labelled: int | None = None
-    """Keep labels for only N training examples, balanced over classes, chosen with
-    split_seed; the rest of train is unlabelled (its y is -1). Valid and test keep theirs."""
+    """Keep labels for only N training examples (at least one per class), balanced over
+    classes, chosen with label_seed; the rest of train is unlabelled (its y is -1). Valid and
+    test keep theirs."""
+    label_seed: int | None = None
+    """Seed of the draw of the ``labelled`` examples alone, so that runs can differ in their
+    labelled subset and nothing else (the paper's variance over label draws); unset: split_seed."""
     labelled_per_batch: int | None = None
     """m: labelled examples in every training minibatch of a run with ``labelled``, cycled
     through (oversampled) while the other M - m go once through the unlabelled ones per epoch.
@@ -39,6 +43,14 @@ class DataConfig:
     """A run directory whose model has an encoder (a vae): train and evaluate on its codes,
     the encoder means of the data, instead of the data (M1+M2). Relative paths are looked up
     in the run directory first, like data files."""
+    features_sample: bool = False
+    """With ``features``: train on a fresh draw of the codes, z ~ q(z|x), for every example at
+    every step (Kingma et al. 2014's M1+M2) instead of on their means; valid and test stay the
+    means. Needs a run whose model gives its posterior (a vae)."""
+    features_min_std: float = 0.0
+    """With ``features``: keep only the code dimensions whose means vary over the training
+    examples with a standard deviation above this (the paper's M1+M2: 0.1, M1's active units);
+    0 keeps them all."""
     split_seed: int = 0
     """Seed of the fixed binarization and of splitting a user's array."""
     image_channels: int = 1
@@ -51,6 +63,8 @@ class DataConfig:
         check_choice("data.binarize", self.binarize, BINARIZE_MODES)
         for key in ("train_size", "labelled", "labelled_per_batch"):
             check_positive(f"data.{key}", getattr(self, key))
+        if self.features_min_std < 0:
+            raise ConfigError(f"data.features_min_std must be >= 0, got {self.features_min_std}")
         if self.image_channels not in (1, 3):
             raise ConfigError("data.image_channels must be 1 (grey) or 3 (RGB),"
                               f" got {self.image_channels}")
@@ -121,6 +135,10 @@ class EvalConfig:
     """torch.compile the Bernoulli likelihood's softplus sum when points x K >= 10^7, where
     the seconds of compiling pay back (2x faster kernel on a CPU); false: never."""
     plots: bool = True
+    test_curve: bool = False
+    """Also score the test split after every epoch, as the validation split is (its metrics as
+    ``test_*`` columns of metrics.csv, drawn in curves.png): the curve of a test error against
+    epochs that papers report. Never used to choose the best epoch."""
 
     def __post_init__(self) -> None:
         check_choice("eval.is_precision", self.is_precision, ("float32", "bfloat16"))

@@ -144,7 +144,8 @@ def load_dataset(config: DataConfig, device: str | torch.device = "cpu",
             y = None if y is None else y[:size].clone()
             c = None if c is None else c[:size].clone()
         if s == "train" and config.labelled is not None:
-            y = _hide_labels(config.name, y, config.labelled, config.split_seed)
+            seed = config.split_seed if config.label_seed is None else config.label_seed
+            y = _hide_labels(config.name, y, config.labelled, seed)
         splits[s] = Split(raw, y, split_mode, c, config.labelled_per_batch, split_scale).to(device)
     condition_dim = int(arrays["c_train"].shape[1]) if "c_train" in arrays else None
     return Dataset(config.name, **splits, event_shape=tuple(arrays["x_train"].shape[1:]),
@@ -156,12 +157,16 @@ def _hide_labels(name: str, y: torch.Tensor | None, labelled: int, seed: int) ->
     """y with all but ``labelled`` labels set to ``UNLABELLED``: the kept ones as balanced over
     the classes as their sizes allow (N / K each when K divides N; classes filled smallest
     first, each taking an equal share of what is left), drawn without replacement by a
-    generator seeded with ``seed`` (the split seed)."""
+    generator seeded with ``seed`` (the label seed)."""
     if y is None:
         raise DataError(f"{name}: data.labelled needs labels, and the training split has none")
     if not 1 <= labelled <= len(y):
         raise DataError(f"{name}: labelled={labelled} must be in 1..{len(y)} (the train split)")
     sizes = torch.bincount(y)
+    classes = int((sizes > 0).sum())
+    if labelled < classes:
+        raise DataError(f"{name}: labelled={labelled} leaves a class without a label; keep at"
+                        f" least one per class ({classes} classes)")
     generator = torch.Generator().manual_seed(seed)
     kept, remaining = [], labelled
     order = torch.argsort(sizes, stable=True).tolist()

@@ -111,6 +111,8 @@ class Split:
     correctly rounded, as numpy's was), or :class:`MappedRows` gathered per batch. ``binarize``
     "dynamic": the values are probabilities and every :meth:`batch` draws a fresh Bernoulli
     sample; any other mode: used as they are. ``labelled_per_batch`` is m of :meth:`epoch_order`.
+    ``spread`` float32 like ``raw``, or None: every :meth:`batch` draws x ~ N(values, spread²)
+    (codes drawn from an encoder's posterior, M1+M2).
     """
 
     raw: torch.Tensor | MappedRows
@@ -119,6 +121,7 @@ class Split:
     c: torch.Tensor | None = None
     labelled_per_batch: int | None = None
     scale: int = 1
+    spread: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.raw.shape[0]
@@ -148,8 +151,12 @@ class Split:
         return x / torch.tensor(self.scale, dtype=torch.float32, device=x.device)
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """values(index), (B, *event_shape); resampled on every call when binarize is dynamic."""
+        """values(index), (B, *event_shape); resampled on every call when binarize is dynamic
+        or a ``spread`` is given."""
         x = self.values(index)
+        if self.spread is not None:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return x + self.spread[index] * noise
         return torch.bernoulli(x, generator=generator) if self.binarize == "dynamic" else x
 
     def epoch_order(self, generator: torch.Generator, batch_size: int) -> torch.Tensor:
@@ -165,9 +172,11 @@ class Split:
     def to(self, device: str | torch.device) -> Split:
         y = None if self.y is None else self.y.to(device)
         c = None if self.c is None else self.c.to(device)
+        spread = None if self.spread is None else self.spread.to(device)
         if isinstance(self.raw, MappedRows):  # the file stays where it is; batches move
-            return replace(self, raw=replace(self.raw, device=torch.device(device)), y=y, c=c)
-        return replace(self, raw=self.raw.to(device), y=y, c=c)
+            return replace(self, raw=replace(self.raw, device=torch.device(device)), y=y, c=c,
+                           spread=spread)
+        return replace(self, raw=self.raw.to(device), y=y, c=c, spread=spread)
 
 
 @dataclass(frozen=True)

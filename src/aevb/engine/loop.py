@@ -369,6 +369,10 @@ def _end_epoch(run: _Run, sums: dict[str, torch.Tensor], seen: int, started: flo
         validate(run.model, run.dataset.valid, run.config.eval.batch_points, step,
                  run.config.train.seed) if distributed.is_main() else {})
     row.update({f"valid_{k}": v for k, v in valid.items()})
+    if run.config.eval.test_curve and distributed.is_main():  # logged, never selected on
+        test = validate(run.model, run.dataset.test, run.config.eval.batch_points, step,
+                        run.config.train.seed)
+        row.update({f"test_{k}": v for k, v in test.items()})
     state.seconds += time.perf_counter() - started
     row["seconds"] = round(state.seconds, 3)
     state.history.append(row)

@@ -31,6 +31,7 @@ from aevb.models.base import (
     Metrics,
     Model,
     PerExampleState,
+    Posterior,
     Step,
 )
 from aevb.models.conv_vae import ConvVAE
@@ -46,7 +47,7 @@ from aevb.nn.nets import init_normal_
 
 __all__ = ["MODELS", "Batch", "Classifier", "ClosedForm", "Conditional", "Corrupting", "DataSpec",
            "Encoder", "Generative", "Hierarchical", "Likelihood", "Metrics", "Model",
-           "PerExampleState", "Step", "build_model", "model_class"]
+           "PerExampleState", "Posterior", "Step", "build_model", "model_class"]
 
 MODELS: dict[str, type[Model]] = {
     "vae": VAE,

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from aevb.errors import ConfigError
 from aevb.inference.objectives import ElboTerms
@@ -18,7 +19,7 @@ from aevb.nn.corruption import Corruption
 
 __all__ = ["Batch", "Classifier", "ClosedForm", "Conditional", "Corrupting", "DataSpec", "Encoder",
            "Generative", "Hierarchical", "Likelihood", "Metrics", "Model", "PerExampleState",
-           "Step", "unconditional"]
+           "Posterior", "Step", "unconditional"]
 
 Metrics = dict[str, torch.Tensor]
 """Named per-batch values (means over the batch, detached scalars)."""
@@ -92,6 +93,15 @@ class Encoder(ABC):
     @abstractmethod
     def reconstruct(self, batch: Batch) -> torch.Tensor:
         """Each example's reconstruction (B, *event_shape) on the data's scale (a mean)."""
+
+
+class Posterior(ABC):
+    """Gives its approximate posterior q(z|x) as a distribution, not only a code: the codes
+    of M1+M2 are drawn from it (``data.features_sample``)."""
+
+    @abstractmethod
+    def posterior_of(self, batch: Batch) -> Distribution:
+        """q(z|x): batch shape (B,), event shape (code_dim,); its mean is ``encode``'s code."""
 
 
 class Generative(ABC):

@@ -29,6 +29,7 @@ from aevb.models.base import (
     Metrics,
     Model,
     PerExampleState,
+    Posterior,
     unconditional,
 )
 from aevb.models.bound import BoundConfig, LatentConfig, check_sizes
@@ -143,7 +144,7 @@ def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAEN
     )
 
 
-class VAE(Model, Encoder, Generative, Likelihood, Corrupting, PerExampleState):
+class VAE(Model, Encoder, Posterior, Generative, Likelihood, Corrupting, PerExampleState):
     """Gaussian encoder q(z|x), prior N(0, I), decoder p(x|z) (sec. 3, appendix C), on the
     networks ``vae_nets`` builds for ``config.net``, trained by the objective
     ``config.objective`` names (``inference.training.OBJECTIVES``), which it holds as
@@ -240,6 +241,9 @@ class VAE(Model, Encoder, Generative, Likelihood, Corrupting, PerExampleState):
 
     def encode(self, batch: Batch) -> torch.Tensor:
         return self.posterior(batch.x).mean
+
+    def posterior_of(self, batch: Batch) -> Distribution:
+        return self.posterior(batch.x)
 
     def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         unconditional(condition)

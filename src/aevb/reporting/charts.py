@@ -64,7 +64,8 @@ def curve_panels(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequen
 
 def training_curves(history: Sequence[Mapping[str, object]], path: str | Path,
                     names: Mapping[str, tuple[str, str]] | None = None) -> Path:
-    """One subplot per metric ``m``, with its ``train_m`` and ``valid_m`` columns against epoch.
+    """One subplot per metric ``m``, with its ``train_m``, ``valid_m`` and (where recorded)
+    ``test_m`` columns against epoch.
 
     ``history`` holds one row per epoch (as in ``metrics.csv``; values may be strings).
     Missing or non-numeric values are skipped; a row without ``epoch`` counts as its position
@@ -77,7 +78,7 @@ def training_curves(history: Sequence[Mapping[str, object]], path: str | Path,
         for key, raw in row.items():
             split, _, metric = key.partition("_")
             value = _number(raw)
-            if (split not in ("train", "valid") or metric in ("", "epoch", "step", "seconds")
+            if (split not in ("train", "valid", "test") or metric in ("", "epoch", "step", "seconds")
                     or value is None):
                 continue
             xs, ys = series.setdefault(metric, {}).setdefault(split, ([], []))
@@ -87,7 +88,7 @@ def training_curves(history: Sequence[Mapping[str, object]], path: str | Path,
     if not series:
         axes[0].text(0.5, 0.5, "no metrics recorded", ha="center", va="center")
     for ax, (metric, splits) in zip(axes, series.items(), strict=False):
-        for split in ("train", "valid"):
+        for split in ("train", "valid", "test"):
             if split in splits:
                 xs, ys = splits[split]
                 ax.plot(xs, ys, marker=".", label=split)
