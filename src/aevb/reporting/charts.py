@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,9 @@ def training_curves(history: Sequence[Mapping[str, object]], path: str | Path,
                 xs, ys = splits[split]
                 ax.plot(xs, ys, marker=".", label=split)
         name, unit = (names or {}).get(metric, (metric, ""))
-        ax.set_ylabel(f"{name} ({unit} per example)" if unit == "nats" else
-                      f"{name} ({unit})" if unit else name)
+        label = (f"{name} ({unit} per example)" if unit == "nats" else
+                 f"{name} ({unit})" if unit else name)
+        ax.set_ylabel(textwrap.fill(label, 40))  # a long name on two lines, not over its neighbour
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
