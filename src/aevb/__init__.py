@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from aevb.data.splits import Dataset, Split
     from aevb.engine.checkpoint import load_model
     from aevb.engine.loop import TrainResult, train
-    from aevb.errors import AevbError, CheckpointError, ConfigError, DataError
+    from aevb.errors import AevbError, CheckpointError, ConfigError, DataError, PluginError
     from aevb.evaluation.evaluate import evaluate_model, evaluate_run, log_likelihood
     from aevb.evaluation.quality import sample_quality
     from aevb.experiments.compare import compare_models, comparison_table
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         Model,
         Step,
         build_model,
+        register_model,
     )
 
 __version__ = "0.1.0"
@@ -57,12 +58,12 @@ _NAMES = {  # where each public name lives
     "aevb.data.splits": "Dataset Split",
     "aevb.engine.checkpoint": "load_model",
     "aevb.engine.loop": "TrainResult train",
-    "aevb.errors": "AevbError CheckpointError ConfigError DataError",
+    "aevb.errors": "AevbError CheckpointError ConfigError DataError PluginError",
     "aevb.evaluation.evaluate": "evaluate_model evaluate_run log_likelihood",
     "aevb.evaluation.quality": "sample_quality",
     "aevb.experiments.compare": "compare_models comparison_table",
     "aevb.experiments.sweep": "sweep sweep_table",
-    "aevb.models": "Batch Classifier ClosedForm Conditional Corrupting DataSpec Encoder Generative Likelihood MODELS Model Step build_model",
+    "aevb.models": "Batch Classifier ClosedForm Conditional Corrupting DataSpec Encoder Generative Likelihood MODELS Model Step build_model register_model",
 }
 _PUBLIC = {name: module for module, names in _NAMES.items() for name in names.split()}
 __all__ = sorted(_PUBLIC)

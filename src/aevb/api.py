@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
-from aevb.config.overrides import apply_overrides
+from aevb.config.overrides import apply_overrides, with_networks
 from aevb.config.run import Config
 from aevb.config.schema import DataConfig
 from aevb.data.arrays import user_splits
@@ -51,7 +52,9 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 def fit(data: np.ndarray | torch.Tensor | str | os.PathLike[str],
         y: np.ndarray | torch.Tensor | None = None, *, c: np.ndarray | torch.Tensor | None = None,
         model: str | None = None, run_dir: str | os.PathLike[str] | None = None,
-        config: Config | None = None, progress: bool = True, **overrides: Any) -> Fitted:
+        config: Config | None = None, progress: bool = True,
+        encoder: nn.Module | None = None, decoder: nn.Module | None = None,
+        decoder_emits_parameters: bool = False, **overrides: Any) -> Fitted:
     """Train ``model`` (default: ``config``'s, else "vae") on ``data`` and return it, fitted.
 
     ``data`` is an array (N, *event_shape) with optional integer labels ``y`` (N,) and
@@ -63,6 +66,15 @@ def fit(data: np.ndarray | torch.Tensor | str | os.PathLike[str],
     unbinarized grey levels in [0, 1] get ``continuous-bernoulli``. Without ``run_dir`` the run
     lives in a temporary directory, removed with the result (unless saved); a run directory
     (``run_dir``, or ``save``) gets the run's pictures and ``report.md``.
+
+    ``encoder`` and ``decoder``: your own modules in place of the model's nets (vae, cvae,
+    conv-vae, m2; ``docs/extending.md``): the encoder maps x (B, *event_shape) to features
+    (B, F), the decoder codes (N, latent_dim [+ classes or condition_dim]) to features (N, F'),
+    or with ``decoder_emits_parameters``
+    to the likelihood's parameters per value. The run records each by its class's import path
+    and its constructor arguments, read back from the attributes of the same names (store each
+    as ``self.<name>``; JSON values only), and trains fresh copies built from them (seeded as
+    every run's nets): the modules given name the networks, their weights are not used.
     """
     base = config or Config()
     overrides = {"model": model or base.model.name, **overrides}
@@ -78,6 +90,9 @@ def fit(data: np.ndarray | torch.Tensor | str | os.PathLike[str],
             tensors_on = data.device if isinstance(data, torch.Tensor) else None
             run_config = _array_config(base, overrides, x)
             _write_arrays(path, x, _labels(y), None if c is None else _as_tensor(c))
+        if encoder is not None or decoder is not None:
+            run_config = with_networks(run_config, encoder, decoder, decoder_emits_parameters,
+                                       "label_input" in overrides)
         result = train(run_config, path, progress=progress)
         _, best, _ = load_model(path, "best", result.device)
         if not temporary:

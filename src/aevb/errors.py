@@ -9,6 +9,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "PluginError",
     "check_choice",
     "check_positive",
 ]
@@ -28,6 +29,11 @@ class DataError(AevbError):
 
 class CheckpointError(AevbError):
     """A checkpoint or run directory that is missing, corrupt or not writable."""
+
+
+class PluginError(ConfigError):
+    """User code a run or a config names (a custom network, a plugin model) that cannot be
+    imported or built."""
 
 
 def check_choice(key: str, value: str, choices: Sequence[str]) -> None:

@@ -15,11 +15,10 @@ __all__ = ["add_commands"]
 
 
 def _cmd_compare(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from aevb.experiments.compare import AUTOENCODERS, compare_models, comparison_table
+    from aevb.experiments.compare import autoencoders, compare_models, comparison_table
 
     config = configured(args, extra)
-    models = [m for m in args.models.split(",") if m] if args.models is not None else list(
-        AUTOENCODERS)
+    models = [m for m in args.models.split(",") if m] if args.models is not None else autoencoders()
     out = default_out(args, f"compare-{Path(config.data.name).stem}")
     table = comparison_table(compare_models(config, models, out, progress=not args.quiet))
     (out / "comparison.md").write_text(table)

@@ -47,13 +47,16 @@ def _sizes(text: str | None) -> tuple[int, ...]:
 def _cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from aevb.config.run import model_keys
     from aevb.models import MODELS, model_class
+    from aevb.models.registry import BUILTIN
 
     if not args.name:
         for name, cls in sorted(MODELS.items()):
-            print(f"{name:16} {cls.description}")
+            origin = MODELS.origin(name)
+            print(f"{name:16} {cls.description}" + ("" if origin == BUILTIN else f"  [{origin}]"))
         return 0
     cls = model_class(args.name)
-    print(f"{args.name}: {cls.description}\n\n[model] keys (--KEY VALUE on the command line):")
+    print(f"{args.name}: {cls.description}\nfrom: {MODELS.origin(args.name)}"
+          "\n\n[model] keys (--KEY VALUE on the command line):")
     rows = model_keys(args.name)
     width = max(len(f"{key} = {default}") for key, default, _ in rows)
     for key, default, doc in rows:
@@ -90,6 +93,10 @@ def _kinds(config_class: type) -> list[str]:
 
 
 def _toml(value: Any) -> str:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):  # a sub-table: its keys
+        return json.dumps(asdict(value))
     return "(unset)" if value is None else json.dumps(value)
 
 

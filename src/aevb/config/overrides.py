@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import typing
+from dataclasses import asdict
 from typing import Any
+
+from torch import nn
 
 from aevb.config.run import (
     Config,
@@ -16,9 +19,10 @@ from aevb.config.run import (
     config_to_dict,
 )
 from aevb.errors import ConfigError
-from aevb.models import model_class
+from aevb.models import MODELS, model_class
+from aevb.nn.custom import CustomNetConfig, spec_of
 
-__all__ = ["ALIASES", "apply_overrides"]
+__all__ = ["ALIASES", "apply_overrides", "with_networks"]
 
 ALIASES = {"dataset": "data.name", "model": "model.name"}
 Keys = tuple[str, ...]
@@ -120,3 +124,32 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         if path != ("model", "name"):
             _set(tree, path, value)
     return config_from_dict(tree)
+
+
+def with_networks(config: Config, encoder: nn.Module | None, decoder: nn.Module | None,
+                   emits_parameters: bool, label_input_set: bool) -> Config:
+    """``config`` with the model's nets replaced by the modules ``encoder`` and ``decoder``
+    (``nn.custom``: recorded by import path and constructor arguments); m2's ``label_input``,
+    its MLP's alone, is turned off unless ``label_input_set``."""
+    if encoder is None or decoder is None:
+        raise ConfigError("fit takes your own networks in pairs: give both encoder= and"
+                          " decoder=")
+    name = config.model.name
+    if not any(option is CustomNetConfig for option in typing.get_args(
+            typing.get_type_hints(type(config.model)).get("net"))):
+        raise ConfigError(f"model {name!r} takes no networks of your own (those that do:"
+                          f" {', '.join(_models_taking_custom_nets())})")
+    net = {"kind": CustomNetConfig.kind, "encoder": asdict(spec_of(encoder, "encoder")),
+           "decoder": asdict(spec_of(decoder, "decoder")),
+           "decoder_emits_parameters": emits_parameters}
+    tree = config_to_dict(config)
+    tree["model"]["net"] = net
+    if tree["model"].get("label_input") and not label_input_set:
+        tree["model"]["label_input"] = False  # m2's y at the first layer is its MLP's alone
+    return config_from_dict(tree)
+
+
+def _models_taking_custom_nets() -> list[str]:
+    return [name for name, cls in MODELS.items() if any(
+        option is CustomNetConfig for option in typing.get_args(
+            typing.get_type_hints(cls.config_class).get("net")))]

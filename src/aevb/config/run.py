@@ -125,11 +125,14 @@ def _union(value: Any, annotation: Any) -> Any:
     options = typing.get_args(annotation)
     kinds = {o.kind: o for o in options if isinstance(getattr(o, "kind", None), str)}
     kind = value.get("kind") if isinstance(value, dict) else value
-    if isinstance(kind, str) and kind in kinds:
-        return _CONVERTER.structure(value, kinds[kind])
+    if isinstance(kind, str) and kind in kinds:  # the table's own keys, without the kind
+        table = {k: v for k, v in value.items() if k != "kind"} if isinstance(value, dict) else value
+        return _CONVERTER.structure(table, kinds[kind])
     if (isinstance(value, dict) and "kind" in value) or (isinstance(value, str)
                                                         and str not in options):
-        raise ValueError(f"kind must be one of {', '.join(kinds)}; got {kind!r}")
+        takers = ", ".join(_models_taking(kind)) if isinstance(kind, str) else ""
+        raise ValueError(f"kind must be one of {', '.join(kinds)}; got {kind!r}"
+                         + (f" (models that take {kind!r}: {takers})" if takers else ""))
     errors = []
     for option in options:
         try:
@@ -214,14 +217,15 @@ def _unknown_key_message(key: str, cls: type, prefix: str) -> str:
 
 
 def config_keys(cls: type) -> list[str]:
-    """The keys of a config dataclass, sub-configs' as ``sub.key``, in declaration order."""
+    """The keys of a config dataclass, sub-configs' as ``sub.key``, in declaration order; a
+    sub-config of several kinds (``net``: an MLP or your own) by its default kind's keys."""
     keys = []
     for f in fields(cls):
         annotation = typing.get_type_hints(cls)[f.name]
-        if isinstance(annotation, type) and is_dataclass(annotation):
-            keys += [f"{f.name}.{k}" for k in config_keys(annotation)]
-        else:
-            keys.append(f.name)
+        if not (isinstance(annotation, type) and is_dataclass(annotation)):
+            annotation = _default_kind(f, annotation)
+        sub = config_keys(annotation) if annotation is not None else []
+        keys += [f"{f.name}.{k}" for k in sub] if sub else [f.name]
     return keys
 
 
@@ -284,11 +288,18 @@ def _from_flat(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        if is_dataclass(hints[f.name]):
-            nested[f.name] = _from_flat(hints[f.name], flat)
+        sub = hints[f.name] if is_dataclass(hints[f.name]) else _default_kind(f, hints[f.name])
+        if sub is not None:  # a sub-table (of several kinds: the default's, then the only one)
+            nested[f.name] = _from_flat(sub, flat)
         elif f.name in flat and not (f.name == "noise" and flat[f.name] == "auto"):
             nested[f.name] = flat[f.name]
     return nested
+
+
+def _default_kind(f: Any, annotation: Any) -> type | None:
+    """The default's type where a field is one of several sub-configs (``net``), else None."""
+    kinds = [t for t in typing.get_args(annotation) if is_dataclass(t)]
+    return type(f.default) if kinds and type(f.default) in kinds else None
 
 
 def config_from_dict(data: dict[str, Any], legacy: bool = False, saved: bool = False) -> Config:

@@ -25,8 +25,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from aevb.config.run import Config, config_from_dict, config_to_dict
 from aevb.engine.state import RunState, fits, misfit
-from aevb.errors import AevbError, CheckpointError
-from aevb.models import DataSpec, Model, build_model
+from aevb.errors import AevbError, CheckpointError, PluginError
+from aevb.models import MODELS, DataSpec, Model, build_model
 
 __all__ = ["FORMAT", "FORMAT_1", "SCHEMA", "checkpoint_path", "corrupt", "encode_checkpoint",
            "header_config", "header_spec", "load_model", "load_weights", "model_from_checkpoint",
@@ -98,6 +98,12 @@ def _check_header(path: Path, header: dict[str, Any]) -> None:
             raise corrupt(path, f"its {field} is not {meaning}: {str(header[field])[:80]}")
     if (wrong := misfit(header)) is not None:
         raise corrupt(path, wrong)
+    model = header["config"].get("model") if isinstance(header["config"], dict) else None
+    name = model.get("name", "vae") if isinstance(model, dict) else None
+    if isinstance(name, str) and name not in MODELS:  # whole, but its model is not here
+        raise PluginError(f"the run of {path} was trained with the model {name!r}, which is"
+                          " not registered here: install the package that provides it (an"
+                          " aevb.models entry point) or register_model it")
     try:
         header_config(header)
     except (AevbError, TypeError, ValueError, AttributeError) as error:
@@ -216,6 +222,8 @@ def model_from_checkpoint(tensors: dict[str, torch.Tensor], header: dict[str, An
     config = header_config(header)
     try:
         model = build_model(config.model, header_spec(header))
+    except PluginError as error:  # the run is whole; code it names is missing here
+        raise PluginError(f"the run of {path} cannot be rebuilt here: {error}") from None
     except (AevbError, ValueError, RuntimeError) as error:
         raise corrupt(path, f"its config and data spec build no model: {error}") from None
     load_weights(model, tensors, path, legacy=header.get("format") == FORMAT_1)

@@ -19,13 +19,17 @@ from aevb.engine.loop import TrainResult, train
 from aevb.errors import ConfigError
 from aevb.evaluation.evaluate import evaluate_run
 from aevb.models import MODELS, Likelihood
+from aevb.models.registry import BUILTIN
 from aevb.reporting.figures import draw_run_figures
 from aevb.reporting.report import write_report
 
-__all__ = ["AUTOENCODERS", "compare_models", "comparison_table", "train_and_evaluate"]
+__all__ = ["autoencoders", "compare_models", "comparison_table", "train_and_evaluate"]
 
-AUTOENCODERS = tuple(name for name, cls in MODELS.items() if not issubclass(cls, Likelihood))
-"""The deterministic models, compared by default."""
+
+def autoencoders() -> list[str]:
+    """The deterministic models that ship with aevb, compared by default."""
+    return [name for name, cls in MODELS.items()
+            if MODELS.origin(name) == BUILTIN and not issubclass(cls, Likelihood)]
 
 
 def compare_models(config: Config, models: Sequence[str], out_dir: str | Path,

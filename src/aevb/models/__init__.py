@@ -1,4 +1,6 @@
-"""The one registry of models: name → class. Adding a model is one module and one line here.
+"""The one registry of models: name → class. Adding a built-in model is one module and one
+line here; a plugin model registers itself (``register_model``, or the entry-point group
+``aevb.models``: ``models.registry``).
 
 Each class names its own frozen config dataclass (``config_class``); ``[model]`` in a run's
 config holds that dataclass's keys and nothing else.
@@ -39,6 +41,7 @@ from aevb.models.cvae import CVAE
 from aevb.models.hvae import HVAE
 from aevb.models.m2 import M2
 from aevb.models.pca import PCA
+from aevb.models.registry import ModelRegistry, PluginWarning
 from aevb.models.stacked import StackedAutoencoder
 from aevb.models.vae import VAE
 from aevb.models.wasserstein import SWAE, WAEMMD
@@ -47,9 +50,10 @@ from aevb.nn.nets import init_normal_
 
 __all__ = ["MODELS", "Batch", "Classifier", "ClosedForm", "Conditional", "Corrupting", "DataSpec",
            "Encoder", "Generative", "Hierarchical", "Likelihood", "Metrics", "Model",
-           "PerExampleState", "Posterior", "Step", "build_model", "model_class"]
+           "PerExampleState", "PluginWarning", "Posterior", "Step", "build_model", "model_class",
+           "register_model"]
 
-MODELS: dict[str, type[Model]] = {
+MODELS = ModelRegistry({
     "vae": VAE,
     "cvae": CVAE,
     "m2": M2,
@@ -65,7 +69,17 @@ MODELS: dict[str, type[Model]] = {
     "conv-vae": ConvVAE,
     "wae-mmd": WAEMMD,
     "swae": SWAE,
-}
+})
+
+
+def register_model(name: str, cls: type[Model]) -> type[Model]:
+    """Make ``cls`` model ``name`` in this process: the loop, evaluation, the report, pictures,
+    ``aevb.fit`` and ``aevb.load`` take it as they take a built-in one. An installed package
+    publishes a model to every process (the CLI, ``torchrun``'s workers) through the
+    entry-point group ``aevb.models`` instead (``docs/extending.md``). Returns ``cls``; a name
+    already taken, or a class that is no model, is a ConfigError."""
+    MODELS.register(name, cls, f"register_model ({cls.__module__})")
+    return cls
 
 
 def model_class(name: str) -> type[Model]:
@@ -73,7 +87,8 @@ def model_class(name: str) -> type[Model]:
         return MODELS[name]
     except KeyError:
         known = ", ".join(sorted(MODELS))
-        raise ConfigError(f"unknown model {name!r} (known: {known})") from None
+        raise ConfigError(f"unknown model {name!r} (known: {known}; a plugin model comes from"
+                          " an installed package or register_model)") from None
 
 
 def build_model(config: Any, data: DataSpec) -> Model:

@@ -27,6 +27,7 @@ from aevb.inference.objectives import (
 from aevb.inference.schedules import Step
 from aevb.models.base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
 from aevb.nn.corruption import Corruption, NoiseConfig
+from aevb.nn.custom import CustomNetConfig, check_output_shape, flat_features
 from aevb.nn.nets import ConvNetConfig, MLPConfig, activation, conv_down, mlp, pixel_shuffle_up
 
 __all__ = ["Autoencoder", "AutoencoderConfig", "ContractiveAutoencoder",
@@ -41,7 +42,10 @@ class AutoencoderConfig:
     name: str = "ae"
     latent_dim: int = 20
     """Size of the code h."""
-    net: MLPConfig = MLPConfig()
+    net: MLPConfig | CustomNetConfig = MLPConfig()
+    """The encoder's hidden layers, the decoder mirroring them; or your own modules (``--net
+    custom``: linear layers to the code and from the decoder's features to the pixels are
+    added, as heads)."""
     reconstruction: str = "auto"
     """L(x, g(f(x))): bce (cross-entropy, data in [0, 1]) | mse (squared error) | auto (bce on
     data in [0, 1], mse on real data)."""
@@ -80,6 +84,9 @@ class DenoisingAutoencoderConfig(AutoencoderConfig):
 @dataclass(frozen=True)
 class ContractiveAutoencoderConfig(AutoencoderConfig):
     name: str = "contractive-ae"
+    net: MLPConfig = MLPConfig()
+    """The encoder's hidden layers, the decoder mirroring them (the penalty's Jacobian is of
+    this MLP: in closed form for none)."""
     contractive_weight: float = 0.1
     """Weight on the squared Frobenius norm of the encoder Jacobian."""
 
@@ -187,6 +194,10 @@ class _MLPAutoencoder(DeterministicAutoencoder):
 
     def __init__(self, config: AutoencoderConfig, data: DataSpec) -> None:
         super().__init__(config, data, config.reconstruction, config.corruption)
+        if isinstance(config.net, CustomNetConfig):
+            self.encoder, self.decoder = _custom_pair(data, config.latent_dim, config.net,
+                                                      self.code_activation)
+            return
         self.encoder, self.decoder = _mlp_pair(data, config.latent_dim, config.net.hidden,
                                                config.net.activation, self.code_activation)
 
@@ -211,6 +222,28 @@ def _mlp_pair(data: DataSpec, latent_dim: int, hidden: tuple[int, ...], act: str
         nn.Unflatten(-1, data.event_shape),
     )
     return encoder, decoder
+
+
+def _custom_pair(data: DataSpec, latent_dim: int, net: CustomNetConfig, code_act: str
+                 ) -> tuple[nn.Sequential, nn.Sequential]:
+    """Your encoder and decoder (``nn.custom``) between flat x (B, F) and the code: a linear
+    code layer on the encoder's features, a linear layer from the decoder's to the pixels
+    (none where the decoder emits them, one value per pixel)."""
+    encoder = net.encoder.build("model.net.encoder")
+    features = flat_features(encoder, torch.zeros(2, *data.event_shape), "encoder",
+                             net.encoder.module)
+    decoder = net.decoder.build("model.net.decoder")
+    codes = torch.zeros(2, latent_dim)
+    if net.decoder_emits_parameters:
+        check_output_shape(decoder, codes, "decoder", net.decoder.module, data.event_shape)
+        head: list[nn.Module] = []
+    else:
+        decoded = flat_features(decoder, codes, "decoder", net.decoder.module)
+        head = [nn.Linear(decoded, math.prod(data.event_shape)),
+                nn.Unflatten(-1, data.event_shape)]
+    return (nn.Sequential(nn.Unflatten(-1, data.event_shape), encoder,
+                          nn.Linear(features, latent_dim), activation(code_act)),
+            nn.Sequential(decoder, *head))
 
 
 class Autoencoder(_MLPAutoencoder):

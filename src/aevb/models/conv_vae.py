@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aevb.models.vae import VAE, BaseVAEConfig
+from aevb.nn.custom import CustomNetConfig
 from aevb.nn.nets import ConvNetConfig
 
 __all__ = ["ConvVAE", "ConvVAEConfig"]
@@ -14,9 +15,10 @@ __all__ = ["ConvVAE", "ConvVAEConfig"]
 @dataclass(frozen=True)
 class ConvVAEConfig(BaseVAEConfig):
     name: str = "conv-vae"
-    net: ConvNetConfig = ConvNetConfig(channels=(32, 64), activation="relu")
+    net: ConvNetConfig | CustomNetConfig = ConvNetConfig(channels=(32, 64), activation="relu")
     """Two halvings take 28x28 images to 64 maps of 7x7 with no padding (three would pad to
-    32x32); ReLU, the usual nonlinearity of conv stacks (tanh is the paper's MLP choice)."""
+    32x32); ReLU, the usual nonlinearity of conv stacks (tanh is the paper's MLP choice). Or
+    your own convolutional modules (``--net custom``, ``docs/extending.md``)."""
 
 
 class ConvVAE(VAE):

@@ -25,6 +25,7 @@ from aevb.models.base import (
 )
 from aevb.models.bound import BoundConfig, LatentConfig, check_sizes
 from aevb.models.vae import vae_nets
+from aevb.nn.custom import CustomNetConfig
 from aevb.nn.nets import ConvNetConfig, MLPConfig
 from aevb.nn.priors import LearnedConditionalPrior, StandardNormal
 
@@ -34,9 +35,10 @@ __all__ = ["CVAE", "CVAEConfig"]
 @dataclass(frozen=True)
 class CVAEConfig(BoundConfig, LatentConfig):
     name: str = "cvae"
-    net: MLPConfig | ConvNetConfig = MLPConfig()
-    """The encoder and decoder networks: an MLP (``--net mlp``, the default) or strided
-    convolutions down and pixel-shuffle blocks up (``--net conv``), as the vae and conv-vae."""
+    net: MLPConfig | ConvNetConfig | CustomNetConfig = MLPConfig()
+    """The encoder and decoder networks: an MLP (``--net mlp``, the default), strided
+    convolutions down and pixel-shuffle blocks up (``--net conv``), as the vae and conv-vae, or
+    your own modules (``--net custom``; the decoder reads [z, c])."""
     prior: str = "standard"
     """p(z|c): standard (N(0, I) whatever c) | learned (a Gaussian whose mean and variance an
     MLP computes from c)."""

@@ -38,7 +38,8 @@ from aevb.models.base import (
 from aevb.models.bound import BoundConfig, check_sizes
 from aevb.models.cells import Layer, ResidualCells, TopDown
 from aevb.models.conv_cells import conv_hierarchy
-from aevb.models.vae import VAE, vae_nets
+from aevb.models.vae import VAE, custom_decoder, vae_nets
+from aevb.nn.custom import CustomNetConfig, flat_features
 from aevb.nn.heads import DiagonalGaussianHead, decoder_head
 from aevb.nn.nets import ConvNetConfig, MLPConfig, activation, mlp
 from aevb.nn.priors import StandardNormal
@@ -61,10 +62,12 @@ class HVAEConfig(BoundConfig, _Layers):
     closed form given the sampled parent wherever that is unbiased (top-down; the top layer),
     and ``samples`` L draws of the whole hierarchy."""
 
-    net: MLPConfig | ConvNetConfig = MLPConfig(hidden=(200, 200))
+    net: MLPConfig | ConvNetConfig | CustomNetConfig = MLPConfig(hidden=(200, 200))
     """mlp: the x → z1 encoder's hidden layers, the decoder mirroring them (Burda et al.) |
     conv (top-down residual only): strided convolutions, each halving the size; the layers
-    sit on the maps of the last two (for MNIST 14x14 and 7x7), latent_dims their channels."""
+    sit on the maps of the last two (for MNIST 14x14 and 7x7), latent_dims their channels |
+    custom: your own x → features encoder and a decoder of z1 (bottom-up, ladder) or of the
+    residual cells' state (N, state_dim)."""
     layer_hidden: tuple[int, ...] = (100, 100)
     """Hidden layers of the MLPs between stochastic layers, up and (mirrored) down, and of the
     residual cells' branches."""
@@ -177,19 +180,29 @@ class HVAE(Model, Encoder, Generative, Likelihood, Hierarchical):
                 config, data, net)
             self.up = nn.ModuleList()
             return
-        hidden = list(net.hidden)
-        features = [hidden[-1] if hidden else math.prod(data.event_shape)]
-        self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(data.event_shape), *hidden],
-                                                       net.activation))
+        if isinstance(net, CustomNetConfig):
+            self.encoder = net.encoder.build("model.net.encoder")
+            features = [flat_features(self.encoder, torch.zeros(2, *data.event_shape),
+                                      "encoder", net.encoder.module)]
+        else:
+            hidden = list(net.hidden)
+            features = [hidden[-1] if hidden else math.prod(data.event_shape)]
+            self.encoder = nn.Sequential(nn.Flatten(), mlp([math.prod(data.event_shape),
+                                                            *hidden], net.activation))
         self.up = nn.ModuleList()
         for _ in dims[1:]:
             self.up.append(mlp([features[-1], *config.layer_hidden], net.activation))
             features.append([features[-1], *config.layer_hidden][-1])
         self.cells = ResidualCells(dims, features, config.state_dim, config.layer_hidden,
                                    net.activation, config.weight_norm)
+        if isinstance(net, CustomNetConfig):  # your decoder reads the state
+            self.decoder, self.likelihood_head = custom_decoder(config, net, data,
+                                                                config.state_dim)
+            return
         # the state stands where the vae's first decoder layer is (its projection of z):
         # the activation, then the mirrored hidden layers past that one (no hidden layers:
         # the head reads the state, as the vae's reads z)
+        hidden = list(net.hidden)
         sizes = [config.state_dim, *list(reversed(hidden))[1:]]
         self.decoder = (nn.Sequential(activation(net.activation), *mlp(sizes, net.activation))
                         if hidden else nn.Sequential())

@@ -29,6 +29,7 @@ from aevb.models.base import (
 )
 from aevb.models.bound import BoundConfig, LatentConfig
 from aevb.models.cvae import CVAE, CVAEConfig
+from aevb.nn.custom import CustomNetConfig, flat_features
 from aevb.nn.nets import MLPConfig, mlp
 
 __all__ = ["M2", "M2Config"]
@@ -43,10 +44,12 @@ class M2Config(BoundConfig, LatentConfig):
     name: str = "m2"
     latent_dim: int = 50
     """Dimensions of z (the paper: 50)."""
-    net: MLPConfig = MLPConfig(activation="softplus")
+    net: MLPConfig | CustomNetConfig = MLPConfig(activation="softplus")
     """The networks of q(z|x,y), p(x|y,z) and q(y|x) (each the same hidden layers; softplus
     units as the paper's, 1.6 points of error better than tanh with 100 MNIST labels,
-    docs/semi-supervised-mnist.md)."""
+    docs/semi-supervised-mnist.md). Or your own (``--net custom``): the encoder's features
+    feed q(z|x,y) beside y, a second copy of the encoder q(y|x), and the decoder reads
+    [z, y]."""
     label_input: bool = True
     """Where y enters q(z|x,y): true, at the encoder's first layer too, as the paper's
     q(z|x,y) reads [x, y] (a learned vector per class added to the first layer's
@@ -71,6 +74,10 @@ class M2Config(BoundConfig, LatentConfig):
         if self.weighted:
             raise ConfigError("m2 trains its bounds as they are (eqs. 7 and 9): it takes beta 1,"
                               " kl_warmup 0 and free_bits 0")
+        if self.label_input and isinstance(self.net, CustomNetConfig):
+            raise ConfigError("m2: label_input adds y at the first layer of its MLP encoder;"
+                              " with your own networks set label_input false (y then joins"
+                              " your encoder's features)")
         if self.alpha < 0:
             raise ConfigError(f"model.alpha must be >= 0, got {self.alpha}")
 
@@ -108,6 +115,13 @@ class M2(Model, Encoder, Generative, Likelihood, Conditional, Classifier):
         bound = {f.name: getattr(config, f.name) for f in fields(BoundConfig)}
         self.cvae = CVAE(CVAEConfig(latent_dim=config.latent_dim, net=config.net, **bound),
                          DataSpec(data.event_shape, data.kind, data.num_classes))
+        if isinstance(config.net, CustomNetConfig):  # q(y|x) on a copy of your encoder
+            encoder = config.net.encoder.build("model.net.encoder")
+            features = flat_features(encoder, torch.zeros(2, *data.event_shape), "encoder",
+                                     config.net.encoder.module)
+            self.label_embedding = None
+            self.classifier = nn.Sequential(encoder, nn.Linear(features, self.num_classes))
+            return
         hidden = list(config.net.hidden)
         features = math.prod(data.event_shape)
         if config.label_input and not hidden:

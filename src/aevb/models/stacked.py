@@ -18,7 +18,7 @@ from aevb.inference.schedules import Step
 from aevb.models.autoencoders import AutoencoderConfig, resolve_reconstruction
 from aevb.models.base import Batch, Corrupting, DataSpec, Encoder, Metrics, Model
 from aevb.nn.corruption import Corruption
-from aevb.nn.nets import activation
+from aevb.nn.nets import MLPConfig, activation
 
 __all__ = ["StackedAutoencoder", "StackedAutoencoderConfig"]
 
@@ -26,6 +26,8 @@ __all__ = ["StackedAutoencoder", "StackedAutoencoderConfig"]
 @dataclass(frozen=True)
 class StackedAutoencoderConfig(AutoencoderConfig):
     name: str = "stacked-ae"
+    net: MLPConfig = MLPConfig()
+    """The layers of the stack, each pretrained in turn; the decoder mirrors them."""
     pretrain_steps: int = 1000
     """Greedy pretraining steps per layer (1000: 2 MNIST epochs at M=100), before fine-tuning
     the whole stack."""

@@ -35,11 +35,13 @@ from aevb.models.base import (
 from aevb.models.bound import BoundConfig, LatentConfig, check_sizes
 from aevb.nn.bayes import bayesianize_, parameter_kl
 from aevb.nn.corruption import Corruption, NoiseConfig
+from aevb.nn.custom import CustomNetConfig, check_output_shape, flat_features
 from aevb.nn.heads import DecoderHead, DiagonalGaussianHead, decoder_head
-from aevb.nn.nets import ConvNetConfig, MLPConfig, conv_decoder, conv_encoder, mlp
+from aevb.nn.nets import ConvNetConfig, FoldLeading, MLPConfig, conv_decoder, conv_encoder, mlp
 from aevb.nn.priors import StandardNormal
 
-__all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_sizes", "vae_nets"]
+__all__ = ["VAE", "BaseVAEConfig", "VAEConfig", "VAENets", "check_sizes", "custom_decoder",
+           "vae_nets"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class BaseVAEConfig(BoundConfig, LatentConfig):
     ``net`` (the config machinery reads a sub-table by its field's concrete type)."""
 
     name: str = "vae"
-    net: MLPConfig | ConvNetConfig = MLPConfig()
+    net: MLPConfig | ConvNetConfig | CustomNetConfig = MLPConfig()
     """The encoder and decoder networks."""
     objective: ObjectiveConfig | str = ElboConfig()
     """How training fits the model (``--objective KIND``, that kind's defaults): elbo (the
@@ -80,8 +82,9 @@ class BaseVAEConfig(BoundConfig, LatentConfig):
 
 @dataclass(frozen=True)
 class VAEConfig(BaseVAEConfig):
-    net: MLPConfig = MLPConfig()
-    """The encoder's hidden layers (the paper: one of 500 tanh units); the decoder mirrors them."""
+    net: MLPConfig | CustomNetConfig = MLPConfig()
+    """The encoder's hidden layers (the paper: one of 500 tanh units); the decoder mirrors them.
+    Or your own encoder and decoder modules (``--net custom``, ``docs/extending.md``)."""
 
 
 class VAENets(NamedTuple):
@@ -101,7 +104,7 @@ class NetsConfig(Protocol):
     @property
     def latent_dim(self) -> int: ...
     @property
-    def net(self) -> MLPConfig | ConvNetConfig: ...
+    def net(self) -> MLPConfig | ConvNetConfig | CustomNetConfig: ...
     @property
     def likelihood(self) -> str: ...
     @property
@@ -121,6 +124,8 @@ def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAEN
     pixel, so the head has no layer of its own; any image size (C, H, W) works.
     """
     net = config.net
+    if isinstance(net, CustomNetConfig):
+        return custom_vae_nets(config, net, data, condition_dim)
     if isinstance(net, ConvNetConfig):
         encoder, features = conv_encoder(data.event_shape, net)
         posterior_head = DiagonalGaussianHead(features + condition_dim, config.latent_dim)
@@ -142,6 +147,39 @@ def vae_nets(config: NetsConfig, data: DataSpec, condition_dim: int = 0) -> VAEN
         decoder_head(config.likelihood, hidden[0] if hidden else codes,
                      data.event_shape, data.kind, config.sigma, config.min_sigma),
     )
+
+
+def custom_vae_nets(config: NetsConfig, net: CustomNetConfig, data: DataSpec,
+                    condition_dim: int = 0) -> VAENets:
+    """The VAE's networks around a user's encoder and decoder (``nn.custom``), each checked
+    once on a dummy batch: the posterior head on the encoder's features (and c), the
+    likelihood head on the decoder's (or none, where it emits the parameters itself)."""
+    encoder = net.encoder.build("model.net.encoder")
+    features = flat_features(encoder, torch.zeros(2, *data.event_shape), "encoder",
+                             net.encoder.module)
+    posterior_head = DiagonalGaussianHead(features + condition_dim, config.latent_dim)
+    decoder, likelihood_head = custom_decoder(config, net, data,
+                                              config.latent_dim + condition_dim)
+    return VAENets(encoder, posterior_head, decoder, likelihood_head)
+
+
+def custom_decoder(config: NetsConfig, net: CustomNetConfig, data: DataSpec, inputs: int
+                   ) -> tuple[FoldLeading, DecoderHead]:
+    """A user's decoder of (N, ``inputs``) and the likelihood head on it (none of its own
+    where the decoder emits the parameters), checked once on a dummy batch; codes come as
+    (L, B, D) and (K, B, D) too, and the decoder sees them as one batch (``FoldLeading``)."""
+    decoder = net.decoder.build("model.net.decoder")
+    codes = torch.zeros(2, inputs)
+    if net.decoder_emits_parameters:
+        likelihood_head = decoder_head(config.likelihood, None, data.event_shape, data.kind,
+                                       config.sigma, config.min_sigma)
+        k, (c, *rest) = likelihood_head.params_per_value, data.event_shape
+        check_output_shape(decoder, codes, "decoder", net.decoder.module, (k * c, *rest))
+    else:
+        decoded = flat_features(decoder, codes, "decoder", net.decoder.module)
+        likelihood_head = decoder_head(config.likelihood, decoded, data.event_shape,
+                                       data.kind, config.sigma, config.min_sigma)
+    return FoldLeading(decoder, 1), likelihood_head
 
 
 class VAE(Model, Encoder, Posterior, Generative, Likelihood, Corrupting, PerExampleState):
