@@ -69,10 +69,30 @@ def _tiny(argv: list[str]) -> list[str]:
     return argv[1:]
 
 
+def _serve_one_request(explorer, host, port):
+    """``aevb explore``'s server, on a free port, answering one request and stopping."""
+    import json
+    import threading
+    import urllib.request
+
+    from aevb.serve.server import make_server
+
+    server = make_server(explorer, host, 0)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/info"
+        with urllib.request.urlopen(url, timeout=60) as response:
+            assert json.loads(response.read())["latent_dim"] == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_every_readme_command_runs_on_tiny_data(tmp_path, monkeypatch, capsys):
     from aevb.cli.main import main
 
     monkeypatch.chdir(tmp_path)  # the commands write runs/...
+    monkeypatch.setattr("aevb.serve.server.serve", _serve_one_request)  # explore returns
     readme = (ROOT / "README.md").read_text()
     ran, skipped = [], []
     for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):

@@ -1,4 +1,5 @@
-"""The commands that look around: the datasets (``data``) and the models (``models``)."""
+"""The commands that look around: the datasets (``data``), the models (``models``) and a
+trained run's latent space in the browser (``explore``)."""
 
 from __future__ import annotations
 
@@ -100,8 +101,20 @@ def _toml(value: Any) -> str:
     return "(unset)" if value is None else json.dumps(value)
 
 
+def _cmd_explore(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from aevb.serve.explorer import BadRequest, Explorer
+    from aevb.serve.server import serve
+
+    try:
+        explorer = Explorer(args.run, args.checkpoint)
+    except BadRequest as error:
+        raise AevbError(str(error)) from None
+    serve(explorer, args.host, args.port)
+    return 0
+
+
 def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
-    """``data`` and ``models`` on the subparsers ``commands``."""
+    """``data``, ``models`` and ``explore`` on the subparsers ``commands``."""
     data = commands.add_parser("data", help="list, fetch or describe datasets", parents=[threads])
     data.add_argument("action", choices=["list", "fetch", "info"])
     data.add_argument("name", nargs="?", help="a dataset name")
@@ -115,3 +128,13 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
                                  parents=[threads])
     models.add_argument("name", nargs="?", help="a model: print its keys, defaults and docs")
     models.set_defaults(handler=_cmd_models)
+
+    explore = commands.add_parser(
+        "explore", parents=[threads],
+        help="move through a run's latent space in the browser (a local page)")
+    explore.add_argument("run", help="a run directory")
+    explore.add_argument("--host", default="127.0.0.1",
+                         help="the address to serve on (default 127.0.0.1: this machine only)")
+    explore.add_argument("--port", type=int, default=8765, help="0: any free port")
+    explore.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    explore.set_defaults(handler=_cmd_explore)
