@@ -1,5 +1,6 @@
-"""The commands that look around: the datasets (``data``), the models (``models``) and a
-trained run's latent space in the browser (``explore``)."""
+"""The commands that look around: the datasets (``data``), the models (``models``), a
+trained run's latent space in the browser (``explore``), and its networks taken out of Python
+(``export``)."""
 
 from __future__ import annotations
 
@@ -113,8 +114,18 @@ def _cmd_explore(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from aevb.serve.export import export_onnx
+
+    meta = export_onnx(args.run, args.onnx, args.checkpoint)
+    for part, graph in meta["graphs"].items():
+        print(f"{part}: {args.onnx}/{graph['file']}  {graph['inputs']} -> {graph['outputs']}")
+    print(f"shapes, names and the likelihood: {args.onnx}/model.json")
+    return 0
+
+
 def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
-    """``data``, ``models`` and ``explore`` on the subparsers ``commands``."""
+    """``data``, ``models``, ``explore`` and ``export`` on the subparsers ``commands``."""
     data = commands.add_parser("data", help="list, fetch or describe datasets", parents=[threads])
     data.add_argument("action", choices=["list", "fetch", "info"])
     data.add_argument("name", nargs="?", help="a dataset name")
@@ -138,3 +149,11 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
     explore.add_argument("--port", type=int, default=8765, help="0: any free port")
     explore.add_argument("--checkpoint", choices=["best", "last"], default="best")
     explore.set_defaults(handler=_cmd_explore)
+
+    export = commands.add_parser("export", parents=[threads],
+                                 help="write a run's encoder and decoder as ONNX graphs")
+    export.add_argument("run", help="a run directory")
+    export.add_argument("--onnx", required=True, metavar="OUT_DIR",
+                        help="where encoder.onnx, decoder.onnx and model.json go")
+    export.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    export.set_defaults(handler=_cmd_export)

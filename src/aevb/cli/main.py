@@ -54,8 +54,7 @@ def _split_argv(argv: list[str], command: argparse.ArgumentParser) -> tuple[list
 
     Otherwise the value of an override (``--epochs 2``) could be taken for the config file.
     """
-    takes_value = {flag: action.nargs != 0 for flag, action in
-                   command._option_string_actions.items()}
+    takes_value = {flag: action.nargs for flag, action in command._option_string_actions.items()}
     own, overrides = [], []
     tokens = list(argv)
     while tokens:
@@ -63,7 +62,9 @@ def _split_argv(argv: list[str], command: argparse.ArgumentParser) -> tuple[list
         name = token.split("=", 1)[0]
         if not token.startswith("-") or name in takes_value:
             own.append(token)
-            if takes_value.get(name) and "=" not in token and tokens:
+            nargs = takes_value.get(name)
+            optional = nargs == "?" and bool(tokens) and tokens[0].startswith("-")
+            if nargs != 0 and name in takes_value and "=" not in token and tokens and not optional:
                 own.append(tokens.pop(0))
         else:
             overrides.append(token)

@@ -27,6 +27,8 @@ def _cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     resumed = args.resume and not args.config  # the run's own config, unless a file is given
+    if args.tensorboard is not None:
+        extra = [*extra, "--train.tensorboard", args.tensorboard]
     config = configured(args, extra, run_config(args.out) if resumed else None)
     out = default_out(args, f"{Path(config.data.name).stem}-{config.model.name}")
     result = train(config, out, resume=args.resume, progress=not args.quiet)
@@ -207,6 +209,9 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--tensorboard", nargs="?", const="", metavar="DIR",
+                       help="log to TensorBoard in DIR (default RUN/tensorboard;"
+                       " pip install -e .[tensorboard])")
     train.set_defaults(handler=_cmd_train, overrides=True)
 
     evaluate = commands.add_parser(

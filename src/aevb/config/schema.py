@@ -102,6 +102,10 @@ class TrainConfig:
     """auto | cpu | cuda | cuda:N | mps."""
     threads: int | None = None
     """CPU threads for PyTorch; default: all cores."""
+    tensorboard: str | None = None
+    """A directory for TensorBoard event files of every metric, samples, reconstructions, the
+    test codes' embedding and the config (``engine.tensorboard``); "" is RUN/tensorboard;
+    unset: none."""
     precision: str = "auto"
     """Training matmuls: float32 | bfloat16 (autocast; distribution parameters, losses and
     weights stay float32) | auto (bfloat16 on a CPU whose native bf16 matmuls were timed at

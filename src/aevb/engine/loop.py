@@ -40,6 +40,7 @@ from aevb.engine.memory import check_model_fits
 from aevb.engine.resume import data_fingerprint, restore_run
 from aevb.engine.rng import rng_state, seeded
 from aevb.engine.state import RunState
+from aevb.engine.tensorboard import TensorBoardLog, open_log
 from aevb.errors import AevbError, CheckpointError, ConfigError
 from aevb.inference.schedules import learning_rate
 from aevb.models import Batch, ClosedForm, DataSpec, Model, PerExampleState, Step, build_model
@@ -207,6 +208,7 @@ class _Run:
     precision: torch.dtype
     total_steps: int  # where this call stops (the schedules keep ``state.schedule_steps``)
     state: RunState
+    log: TensorBoardLog | None = None  # rank 0's TensorBoard events (train.tensorboard)
 
 
 def _train(config: Config, run_dir: Path, restore: bool, progress: bool,
@@ -223,6 +225,7 @@ def _train(config: Config, run_dir: Path, restore: bool, progress: bool,
                disable=not (progress and distributed.is_main()), dynamic_ncols=True,
                desc=f"train {config.model.name}")
     model.train()
+    run.log = open_log(config, run_dir, model) if distributed.is_main() else None
     stale = state.epoch - state.best_epoch
     while state.step < run.total_steps and not (tc.patience and stale >= tc.patience):
         started = time.perf_counter()
@@ -232,6 +235,8 @@ def _train(config: Config, run_dir: Path, restore: bool, progress: bool,
         rng = rng_state(run.generator)
         if not distributed.is_main():
             continue
+        if run.log is not None:
+            run.log.epoch(row, model, run.dataset)
         with rundir.transaction(run_dir) as tx:  # the epoch's files, all or none
             _write_checkpoint(tx, "last", model, run.optimizer, config, state, rng)
             if improved:
@@ -239,6 +244,8 @@ def _train(config: Config, run_dir: Path, restore: bool, progress: bool,
             _write_metrics_csv(tx, state.history)
         bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith("valid_")})
     bar.close()
+    if run.log is not None:
+        run.log.close(config, model, run.dataset, state.history)
     return TrainResult(run_dir, model, run.dataset, state.history, state.best_epoch, run.device)
 
 
@@ -317,6 +324,9 @@ def _epoch(run: _Run, net: Any, per_example: list[torch.Tensor], bar: Any
                 state.step += 1
                 bar.update(1)
                 continue
+        if run.log is not None:  # reads the step's metrics to the host
+            run.log.step(state.step, metrics, optimizer.param_groups[0]["lr"]
+                         if optimizer is not None else None)
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0) + value.float() * count
         seen += count
