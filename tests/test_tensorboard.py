@@ -46,6 +46,8 @@ def test_the_events_hold_what_metrics_csv_holds(tmp_path):
     assert "metrics/text_summary" in tags["tensors"]  # the readable names
     text = events.Tensors("metrics/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "- elbo: ELBO (nats)" in text
+    layout = events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    assert b"ELBO (nats)" in layout and b"epoch/valid_elbo" in layout
     projector = run / "tensorboard" / "projector_config.pbtxt"
     assert projector.exists() and "test codes" in projector.read_text()
     final = events.Scalars("final/valid_elbo")  # the hparams' metrics, the last epoch's

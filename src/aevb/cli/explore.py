@@ -103,11 +103,12 @@ def _toml(value: Any) -> str:
 
 
 def _cmd_explore(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from aevb.engine.device import resolve_device
     from aevb.serve.explorer import BadRequest, Explorer
     from aevb.serve.server import serve
 
     try:
-        explorer = Explorer(args.run, args.checkpoint)
+        explorer = Explorer(args.run, args.checkpoint, str(resolve_device(args.device)))
     except BadRequest as error:
         raise AevbError(str(error)) from None
     serve(explorer, args.host, args.port)
@@ -148,6 +149,8 @@ def add_commands(commands: Any, threads: argparse.ArgumentParser) -> None:
                          help="the address to serve on (default 127.0.0.1: this machine only)")
     explore.add_argument("--port", type=int, default=8765, help="0: any free port")
     explore.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    explore.add_argument("--device", default="auto",
+                         help="where the model decodes: auto (a GPU where there is one) | cpu | cuda")
     explore.set_defaults(handler=_cmd_explore)
 
     export = commands.add_parser("export", parents=[threads],

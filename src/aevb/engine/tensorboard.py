@@ -4,8 +4,9 @@ epoch, the test codes as an embedding with their images (the projector), and the
 as hparams with its final metrics.
 
 Tags: ``step/<metric>`` per step and ``epoch/<column>`` per epoch, the columns of
-``metrics.csv`` (``epoch/train_elbo``, ``epoch/valid_elbo``, ...); the readable name and unit
-of each metric, as the report gives them, are the text ``metrics``. The package ``tensorboard``
+``metrics.csv`` (``epoch/train_elbo``, ``epoch/valid_elbo``, ...); the custom-scalars tab draws
+one chart per metric under its readable name and unit, as the report gives them (its train,
+valid and test curves), and the text ``metrics`` lists them. The package ``tensorboard``
 is optional (``pip install -e .[tensorboard]``); without it the option is one clear error.
 Per-step logging reads each step's metrics to the host, a sync the loop otherwise avoids.
 """
@@ -44,6 +45,11 @@ class TensorBoardLog:
         names = "\n".join(f"- {key}: {label}" + (f" ({unit})" if unit else "")
                           for key, (label, unit) in model.metric_names.items())
         self.writer.add_text("metrics", names, 0)
+        # one chart per metric under its readable name: its train, valid and test curves
+        charts = {f"{label} ({unit})" if unit else label: [
+            "Multiline", [f"epoch/{split}_{key}" for split in ("train", "valid", "test")]]
+            for key, (label, unit) in model.metric_names.items()}
+        self.writer.add_custom_scalars({"by epoch": charts})
 
     def step(self, step: int, metrics: dict[str, torch.Tensor], lr: float | None) -> None:
         for name, value in metrics.items():
