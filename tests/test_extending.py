@@ -384,3 +384,18 @@ def test_m2_the_cvae_and_the_hierarchy_take_your_own_networks(tmp_path, nets_mod
         ae = aevb.fit(x, model=name, latent_dim=3, epochs=1, progress=False, threads=1,
                       encoder=nets.DigitEncoder(), decoder=nets.DigitDecoder(3))
         assert ae.reconstruct(x[:2]).shape == (2, 1, 8, 8)
+
+
+def test_a_plugin_model_trains_under_torchrun(tmp_path):
+    site = plugin_site(tmp_path, "vampprior = aevb_vampprior:VampPriorVAE")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(map(str, [ROOT / "src", site, EXAMPLE]))}
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "aevb", "train", "--model", "vampprior", "--dataset", "digits", "--epochs", "1",
+         "--latent_dim", "2", "--hidden", "16", "--components", "5", "--batch_size", "50",
+         "--is_samples", "4", "--quiet", "--out", str(run)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "report.md").exists() and "vampprior" in (run / "config.toml").read_text()
