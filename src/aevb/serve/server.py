@@ -36,6 +36,9 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 """The only files served: the page shipped in the package (nothing from a CDN)."""
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DRAINED = 16 * 1024 * 1024
+"""A refused upload up to this size is read to its end before the 400 (then the client sees
+the answer); a larger one is not read, and the connection closes."""
 
 
 def _static(name: str) -> bytes:
@@ -109,8 +112,21 @@ class _Handler(BaseHTTPRequestHandler):
         if length is None or not length.isdigit():
             raise BadRequest("POST /api/encode needs a Content-Length")
         if int(length) > MAX_UPLOAD_BYTES:
+            self._discard(int(length))  # so that the client reads the 400, not a broken pipe
             raise BadRequest(f"the upload is over {MAX_UPLOAD_BYTES // 1024 // 1024} MiB")
         return self.rfile.read(int(length))
+
+    def _discard(self, length: int) -> None:
+        """Read and drop a refused body up to DRAINED bytes; a larger one closes the
+        connection after the answer."""
+        if length > DRAINED:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                break
+            length -= len(chunk)
 
     def _send_json(self, status: HTTPStatus, value: Any) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
