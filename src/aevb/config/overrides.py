@@ -14,12 +14,13 @@ from torch import nn
 
 from aevb.config.run import (
     Config,
+    _models_taking,
     _unknown_key_message,
     config_from_dict,
     config_to_dict,
 )
 from aevb.errors import ConfigError
-from aevb.models import MODELS, model_class
+from aevb.models import model_class
 from aevb.nn.custom import CustomNetConfig, spec_of
 
 __all__ = ["ALIASES", "apply_overrides", "with_networks"]
@@ -134,11 +135,10 @@ def with_networks(config: Config, encoder: nn.Module | None, decoder: nn.Module 
     if encoder is None or decoder is None:
         raise ConfigError("fit takes your own networks in pairs: give both encoder= and"
                           " decoder=")
-    name = config.model.name
-    if not any(option is CustomNetConfig for option in typing.get_args(
-            typing.get_type_hints(type(config.model)).get("net"))):
+    name, takers = config.model.name, _models_taking(CustomNetConfig.kind)
+    if name not in takers:
         raise ConfigError(f"model {name!r} takes no networks of your own (those that do:"
-                          f" {', '.join(_models_taking_custom_nets())})")
+                          f" {', '.join(takers)})")
     net = {"kind": CustomNetConfig.kind, "encoder": asdict(spec_of(encoder, "encoder")),
            "decoder": asdict(spec_of(decoder, "decoder")),
            "decoder_emits_parameters": emits_parameters}
@@ -148,8 +148,3 @@ def with_networks(config: Config, encoder: nn.Module | None, decoder: nn.Module 
         tree["model"]["label_input"] = False  # m2's y at the first layer is its MLP's alone
     return config_from_dict(tree)
 
-
-def _models_taking_custom_nets() -> list[str]:
-    return [name for name, cls in MODELS.items() if any(
-        option is CustomNetConfig for option in typing.get_args(
-            typing.get_type_hints(cls.config_class).get("net")))]

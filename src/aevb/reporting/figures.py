@@ -46,7 +46,7 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def _kl_per_dimension(run_dir: Path) -> dict[str, list[float]]:
+def kl_per_dimension(run_dir: Path) -> dict[str, list[float]]:
     path = run_dir / "evaluation.json"
     if not path.is_file():
         return {}
@@ -118,7 +118,7 @@ def _numbers_pictures(run_dir: Path, model: Model) -> list[Path]:
                                               model.metric_names))
     if isinstance(model, Hierarchical) and history and len(model.layer_names) > 1:
         written.append(_layer_kl_curves(run_dir, model.layer_names, history))
-    if isinstance(model, Likelihood) and (kl := _kl_per_dimension(run_dir)):
+    if isinstance(model, Likelihood) and (kl := kl_per_dimension(run_dir)):
         written.append(charts.bar_chart(
             kl, run_dir / "kl_per_dimension.png", "KL (nats per example)",
             title="KL(q(z|x) || p(z)) of each latent dimension, test set"))

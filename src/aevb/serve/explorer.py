@@ -9,7 +9,6 @@ Every parameter is checked here (``BadRequest``: one line a client can show); th
 from __future__ import annotations
 
 import io
-import json
 import math
 import threading
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from aevb.engine.batches import split_batch
 from aevb.engine.checkpoint import load_model
 from aevb.engine.features import load_run_data
 from aevb.models import Batch, Conditional, Encoder, Generative, Hierarchical, Likelihood, Model
+from aevb.reporting.figures import kl_per_dimension
 
 __all__ = ["BadRequest", "Explorer", "MAX_STEPS", "MAX_UPLOAD_BYTES", "Z_BOUND"]
 
@@ -220,14 +220,9 @@ class Explorer:
     def _kl_per_dimension(self) -> list[float]:
         """KL of each code dimension: the run's evaluation where it has one, else measured on
         the test points; for a model without a likelihood, the codes' variances."""
-        path = self.run_dir / "evaluation.json"
-        try:
-            parts = json.loads(path.read_text()).get("kl_per_dim_nats") or {}
-            values = [v for part in parts.values() for v in part]
-            if len(values) == self.code_dim:
-                return [float(v) for v in values]
-        except (OSError, ValueError, AttributeError):
-            pass
+        values = [v for part in kl_per_dimension(self.run_dir).values() for v in part]
+        if len(values) == self.code_dim:
+            return [float(v) for v in values]
         if isinstance(self.model, Likelihood):
             with torch.no_grad():
                 terms = self.model.elbo_terms(Batch(self.batch.x[:250], None if self.batch.y
